@@ -1,0 +1,81 @@
+"""DICOM test data made with pydicom: small, valid Part-10 files with chosen identities."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+_IMPL_UID = "1.2.826.0.1.3680043.10.1289.1"
+
+
+def ct_dataset(
+    *,
+    PatientName: str = "Doe^John",
+    PatientID: str = "PID-1",
+    StudyInstanceUID: str | None = None,
+    SeriesInstanceUID: str | None = None,
+    SOPInstanceUID: str | None = None,
+    rows: int = 16,
+    columns: int = 16,
+    InstanceNumber: int = 1,
+    Modality: str = "CT",
+    seed: int = 0,
+    **attributes: object,
+) -> Dataset:
+    """A CT image (16-bit signed, rescale slope/intercept, a default window) with file meta."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = SOPInstanceUID or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = _IMPL_UID
+    ds.SOPClassUID = CTImageStorage
+    ds.PatientName = PatientName
+    ds.PatientID = PatientID
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = StudyInstanceUID or generate_uid()
+    ds.SeriesInstanceUID = SeriesInstanceUID or generate_uid()
+    ds.StudyDate = "20240102"
+    ds.StudyDescription = "Test study"
+    ds.SeriesDescription = "Test series"
+    ds.StudyID = "1"
+    ds.AccessionNumber = "ACC1"
+    ds.Modality = Modality
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = InstanceNumber
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.WindowCenter = 40
+    ds.WindowWidth = 400
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 2000, size=(rows, columns), dtype=np.int16)
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def ct_bytes(**kwargs: object) -> bytes:
+    """A CT image as Part-10 bytes; keyword arguments as for :func:`ct_dataset`."""
+    return to_bytes(ct_dataset(**kwargs))  # type: ignore[arg-type]
