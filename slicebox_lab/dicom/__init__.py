@@ -1,0 +1,32 @@
+"""DICOM without a server: reading and validation, indexed attributes, listing, rendering, dictionary.
+
+Nothing here imports tornado, jupyter_server or ipywidgets (ARCHITECTURE.md rule 2);
+every function is blocking and runs in a worker thread when called from a handler.
+"""
+
+from __future__ import annotations
+
+from slicebox_lab.dicom.dictionary import keyword, keywords, tag, vm, vr
+from slicebox_lab.dicom.listing import attribute_listing
+from slicebox_lab.dicom.reading import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    ParsedDicom,
+    extract_attributes,
+    parse_part10,
+)
+from slicebox_lab.dicom.render import image_information, render_png
+
+__all__ = [
+    "ACCEPTED_TRANSFER_SYNTAXES",
+    "ParsedDicom",
+    "attribute_listing",
+    "extract_attributes",
+    "image_information",
+    "keyword",
+    "keywords",
+    "parse_part10",
+    "render_png",
+    "tag",
+    "vm",
+    "vr",
+]
