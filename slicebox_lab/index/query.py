@@ -1,0 +1,519 @@
+"""Listing and querying the hierarchy: filters, paging, ordering, source constraints.
+
+Every value a client sends is bound as an SQL parameter; names (``order_by``, property names) are
+only ever looked up among the columns of the tables, never pasted into SQL.  Bad input raises
+:class:`~slicebox_lab.errors.InvalidInput` with a message fit for the client.
+
+Rules shared by every list and query:
+
+* ``start_index``/``count`` page the result (``OFFSET``/``LIMIT``); ``count`` is capped at
+  :data:`MAX_COUNT` so one request cannot pull the whole index into memory.
+* Default order is ``id`` ascending; any ``order_by`` is followed by ``id`` ascending, so paging
+  is stable when values tie.
+* A level may be constrained by columns of the levels above it (joined, one row each) and, in
+  queries, below it: a patient qualifies when *one* of its series (with its study and, for image
+  queries, one of its images) meets all the lower-level properties together (a semi-join, so
+  results are distinct without ``DISTINCT``).
+* ``sources`` are ``sources.id`` values: a series qualifies when its ``source_id`` (the source of
+  its latest ingest) is one of them; patients and studies when they hold a qualifying series.
+
+Operators: ``"="`` exact (case-sensitive); ``"like"`` case-insensitive substring, the user's ``%``
+and ``_`` taken literally; ``"wildcard"`` DICOM matching as in C-FIND: ``*`` any run, ``?`` one
+character, case-insensitive, an empty value matches everything.  SQLite folds case for ASCII
+letters only.
+
+The functions take an open :class:`~sqlalchemy.Connection`; :class:`~slicebox_lab.index.Index`
+exposes each of them as a method.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from slicebox_lab import errors
+from slicebox_lab.index import _records
+from slicebox_lab.index.schema import images, patients, series, studies
+from slicebox_lab.model import FlatSeries, Image, Patient, Series, Study
+
+#: The most rows one list or query returns; larger counts are silently capped.
+MAX_COUNT = 10_000
+#: Largest accepted ``start_index`` (beyond any real index, below every backend's OFFSET limit).
+MAX_START_INDEX = 2**62
+OPERATORS = ("=", "like", "wildcard")
+
+_ESCAPE = "/"
+_HIERARCHY: tuple[sa.Table, ...] = (patients, studies, series, images)
+_PATIENT, _STUDY, _SERIES, _IMAGE = range(4)
+#: column of table i that refers to table i - 1
+_PARENT_KEY = {_STUDY: "patient_id", _SERIES: "study_id", _IMAGE: "series_id"}
+#: never listed, ordered or queried by clients
+_PRIVATE_COLUMNS = frozenset({"storage_key"})
+
+PATIENT_FILTER_COLUMNS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+IMAGE_FILTER_COLUMNS = ("SOPInstanceUID", "ImageType", "InstanceNumber")
+#: as Slicebox: the descriptive text of each level (UIDs left out: every UID contains "1.2")
+FLAT_SERIES_FILTER_COLUMNS: tuple[tuple[int, str], ...] = (
+    *((_PATIENT, name) for name in PATIENT_FILTER_COLUMNS),
+    *((_STUDY, name) for name in ("StudyDescription", "StudyDate", "StudyID", "AccessionNumber", "PatientAge")),
+    *(
+        (_SERIES, name)
+        for name in (
+            "SeriesDescription",
+            "SeriesDate",
+            "Modality",
+            "ProtocolName",
+            "BodyPartExamined",
+            "Manufacturer",
+            "StationName",
+        )
+    ),
+)
+
+R = TypeVar("R")
+
+
+@dataclass
+class QueryProperty:
+    """One condition: ``property_name`` (a DICOM keyword or column), ``operator``, ``property_value``."""
+
+    property_name: str
+    operator: str
+    property_value: str
+
+
+@dataclass
+class Query:
+    """A paged, ordered query; properties are AND-ed; ``sources`` are source row ids (OR-ed)."""
+
+    start_index: int = 0
+    count: int = 20
+    order_by: str | None = None
+    order_ascending: bool = True
+    query_properties: list[QueryProperty] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _page(start_index: Any, count: Any) -> tuple[int, int]:
+    if not _is_int(start_index):
+        raise errors.InvalidInput("startindex must be an integer")
+    if not _is_int(count):
+        raise errors.InvalidInput("count must be an integer")
+    if start_index < 0:
+        raise errors.InvalidInput("startindex must be non-negative")
+    if count < 0:
+        raise errors.InvalidInput("count must be non-negative")
+    if start_index > MAX_START_INDEX:
+        raise errors.InvalidInput(f"startindex must be at most {MAX_START_INDEX}")
+    return int(start_index), min(int(count), MAX_COUNT)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text_value(value: Any, what: str) -> str:
+    if _is_int(value):
+        value = str(value)
+    if not isinstance(value, str):
+        raise errors.InvalidInput(f"{what} must be a string")
+    if "\x00" in value:
+        raise errors.InvalidInput(f"{what} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.InvalidInput(f"{what} is not valid text") from None
+    return value
+
+
+#: ids are INTEGER columns; a larger number would be a database error, not "no such row"
+MAX_ID = 2**31 - 1
+
+
+def row_id(value: Any, what: str) -> int | None:
+    """``value`` as an id; None when no row can have it (out of the column's range)."""
+    if isinstance(value, bool):
+        raise errors.InvalidInput(f"{what} must be an integer")
+    try:
+        number = operator.index(value)  # int, numpy integers; not str, float
+    except TypeError:
+        raise errors.InvalidInput(f"{what} must be an integer") from None
+    return number if 0 < number <= MAX_ID else None
+
+
+def _source_ids(values: Sequence[Any]) -> list[int]:
+    if isinstance(values, (str, bytes)) or not all(_is_int(v) for v in values):
+        raise errors.InvalidInput("sources must be a list of source ids (integers)")
+    return sorted({int(v) for v in values})
+
+
+# ---------------------------------------------------------------------------------------------
+# conditions
+
+
+def _escape_like(value: str) -> str:
+    return value.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
+
+
+def wildcard_pattern(value: str) -> str:
+    """A DICOM wildcard value (``*``, ``?``) as a LIKE pattern with everything else literal."""
+    return _escape_like(value).replace("*", "%").replace("?", "_")
+
+
+def _as_text(column: sa.ColumnElement[Any], name: str, operator: str) -> sa.ColumnElement[Any]:
+    if isinstance(column.type, sa.String):
+        return column
+    if isinstance(column.type, sa.Integer):
+        return sa.cast(column, sa.String)
+    raise errors.InvalidInput(f"Operator {operator} is not supported for property {name}")
+
+
+def _equals(column: sa.ColumnElement[Any], name: str, value: str) -> sa.ColumnElement[bool]:
+    if isinstance(column.type, sa.Integer):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise errors.InvalidInput(f"Property {name} takes an integer value") from None
+        limit = 2**63 if isinstance(column.type, sa.BigInteger) else 2**31
+        return column == number if -limit <= number < limit else sa.false()
+    if isinstance(column.type, sa.DateTime):
+        try:
+            instant = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise errors.InvalidInput(f"Property {name} takes an ISO-8601 date and time") from None
+        # stored in UTC (SQLite without the offset): compare in UTC, a naive value taken as UTC
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=timezone.utc)
+        return column == instant.astimezone(timezone.utc)
+    return column == value
+
+
+def condition(column: sa.ColumnElement[Any], name: str, operator: str, value: Any) -> sa.ColumnElement[bool]:
+    """``column <operator> value`` with the value bound as a parameter."""
+    text = _text_value(value, f"The value of property {name}")
+    if operator == "=":
+        return _equals(column, name, text)
+    if operator == "like":
+        pattern = "%" + _escape_like(text) + "%"
+        return _as_text(column, name, operator).ilike(pattern, escape=_ESCAPE)
+    if operator == "wildcard":
+        target = _as_text(column, name, operator)
+        if text == "" or text.strip("*") == "":
+            return sa.true()  # universal matching
+        return target.ilike(wildcard_pattern(text), escape=_ESCAPE)
+    raise errors.InvalidInput(f"Unknown operator {operator!r}: use one of {', '.join(OPERATORS)}")
+
+
+def _substring_filter(columns: Sequence[sa.ColumnElement[Any]], text: str) -> sa.ColumnElement[bool]:
+    pattern = "%" + _escape_like(text) + "%"
+    return sa.or_(*(c.ilike(pattern, escape=_ESCAPE) for c in columns))
+
+
+# ---------------------------------------------------------------------------------------------
+# statements
+
+
+class _Plan:
+    """A select over one level, with joins up and semi-joins down added as conditions need them."""
+
+    def __init__(self, level: int, *, top: int | None = None) -> None:
+        self.level = level
+        self.own = _HIERARCHY[level]
+        self.top = level if top is None else top  # the highest table joined in
+        self.where: list[sa.ColumnElement[bool]] = []
+        self.below: dict[int, list[sa.ColumnElement[bool]]] = {}
+
+    def resolve(self, name: Any, lowest: int) -> tuple[int, sa.Column[Any]]:
+        """The column ``name`` among this level, the levels above it and those down to ``lowest``.
+
+        ``id`` is this level's id; a name in more than one table is taken from the nearest.
+        """
+        if not isinstance(name, str) or name in _PRIVATE_COLUMNS:
+            raise errors.InvalidInput(f"Property {name} does not exist")
+        if name == "id":
+            return self.level, self.own.c.id
+        order = list(range(self.level, -1, -1)) + list(range(self.level + 1, lowest + 1))
+        for index in order:
+            table = _HIERARCHY[index]
+            if name in table.c:
+                return index, table.c[name]
+        raise errors.InvalidInput(f"Property {name} does not exist")
+
+    def add(self, index: int, clause: sa.ColumnElement[bool]) -> None:
+        if index > self.level:
+            self.below.setdefault(index, []).append(clause)
+        else:
+            self.top = min(self.top, index)
+            self.where.append(clause)
+
+    def add_sources(self, ids: Sequence[Any]) -> None:
+        wanted = _source_ids(ids)
+        if wanted:
+            valid = [i for i in wanted if 0 < i <= MAX_ID]
+            self.add(_SERIES, series.c.source_id.in_(valid) if valid else sa.false())
+
+    def from_clause(self) -> sa.FromClause:
+        joined: sa.FromClause = self.own
+        for index in range(self.level, self.top, -1):
+            child, parent = _HIERARCHY[index], _HIERARCHY[index - 1]
+            joined = joined.join(parent, child.c[_PARENT_KEY[index]] == parent.c.id)
+        return joined
+
+    def conditions(self) -> list[sa.ColumnElement[bool]]:
+        clauses = list(self.where)
+        if self.below:
+            first = _HIERARCHY[self.level + 1]
+            chain: sa.FromClause = first
+            for index in range(self.level + 2, max(self.below) + 1):
+                chain = chain.join(
+                    _HIERARCHY[index], _HIERARCHY[index].c[_PARENT_KEY[index]] == _HIERARCHY[index - 1].c.id
+                )
+            inner = [clause for index in sorted(self.below) for clause in self.below[index]]
+            members = sa.select(first.c[_PARENT_KEY[self.level + 1]]).select_from(chain).where(*inner)
+            clauses.append(self.own.c.id.in_(members))
+        return clauses
+
+    def select(
+        self,
+        columns: Sequence[sa.ColumnElement[Any]],
+        *,
+        start_index: Any,
+        count: Any,
+        order_by: str | None,
+        order_ascending: bool,
+        order_levels: int,
+    ) -> sa.Select[Any]:
+        """The paged statement; ``order_by`` may name a column of this level or ``order_levels`` above."""
+        start, limit = _page(start_index, count)
+        if not isinstance(order_ascending, bool):
+            raise errors.InvalidInput("orderascending must be true or false")
+        ordering: list[sa.ColumnElement[Any]] = []
+        by_id = False
+        if order_by is not None:
+            index, column = self.resolve(order_by, self.level)
+            if index < self.level - order_levels:
+                raise errors.InvalidInput(f"Property {order_by} does not exist")
+            self.top = min(self.top, index)
+            ordering.append(column.asc() if order_ascending else column.desc())
+            by_id = column is self.own.c.id
+        if not by_id:  # ties broken by id: stable pages
+            ordering.append(self.own.c.id.asc())
+        return (
+            sa.select(*columns)
+            .select_from(self.from_clause())
+            .where(*self.conditions())
+            .order_by(*ordering)
+            .offset(start)
+            .limit(limit)
+        )
+
+
+def _run(conn: sa.Connection, statement: sa.Select[Any], record: Callable[[Any], R]) -> list[R]:
+    return [record(row) for row in conn.execute(statement)]
+
+
+def _apply_properties(plan: _Plan, properties: Sequence[Any], lowest: int) -> None:
+    for prop in properties:
+        if not isinstance(prop, QueryProperty):
+            raise errors.InvalidInput("query properties must have property_name, operator, property_value")
+        index, column = plan.resolve(prop.property_name, lowest)
+        plan.add(index, condition(column, prop.property_name, prop.operator, prop.property_value))
+
+
+def _query(
+    conn: sa.Connection,
+    level: int,
+    q: Query,
+    columns: Sequence[sa.ColumnElement[Any]],
+    record: Callable[[Any], R],
+    *,
+    flat: bool = False,
+) -> list[R]:
+    if not isinstance(q, Query):
+        raise errors.InvalidInput("a query is needed")
+    plan = _Plan(level, top=_PATIENT if flat else None)
+    lowest = _IMAGE if level == _IMAGE else _SERIES
+    _apply_properties(plan, q.query_properties, lowest)
+    plan.add_sources(q.sources)
+    statement = plan.select(
+        columns,
+        start_index=q.start_index,
+        count=q.count,
+        order_by=q.order_by,
+        order_ascending=q.order_ascending,
+        order_levels=level,
+    )
+    return _run(conn, statement, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# queries
+
+
+def query_patients(conn: sa.Connection, q: Query) -> list[Patient]:
+    return _query(conn, _PATIENT, q, _records.PATIENT_COLUMNS, _records.patient)
+
+
+def query_studies(conn: sa.Connection, q: Query) -> list[Study]:
+    return _query(conn, _STUDY, q, _records.STUDY_COLUMNS, _records.study)
+
+
+def query_series(conn: sa.Connection, q: Query) -> list[Series]:
+    return _query(conn, _SERIES, q, _records.SERIES_COLUMNS, _records.series_record)
+
+
+def query_images(conn: sa.Connection, q: Query) -> list[Image]:
+    return _query(conn, _IMAGE, q, _records.IMAGE_COLUMNS, _records.image)
+
+
+def query_flat_series(conn: sa.Connection, q: Query) -> list[FlatSeries]:
+    return _query(conn, _SERIES, q, _records.FLAT_SERIES_COLUMNS, _records.flat_series, flat=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# lists (the browsing GETs)
+
+
+def _filter_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return _text_value(value, "filter")
+
+
+def list_patients(
+    conn: sa.Connection,
+    start_index: int = 0,
+    count: int = 20,
+    order_by: str | None = None,
+    order_ascending: bool = True,
+    filter: str = "",
+    sources: Sequence[int] = (),
+) -> list[Patient]:
+    """Patients, ``filter`` a case-insensitive substring of name, ID, birth date or sex."""
+    plan = _Plan(_PATIENT)
+    text = _filter_text(filter)
+    if text:
+        plan.add(_PATIENT, _substring_filter([patients.c[n] for n in PATIENT_FILTER_COLUMNS], text))
+    plan.add_sources(sources)
+    statement = plan.select(
+        _records.PATIENT_COLUMNS,
+        start_index=start_index,
+        count=count,
+        order_by=order_by,
+        order_ascending=order_ascending,
+        order_levels=0,
+    )
+    return _run(conn, statement, _records.patient)
+
+
+def list_studies(
+    conn: sa.Connection,
+    patient_id: int,
+    start_index: int = 0,
+    count: int = 20,
+    order_by: str | None = None,
+    order_ascending: bool = True,
+    sources: Sequence[int] = (),
+) -> list[Study]:
+    """The studies of one patient."""
+    plan = _Plan(_STUDY)
+    parent = row_id(patient_id, "patient id")
+    plan.add(_STUDY, studies.c.patient_id == parent if parent is not None else sa.false())
+    plan.add_sources(sources)
+    statement = plan.select(
+        _records.STUDY_COLUMNS,
+        start_index=start_index,
+        count=count,
+        order_by=order_by,
+        order_ascending=order_ascending,
+        order_levels=0,
+    )
+    return _run(conn, statement, _records.study)
+
+
+def list_series(
+    conn: sa.Connection,
+    study_id: int,
+    start_index: int = 0,
+    count: int = 20,
+    order_by: str | None = None,
+    order_ascending: bool = True,
+    sources: Sequence[int] = (),
+) -> list[Series]:
+    """The series of one study."""
+    plan = _Plan(_SERIES)
+    parent = row_id(study_id, "study id")
+    plan.add(_SERIES, series.c.study_id == parent if parent is not None else sa.false())
+    plan.add_sources(sources)
+    statement = plan.select(
+        _records.SERIES_COLUMNS,
+        start_index=start_index,
+        count=count,
+        order_by=order_by,
+        order_ascending=order_ascending,
+        order_levels=0,
+    )
+    return _run(conn, statement, _records.series_record)
+
+
+def list_images(
+    conn: sa.Connection,
+    series_id: int,
+    start_index: int = 0,
+    count: int = 20,
+    order_by: str | None = None,
+    order_ascending: bool = True,
+    filter: str = "",
+) -> list[Image]:
+    """The images of one series, ``filter`` a substring of SOPInstanceUID, ImageType or InstanceNumber."""
+    plan = _Plan(_IMAGE)
+    parent = row_id(series_id, "series id")
+    plan.add(_IMAGE, images.c.series_id == parent if parent is not None else sa.false())
+    text = _filter_text(filter)
+    if text:
+        plan.add(_IMAGE, _substring_filter([images.c[n] for n in IMAGE_FILTER_COLUMNS], text))
+    statement = plan.select(
+        _records.IMAGE_COLUMNS,
+        start_index=start_index,
+        count=count,
+        order_by=order_by,
+        order_ascending=order_ascending,
+        order_levels=0,
+    )
+    return _run(conn, statement, _records.image)
+
+
+def list_flat_series(
+    conn: sa.Connection,
+    start_index: int = 0,
+    count: int = 20,
+    order_by: str | None = None,
+    order_ascending: bool = True,
+    filter: str = "",
+    sources: Sequence[int] = (),
+) -> list[FlatSeries]:
+    """Series with their study and patient; ``order_by`` any of their columns, ``id`` = series id."""
+    plan = _Plan(_SERIES, top=_PATIENT)
+    text = _filter_text(filter)
+    if text:
+        columns = [_HIERARCHY[level].c[name] for level, name in FLAT_SERIES_FILTER_COLUMNS]
+        plan.add(_PATIENT, _substring_filter(columns, text))
+    plan.add_sources(sources)
+    statement = plan.select(
+        _records.FLAT_SERIES_COLUMNS,
+        start_index=start_index,
+        count=count,
+        order_by=order_by,
+        order_ascending=order_ascending,
+        order_levels=_SERIES,
+    )
+    return _run(conn, statement, _records.flat_series)
