@@ -1,0 +1,290 @@
+"""SliceboxContext: the node's storage, index and event bus, and the one way in.
+
+This is the ONLY module that touches both the storage area and the index
+(house rule 1).  Every source of images (REST upload, import, SCP, folder watch,
+box, C-MOVE/C-GET) calls :meth:`SliceboxContext.ingest`, which
+
+1. parses and validates the bytes (``dicom.parse_part10``),
+2. writes the blob durably under a fresh key,
+3. writes the rows in one transaction (``Index.ingest``),
+4. removes the blob again if the rows could not be written,
+5. deletes the blob the ingest replaced, and publishes ``ImageAdded``.
+
+A crash between 2 and 3 leaves a blob without a row; :meth:`open` notices the
+unclean shutdown (a marker file) and :meth:`reconcile` removes such blobs before
+the node accepts data again.  All methods block: callers on the event loop go
+through ``asyncio_bridge.run_blocking``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+
+from . import dicom
+from .errors import InvalidInput, NotFound
+from .events import EventBus, ImageAdded, ImagesDeleted
+from .index import Index, create_engine, sqlite_url, upgrade
+from .model import Image, IngestResult, Source
+from .storage import FileSystemStorage, StorageArea
+
+log = logging.getLogger(__name__)
+
+RUNNING_MARKER = "slicebox.running"
+
+
+@dataclass
+class ReconcileReport:
+    """What a start after an unclean shutdown repaired."""
+
+    temporary_files_removed: int = 0
+    orphan_blobs_removed: int = 0
+    rows_without_blob_removed: int = 0
+
+
+class SliceboxContext:
+    """Owns storage, index and events; built once per server (or per test)."""
+
+    def __init__(self, storage: StorageArea, index: Index, events: EventBus | None = None) -> None:
+        self.storage = storage
+        self.index = index
+        self.events = events or EventBus()
+        self.exports = ExportSets()
+        self._marker: Path | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path,
+        database_url: str = "",
+        storage_dir: str | Path = "",
+        fsync: bool = True,
+    ) -> SliceboxContext:
+        """Open (creating on first start) the node's data under ``data_dir``.
+
+        Migrates the index, and repairs what a crash may have left (only after an
+        unclean shutdown, so a clean start of a large node stays fast).
+        """
+        data = Path(data_dir).expanduser().resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(database_url or sqlite_url(data / "slicebox.sqlite"))
+        upgrade(engine)
+        storage = FileSystemStorage(Path(storage_dir) if storage_dir else data / "dicom", fsync=fsync)
+        context = cls(storage, Index(engine))
+        marker = data / RUNNING_MARKER
+        if marker.exists():
+            report = context.reconcile()
+            context.index.add_log(
+                "WARN",
+                "System",
+                "unclean shutdown detected; repaired: "
+                f"{report.temporary_files_removed} temporary files, "
+                f"{report.orphan_blobs_removed} blobs without a row, "
+                f"{report.rows_without_blob_removed} rows without a blob",
+            )
+        marker.write_text(str(time.time()))
+        context._marker = marker
+        context.index.add_log("INFO", "System", f"node started on {data}")
+        return context
+
+    def close(self) -> None:
+        """Clean shutdown: the next start skips the crash repair."""
+        if self._marker is not None:
+            self.index.add_log("INFO", "System", "node stopped")
+            self._marker.unlink(missing_ok=True)
+            self._marker = None
+        self.index.engine.dispose()
+
+    def reconcile(self) -> ReconcileReport:
+        """Make storage and index agree: every row has its blob and every blob its row.
+
+        Must run before anything is ingested (a blob being written has no row yet).
+        """
+        report = ReconcileReport(temporary_files_removed=self.storage.remove_incomplete())
+        indexed = set(self.index.storage_keys())
+        for key in list(self.storage.keys()):
+            if key not in indexed:
+                self.storage.delete(key)
+                report.orphan_blobs_removed += 1
+        missing = [key for key in indexed if not self.storage.exists(key)]
+        if missing:
+            lost = self.index.images_by_storage_keys(missing)
+            self.index.delete_images(image.id for image in lost)
+            report.rows_without_blob_removed = len(lost)
+            log.error("%d indexed images had no stored file and were removed", len(lost))
+        return report
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, data: bytes, source: Source) -> IngestResult:
+        """Store one DICOM file from ``source``; the one way in (house rule 3).
+
+        Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
+        bytes that are not an acceptable Part-10 file; nothing is stored then.
+        """
+        parsed = dicom.parse_part10(data)
+        attributes = dicom.extract_attributes(parsed)
+        key = uuid.uuid4().hex
+        self.storage.write(key, data)
+        try:
+            result = self.index.ingest(attributes, source, key, len(data))
+        except BaseException:
+            self.storage.delete(key)
+            raise
+        if result.replaced_storage_key:
+            self.storage.delete(result.replaced_storage_key)
+        self.events.publish(ImageAdded(result.image, source, overwrite=not result.image_added))
+        return result
+
+    # ------------------------------------------------------------------ reading
+
+    def image_bytes(self, image_id: int) -> bytes:
+        return self.storage.read(self.index.get_image(image_id).storage_key)
+
+    def open_image(self, image_id: int) -> tuple[Image, BinaryIO]:
+        image = self.index.get_image(image_id)
+        return image, self.storage.open(image.storage_key)
+
+    def dataset(self, image_id: int) -> Dataset:
+        """The stored file as a pydicom dataset (pixel data included)."""
+        return dicom.parse_part10(self.image_bytes(image_id)).dataset
+
+    def attributes(self, image_id: int) -> list[dict[str, object]]:
+        return dicom.attribute_listing(self.dataset(image_id))
+
+    def image_information(self, image_id: int) -> dict[str, object]:
+        return dicom.image_information(self.dataset(image_id))
+
+    def png(
+        self,
+        image_id: int,
+        frame_number: int = 1,
+        window_min: float | None = None,
+        window_max: float | None = None,
+        image_height: int = 0,
+    ) -> bytes:
+        return dicom.render_png(self.dataset(image_id), frame_number, window_min, window_max, image_height)
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete_images(self, image_ids: Iterable[int]) -> list[int]:
+        """Delete images (rows first, then blobs); unknown ids are ignored."""
+        deleted = self.index.delete_images(image_ids)
+        for image in deleted:
+            self.storage.delete(image.storage_key)
+        ids = tuple(image.id for image in deleted)
+        if ids:
+            self.events.publish(ImagesDeleted(ids))
+        return list(ids)
+
+    # ------------------------------------------------------------------ export
+
+    def export_entries(self, image_ids: Iterable[int]) -> Iterator[tuple[str, Image]]:
+        """(path in the zip, image) for each existing image, in Slicebox's folder layout."""
+        for image_id in image_ids:
+            try:
+                image = self.index.get_image(image_id)
+                flat = self.index.get_flat_series(image.series_id)
+            except NotFound:
+                continue
+            patient, study, series = flat.patient, flat.study, flat.series
+            parts = [
+                f"{patient.id}_{patient.PatientName}-{patient.PatientID}",
+                f"{study.id}_{study.StudyDate}",
+                f"{series.id}_{series.SeriesDate}_{series.Modality}",
+            ]
+            yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
+
+
+def _safe_path_part(part: str) -> str:
+    return re.sub(r'[/\\:*?"<>|\x00-\x1f]', "-", part)
+
+
+class ExportSets:
+    """Selections of images to download as a zip, kept for six hours (as Slicebox did)."""
+
+    lifetime_seconds = 6 * 3600
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 1
+        self._sets: dict[int, tuple[float, tuple[int, ...]]] = {}
+
+    def add(self, image_ids: Iterable[int]) -> int:
+        ids = tuple(image_ids)
+        if not ids:
+            raise InvalidInput("an export needs at least one image id")
+        with self._lock:
+            now = time.monotonic()
+            self._sets = {k: v for k, v in self._sets.items() if now - v[0] < self.lifetime_seconds}
+            export_id = self._next
+            self._next += 1
+            self._sets[export_id] = (now, ids)
+            return export_id
+
+    def get(self, export_id: int) -> tuple[int, ...]:
+        with self._lock:
+            entry = self._sets.get(export_id)
+        if entry is None or time.monotonic() - entry[0] >= self.lifetime_seconds:
+            raise NotFound(f"export set {export_id} not found (export sets are kept for six hours)")
+        return entry[1]
+
+
+class ZipStream:
+    """Builds a zip file piece by piece so it is streamed, never held in memory.
+
+    ``zipfile`` writes to any object with ``write``; this one hands the bytes
+    back to the caller after each file (data descriptors make seeking unneeded).
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._offset = 0
+        self._zip = zipfile.ZipFile(self, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    # the file-like protocol zipfile needs on a non-seekable stream
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        self._offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def flush(self) -> None:
+        pass
+
+    def add(self, name: str, source: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Add one file read from ``source``; yields the zip bytes as they are made."""
+        info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+        info.compress_type = zipfile.ZIP_STORED
+        with self._zip.open(info, mode="w", force_zip64=True) as entry:
+            while True:
+                block = source.read(chunk_size)
+                if not block:
+                    break
+                entry.write(block)
+                yield from self._take()
+        yield from self._take()
+
+    def finish(self) -> Iterator[bytes]:
+        self._zip.close()
+        yield from self._take()
+
+    def _take(self) -> Iterator[bytes]:
+        if self._chunks:
+            chunk = b"".join(self._chunks)
+            self._chunks.clear()
+            yield chunk

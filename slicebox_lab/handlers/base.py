@@ -1,0 +1,145 @@
+"""What every slicebox handler shares: the context, argument parsing and JSON errors.
+
+Handlers stay thin (house rule 2): parse the request, call the context or index
+through ``run_blocking`` (house rule 5), finish.  Domain errors from
+``errors.py`` become JSON errors here, in one place (house rule 6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado.web import HTTPError
+
+from ..asyncio_bridge import run_blocking
+from ..context import SliceboxContext
+from ..errors import InvalidInput, SliceboxError
+from ..model import Source, to_json
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: the resource name jupyter_server's Authorizer sees for every slicebox route
+AUTH_RESOURCE = "slicebox"
+
+API = r"/slicebox/api"
+
+
+class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, name: str = "slicebox", *args: Any, **kwargs: Any) -> None:
+        super().initialize(name, *args, **kwargs)
+
+    @property
+    def context(self) -> SliceboxContext:
+        context: SliceboxContext = self.settings["slicebox_context"]
+        return context
+
+    async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking domain work off the event loop."""
+        return await run_blocking(fn, *args, **kwargs)
+
+    def user_source(self) -> Source:
+        user = self.current_user
+        name = getattr(user, "username", None) or getattr(user, "name", None) or "anonymous"
+        return Source("user", str(name))
+
+    # ------------------------------------------------------------- arguments
+
+    def int_argument(self, name: str, default: int | None = None, minimum: int | None = None) -> int:
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            if default is None:
+                raise InvalidInput(f"query parameter {name} is required")
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidInput(f"query parameter {name} must be an integer, not {raw!r}") from None
+        if minimum is not None and value < minimum:
+            if minimum == 0:
+                raise InvalidInput(f"query parameter {name} must be non-negative")
+            raise InvalidInput(f"query parameter {name} must be at least {minimum}")
+        return value
+
+    def float_argument(self, name: str) -> float | None:
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidInput(f"query parameter {name} must be a number, not {raw!r}") from None
+        if not math.isfinite(value):
+            raise InvalidInput(f"query parameter {name} must be a finite number")
+        return value
+
+    def bool_argument(self, name: str, default: bool) -> bool:
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise InvalidInput(f"query parameter {name} must be true or false, not {raw!r}")
+
+    def json_body(self) -> Any:
+        body = self.request.body
+        if not body or not body.strip():
+            raise InvalidInput("this request needs a JSON body")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"the body is not valid JSON: {e}") from None
+
+    def id_list_body(self) -> list[int]:
+        body = self.json_body()
+        if not isinstance(body, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in body):
+            raise InvalidInput("the body must be a JSON array of integer ids, e.g. [1, 2, 3]")
+        return body
+
+    # ------------------------------------------------------------- responses
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(_jsonable(value)))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, SliceboxError):
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": exc.message, "reason": type(exc).__name__}))
+            return
+        if isinstance(exc, HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": message, "reason": exc.reason}))
+            return
+        super().write_error(status_code, **kwargs)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, SliceboxError):
+            if self._finished:
+                return
+            if e.status_code >= 500:
+                self.log.error("slicebox: %s %s: %s", self.request.method, self.request.uri, e.message)
+            else:
+                self.log.info("slicebox: %s %s: %s", self.request.method, self.request.uri, e.message)
+            self.send_error(e.status_code, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)  # type: ignore[misc]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return to_json(value)
+    return value

@@ -1,0 +1,217 @@
+"""/slicebox/api/metadata: browse and query patient → study → series → image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..errors import InvalidInput
+from ..index import Query, QueryProperty
+from ..model import SOURCE_TYPES
+from .base import API, SliceboxHandler
+
+
+class _ListHandler(SliceboxHandler):
+    def paging(self) -> dict[str, Any]:
+        return {
+            "start_index": self.int_argument("startindex", 0, minimum=0),
+            "count": self.int_argument("count", 20, minimum=0),
+        }
+
+    def ordering(self) -> dict[str, Any]:
+        return {
+            "order_by": self.get_argument("orderby", None) or None,
+            "order_ascending": self.bool_argument("orderascending", True),
+        }
+
+    def sources(self) -> list[int]:
+        """``sources=user:1,box:2`` (Slicebox's form) → source ids."""
+        raw = self.get_argument("sources", "")
+        ids: list[int] = []
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            source_type, _, source_id = part.partition(":")
+            if source_type not in SOURCE_TYPES or not source_id.isdigit():
+                raise InvalidInput(
+                    "sources must be a comma separated list of sourceType:sourceId elements, "
+                    "e.g. box:23,box:12,user:2"
+                )
+            ids.append(int(source_id))
+        return ids
+
+
+class PatientsHandler(_ListHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(
+            await self.blocking(
+                self.context.index.list_patients,
+                filter=self.get_argument("filter", ""),
+                sources=self.sources(),
+                **self.paging(),
+                **self.ordering(),
+            )
+        )
+
+
+class StudiesHandler(_ListHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(
+            await self.blocking(
+                self.context.index.list_studies,
+                self.int_argument("patientid"),
+                sources=self.sources(),
+                **self.paging(),
+                **self.ordering(),
+            )
+        )
+
+
+class SeriesListHandler(_ListHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(
+            await self.blocking(
+                self.context.index.list_series,
+                self.int_argument("studyid"),
+                sources=self.sources(),
+                **self.paging(),
+                **self.ordering(),
+            )
+        )
+
+
+class ImagesListHandler(_ListHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(
+            await self.blocking(
+                self.context.index.list_images,
+                self.int_argument("seriesid"),
+                filter=self.get_argument("filter", ""),
+                **self.paging(),
+                **self.ordering(),
+            )
+        )
+
+
+class FlatSeriesListHandler(_ListHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(
+            await self.blocking(
+                self.context.index.list_flat_series,
+                filter=self.get_argument("filter", ""),
+                sources=self.sources(),
+                **self.paging(),
+                **self.ordering(),
+            )
+        )
+
+
+_GETTERS = {
+    "patients": "get_patient",
+    "studies": "get_study",
+    "series": "get_series",
+    "images": "get_image",
+    "flatseries": "get_flat_series",
+}
+_QUERIES = {
+    "patients": "query_patients",
+    "studies": "query_studies",
+    "series": "query_series",
+    "images": "query_images",
+    "flatseries": "query_flat_series",
+}
+
+
+class ItemHandler(SliceboxHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, level: str, item_id: str) -> None:
+        getter = getattr(self.context.index, _GETTERS[level])
+        self.write_json(await self.blocking(getter, int(item_id)))
+
+
+class QueryHandler(SliceboxHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, level: str) -> None:
+        query = query_from_json(self.json_body())
+        run = getattr(self.context.index, _QUERIES[level])
+        self.write_json(await self.blocking(run, query))
+
+
+class ImagesBelowHandler(SliceboxHandler):
+    """All images of a patient or study (unknown id → [])."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, level: str, item_id: str) -> None:
+        run = self.context.index.images_of_patient if level == "patients" else self.context.index.images_of_study
+        self.write_json(await self.blocking(run, int(item_id)))
+
+
+class SeriesSourceHandler(SliceboxHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, series_id: str) -> None:
+        self.write_json(await self.blocking(self.context.index.series_source, int(series_id)))
+
+
+def query_from_json(body: Any) -> Query:
+    """Parse a query body: ``{"start_index", "count", "order": {"order_by", "order_ascending"},
+    "query_properties": [{"property_name", "operator", "property_value"}], "filters": {"sources": [ids]}}``."""
+    if not isinstance(body, dict):
+        raise InvalidInput("a query must be a JSON object")
+    order = body.get("order") or {}
+    filters = body.get("filters") or {}
+    properties = body.get("query_properties") or []
+    if not isinstance(order, dict) or not isinstance(filters, dict) or not isinstance(properties, list):
+        raise InvalidInput("order and filters must be objects, query_properties a list")
+    try:
+        query_properties = [
+            QueryProperty(
+                property_name=str(p["property_name"]),
+                operator=str(p.get("operator", "=")),
+                property_value=str(p["property_value"]),
+            )
+            for p in properties
+        ]
+        start_index = int(body.get("start_index", 0))
+        count = int(body.get("count", 20))
+        sources = [int(s) for s in filters.get("sources", [])]
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidInput(f"malformed query: {e}") from None
+    order_by = order.get("order_by")
+    return Query(
+        start_index=start_index,
+        count=count,
+        order_by=str(order_by) if order_by else None,
+        order_ascending=bool(order.get("order_ascending", True)),
+        query_properties=query_properties,
+        sources=sources,
+    )
+
+
+_M = rf"{API}/metadata"
+_LEVEL = r"(patients|studies|series|images|flatseries)"
+
+default_handlers = [
+    (rf"{_M}/patients", PatientsHandler),
+    (rf"{_M}/studies", StudiesHandler),
+    (rf"{_M}/series", SeriesListHandler),
+    (rf"{_M}/images", ImagesListHandler),
+    (rf"{_M}/flatseries", FlatSeriesListHandler),
+    (rf"{_M}/{_LEVEL}/query", QueryHandler),
+    (rf"{_M}/{_LEVEL}/(\d+)", ItemHandler),
+    (rf"{_M}/(patients|studies)/(\d+)/images", ImagesBelowHandler),
+    (rf"{_M}/series/(\d+)/source", SeriesSourceHandler),
+]

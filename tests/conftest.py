@@ -1,0 +1,59 @@
+"""Shared fixtures: a real Jupyter server with the extension (pytest-jupyter), PostgreSQL, test data."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg import pg_engine, postgresql_url  # noqa: F401  (fixtures)
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    return tmp_path / "node"
+
+
+@pytest.fixture
+def jp_server_config(node_dir: Path) -> dict[str, Any]:
+    # a fixed token: linking an ExtensionApp re-applies config to the ServerApp, which makes the
+    # IdentityProvider generate a new random token after pytest-jupyter read the old one
+    return {
+        "ServerApp": {"jpserver_extensions": {"slicebox_lab": True}},
+        "IdentityProvider": {"token": "slicebox-test-token"},
+        "SliceboxApp": {"data_dir": str(node_dir)},
+    }
+
+
+Fetch = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def api(jp_fetch: Fetch) -> Fetch:
+    """``await api("images", 3, "png", params=...)``: jp_fetch under slicebox/api, errors returned, not raised."""
+
+    async def fetch(*parts: object, **kwargs: Any) -> Any:
+        kwargs.setdefault("raise_error", False)
+        return await jp_fetch("slicebox", "api", *(str(p) for p in parts), **kwargs)
+
+    return fetch
+
+
+def body_json(response: Any) -> Any:
+    return json.loads(response.body)
+
+
+def stored_state(node_dir: Path) -> tuple[list[str], dict[str, int]]:
+    """(blob file names, row counts per table) of a node's data folder: what a test can assert on."""
+    blobs = sorted(p.name for p in (node_dir / "dicom").rglob("*") if p.is_file())
+    with sqlite3.connect(node_dir / "slicebox.sqlite") as db:
+        counts = {
+            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("patients", "studies", "series", "images")
+        }
+    return blobs, counts

@@ -1,0 +1,93 @@
+"""`jupyter slicebox` as a process: starts empty, keeps its data, survives SIGKILL mid-upload."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from generators import ct_bytes
+from nodeproc import start_node
+
+DICOM = {"Content-Type": "application/dicom"}
+
+
+def test_second_start_finds_the_data_of_the_first(tmp_path: Path):
+    data_dir = tmp_path / "node"
+    node = start_node(data_dir, tmp_path)
+    try:
+        s = node.session()
+        assert s.get(node.api + "/metadata/patients").json() == []
+        info = s.get(node.api + "/system/information").json()
+        assert info["database"] == "sqlite" and info["version"]
+        r = s.post(node.api + "/images", data=ct_bytes(PatientID="KEEP"), headers=DICOM)
+        assert r.status_code == 201
+        # unauthenticated requests are refused
+        assert node.session().get(node.api + "/metadata/patients", headers={"Authorization": ""}).status_code == 403
+    finally:
+        node.stop()
+    assert (data_dir / "slicebox.sqlite").exists()
+    node = start_node(data_dir, tmp_path)
+    try:
+        patients = node.session().get(node.api + "/metadata/patients").json()
+        assert [p["PatientID"] for p in patients] == ["KEEP"]
+    finally:
+        node.stop()
+
+
+def test_sigkill_during_uploads_loses_no_acknowledged_image(tmp_path: Path):
+    data_dir = tmp_path / "node"
+    node = start_node(data_dir, tmp_path)
+    acknowledged: dict[int, bytes] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def uploader(worker: int) -> None:
+        s = node.session()
+        n = 0
+        while not stop.is_set():
+            data = ct_bytes(PatientID=f"W{worker}", InstanceNumber=n, rows=128, columns=128, seed=n)
+            n += 1
+            try:
+                r = s.post(node.api + "/images", data=data, headers=DICOM, timeout=30)
+            except Exception:  # the server died mid-request: that upload was never acknowledged
+                return
+            if r.status_code == 201:
+                acknowledged[r.json()["id"]] = data
+            elif r.status_code != 200:
+                errors.append(AssertionError(r.text))
+
+    threads = [threading.Thread(target=uploader, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    # let a stream of uploads run, then kill the server in the middle of it
+    deadline = 200
+    import time
+
+    t0 = time.monotonic()
+    while len(acknowledged) < deadline and time.monotonic() - t0 < 60:
+        time.sleep(0.01)
+    node.kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert len(acknowledged) >= 20, "too few uploads before the kill to test anything"
+
+    node = start_node(data_dir, tmp_path)
+    try:
+        s = node.session()
+        for image_id, data in acknowledged.items():
+            r = s.get(f"{node.api}/images/{image_id}")
+            assert r.status_code == 200, image_id
+            assert r.content == data
+        # storage and index agree exactly: every row has its blob, every blob its row
+        with sqlite3.connect(data_dir / "slicebox.sqlite") as db:
+            keys = {k for (k,) in db.execute("SELECT storage_key FROM images")}
+        blobs = {p.name for p in (data_dir / "dicom").rglob("*") if p.is_file()}
+        assert keys == blobs
+        assert not [p for p in (data_dir / "dicom").rglob(".tmp-*")]
+        log = s.get(node.api + "/log", params={"type": "WARN"}).json()
+        assert any("unclean shutdown" in entry["message"] for entry in log)
+    finally:
+        node.stop()
