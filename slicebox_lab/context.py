@@ -4,7 +4,7 @@ This is the ONLY module that touches both the storage area and the index
 (house rule 1).  Every source of images (REST upload, import, SCP, folder watch,
 box, C-MOVE/C-GET) calls :meth:`SliceboxContext.ingest`, which
 
-1. parses and validates the bytes (``dicom.parse_part10``),
+1. parses and validates the bytes (``dicom.parse_part10``, ``dicom.verify_pixel_data``),
 2. writes the blob durably under a fresh key,
 3. writes the rows in one transaction (``Index.ingest``),
 4. removes the blob again if the rows could not be written,
@@ -135,6 +135,7 @@ class SliceboxContext:
         bytes that are not an acceptable Part-10 file; nothing is stored then.
         """
         parsed = dicom.parse_part10(data)
+        dicom.verify_pixel_data(parsed.dataset)
         attributes = dicom.extract_attributes(parsed)
         key = uuid.uuid4().hex
         self.storage.write(key, data)

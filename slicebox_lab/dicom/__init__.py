@@ -14,7 +14,7 @@ from slicebox_lab.dicom.reading import (
     extract_attributes,
     parse_part10,
 )
-from slicebox_lab.dicom.render import image_information, render_png
+from slicebox_lab.dicom.render import image_information, render_png, verify_pixel_data
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -27,6 +27,7 @@ __all__ = [
     "parse_part10",
     "render_png",
     "tag",
+    "verify_pixel_data",
     "vm",
     "vr",
 ]

@@ -26,7 +26,7 @@ from pydicom.pixels import (
 )
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from slicebox_lab.errors import InvalidInput, RenderingFailed, SliceboxError
+from slicebox_lab.errors import InvalidDicom, InvalidInput, RenderingFailed, SliceboxError
 
 __all__ = ["image_information", "render_png"]
 
@@ -104,6 +104,33 @@ def render_png(
         raise
     except Exception as exc:  # decoders and numpy raise anything on broken data
         raise RenderingFailed(f"image cannot be rendered: {type(exc).__name__}: {exc}") from exc
+
+
+def verify_pixel_data(ds: Dataset) -> None:
+    """Refuse, at ingest, pixel data that no installed decoder can read.
+
+    A node that stores an image it can never show or hand to numpy only defers the
+    error to a researcher months later; the sender can still fix it now.  Native
+    pixel data is checked for length by ``parse_part10``; here the frame count must
+    be a number and compressed pixel data must decode (its first frame: the cost of
+    one decode, paid only for compressed transfer syntaxes).
+    """
+    if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
+        return
+    raw_frames = ds.get("NumberOfFrames")
+    if raw_frames not in (None, "") and _int(ds, "NumberOfFrames", -1) < 1:
+        raise InvalidDicom(f"NumberOfFrames {raw_frames!r} is not a positive integer; the file was not stored")
+    meta = getattr(ds, "file_meta", None)
+    ts = UID(meta.get("TransferSyntaxUID") or ExplicitVRLittleEndian) if meta is not None else None
+    if ts is None or not ts.is_encapsulated:
+        return
+    try:
+        _decode_frame(ds, 0)
+    except Exception as exc:  # decoders raise anything on broken data
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        raise InvalidDicom(
+            f"the {ts.name} pixel data cannot be decoded, so the file was not stored: {reason}"
+        ) from exc
 
 
 def _check_arguments(frame_number: int, window_min: float | None, window_max: float | None, image_height: int) -> None:

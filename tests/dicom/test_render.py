@@ -19,7 +19,13 @@ from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence
 from pydicom.uid import HTJ2K, HTJ2KLossless, HTJ2KLosslessRPCL, JPEGBaseline8Bit, RLELossless
 
-from slicebox_lab.dicom import ACCEPTED_TRANSFER_SYNTAXES, image_information, parse_part10, render_png
+from slicebox_lab.dicom import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    image_information,
+    parse_part10,
+    render_png,
+    verify_pixel_data,
+)
 from slicebox_lab.errors import InvalidDicom, InvalidInput, RenderingFailed
 
 
@@ -82,7 +88,12 @@ def test_bundled_image_renders_first_and_last_frame(path: str) -> None:
             with pytest.raises(RenderingFailed) as failed:
                 render_png(ds, frame)
             assert CANNOT_RENDER[name] in failed.value.message
+            # ingest refuses them up front, naming the reason
+            with pytest.raises(InvalidDicom) as refused:
+                verify_pixel_data(ds)
+            assert CANNOT_RENDER[name] in refused.value.message
             continue
+        verify_pixel_data(ds)
         pixels = decode(render_png(ds, frame))
         assert pixels.shape[:2] == (ds.Rows, ds.Columns)
         assert pixels.dtype == np.uint8
