@@ -165,7 +165,7 @@ class SliceboxContext:
     def attributes(self, image_id: int) -> list[dict[str, object]]:
         return dicom.attribute_listing(self.dataset(image_id))
 
-    def image_information(self, image_id: int) -> dict[str, object]:
+    def image_information(self, image_id: int) -> dict[str, int]:
         return dicom.image_information(self.dataset(image_id))
 
     def png(
@@ -265,6 +265,9 @@ class ZipStream:
         return self._offset
 
     def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def add(self, name: str, source: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:

@@ -134,7 +134,7 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
                 self.log.info("slicebox: %s %s: %s", self.request.method, self.request.uri, e.message)
             self.send_error(e.status_code, exc_info=(type(e), e, e.__traceback__))
             return
-        super()._handle_request_exception(e)  # type: ignore[misc]
+        super()._handle_request_exception(e)
 
 
 def _jsonable(value: Any) -> Any:

@@ -27,8 +27,8 @@ class HealthHandler(SliceboxHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        counts = await self.blocking(self.context.index.counts)
-        self.write_json({"status": "ok", "images": counts["images"]})
+        await self.blocking(self.context.index.ping)
+        self.write_json({"status": "ok"})
 
 
 class InformationHandler(SliceboxHandler):

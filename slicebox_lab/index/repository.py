@@ -402,6 +402,11 @@ class Index:
                 yield row[1]
             last = rows[-1][0]
 
+    def ping(self) -> None:
+        """Answer only if the database does: a health check that stays cheap at a million images."""
+        with self._reading() as conn:
+            conn.execute(sa.select(sa.literal(1))).one()
+
     def counts(self) -> dict[str, int]:
         """Number of patients, studies, series and images."""
         names = {"patients": patients, "studies": studies, "series": series, "images": images}
