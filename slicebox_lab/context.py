@@ -25,6 +25,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -61,6 +62,7 @@ class SliceboxContext:
         self.events = events or EventBus()
         self.exports = ExportSets()
         self._marker: Path | None = None
+        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -105,6 +107,7 @@ class SliceboxContext:
             self.index.add_log("INFO", "System", "node stopped")
             self._marker.unlink(missing_ok=True)
             self._marker = None
+        self._writer.shutdown(wait=True)
         self.index.engine.dispose()
 
     def reconcile(self) -> ReconcileReport:
@@ -134,12 +137,17 @@ class SliceboxContext:
         Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
         bytes that are not an acceptable Part-10 file; nothing is stored then.
         """
-        parsed = dicom.parse_part10(data)
-        dicom.verify_pixel_data(parsed.dataset)
-        attributes = dicom.extract_attributes(parsed)
         key = uuid.uuid4().hex
-        self.storage.write(key, data)
+        # the durable write (mostly waiting on the disk) overlaps parsing (CPU); the rows are
+        # written only after both, so a row never exists without its durable blob
+        written = self._writer.submit(self.storage.write, key, data)
         try:
+            try:
+                parsed = dicom.parse_part10(data)
+                dicom.verify_pixel_data(parsed.dataset)
+                attributes = dicom.extract_attributes(parsed)
+            finally:
+                written.result()
             result = self.index.ingest(attributes, source, key, len(data))
         except BaseException:
             self.storage.delete(key)
