@@ -8,11 +8,12 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Float, Unicode, default
 
 from . import __version__
 from .asyncio_bridge import run_blocking, shutdown
 from .context import SliceboxContext
+from .services import Service, start_services, stop_services
 
 
 class SliceboxApp(ExtensionApp):
@@ -56,6 +57,11 @@ class SliceboxApp(ExtensionApp):
     ).tag(config=True)
 
     context: SliceboxContext | None = None
+    services: list[Service] = []
+
+    service_stop_timeout = Float(
+        10.0, help="Seconds each service (SCP listener, folder watch, ...) gets to stop when the server stops."
+    ).tag(config=True)
 
     def initialize_settings(self) -> None:
         # blocking on purpose: the node must be migrated and repaired before it serves
@@ -65,12 +71,20 @@ class SliceboxApp(ExtensionApp):
         self.settings["slicebox_context"] = self.context
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
 
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Start the long-lived services once the server is up (blocking work off the loop)."""
+        if self.context is not None:
+            self.services = await run_blocking(start_services, self.context)
+
     def initialize_handlers(self) -> None:
         from .handlers import default_handlers
 
         self.handlers.extend(default_handlers)
 
     async def stop_extension(self) -> None:
+        if self.services:
+            await run_blocking(stop_services, self.services, self.service_stop_timeout)
+            self.services = []
         if self.context is not None:
             await run_blocking(self.context.close)
             self.context = None

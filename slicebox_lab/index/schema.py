@@ -119,4 +119,85 @@ log = sa.Table(
 )
 
 #: The tables of the hierarchy, top down, by level name.
+# ------------------------------------------------------------------------------------------------
+# Node configuration and work that must survive a restart (DICOM networking, folder watches,
+# import sessions, jobs).  Kept in the same database so one backup holds the whole node.
+
+scps = sa.Table(
+    "scps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("ae_title", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(), nullable=False, server_default="0.0.0.0"),
+    sa.Column("port", sa.Integer, nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+scus = sa.Table(
+    "scus",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("ae_title", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+directory_watches = sa.Table(
+    "directory_watches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("path", sa.String(), nullable=False),
+    sa.Column("delete_on_import", sa.Boolean, nullable=False, server_default=sa.false()),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sa.UniqueConstraint("path"),
+    sqlite_autoincrement=True,
+)
+
+import_sessions = sa.Table(
+    "import_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("user", sa.String(), nullable=False),
+    sa.Column("files_imported", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("files_added", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("files_rejected", sa.Integer, nullable=False, server_default="0"),
+    _timestamp("created"),
+    _timestamp("last_updated"),
+    sa.UniqueConstraint("name", "user"),
+    sqlite_autoincrement=True,
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("description", sa.String(), nullable=False, server_default=""),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("progress_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("progress_total", sa.Integer, nullable=True),
+    #: JSON: counters the job reports (sent, failed, ...), its parameters (to resume) and result
+    sa.Column("counts", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("parameters", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("result", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("error", sa.String(), nullable=False, server_default=""),
+    sa.Column("owner", sa.String(), nullable=False, server_default=""),
+    _timestamp("created"),
+    sa.Column("started", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
+    sa.Index(None, "state"),
+    sqlite_autoincrement=True,
+)
+
+
 LEVEL_TABLES: dict[str, sa.Table] = {"patient": patients, "study": studies, "series": series, "image": images}

@@ -1,0 +1,57 @@
+"""Long-lived services of a node (SCP listeners, folder watches, ...) and their one start/stop point.
+
+Each service module adds a factory to :data:`SERVICE_FACTORIES`; ``SliceboxApp`` builds and starts
+every service when the server starts and stops them, each within a timeout, when it stops.  The
+services are plain blocking objects over a :class:`~slicebox_lab.context.SliceboxContext`: they
+import no tornado and no jupyter_server (house rule 2), so tests can run them without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .context import SliceboxContext
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Start serving (listeners, watches); must not block for long."""
+        ...
+
+    def stop(self, timeout: float) -> None:
+        """Stop within ``timeout`` seconds, leaving no thread or socket behind."""
+        ...
+
+
+#: factories called with the context, in order; stopped in reverse order
+SERVICE_FACTORIES: list[Callable[[SliceboxContext], Service]] = []
+
+
+def start_services(context: SliceboxContext) -> list[Service]:
+    """Build and start every registered service; one that fails to start is logged, not fatal."""
+    started: list[Service] = []
+    for factory in SERVICE_FACTORIES:
+        service = factory(context)
+        try:
+            service.start()
+        except Exception:
+            log.exception("slicebox: service %s failed to start", getattr(service, "name", factory))
+            context.index.add_log("ERROR", "System", f"service {getattr(service, 'name', '?')} failed to start")
+            continue
+        started.append(service)
+    return started
+
+
+def stop_services(services: list[Service], timeout: float = 10.0) -> None:
+    for service in reversed(services):
+        try:
+            service.stop(timeout)
+        except Exception:
+            log.exception("slicebox: service %s failed to stop", service.name)
