@@ -146,6 +146,14 @@ class Index:
                 conn.execute(sa.select(getattr(sa.func, function)(PG_HIERARCHY_LOCK)))
             yield conn
 
+    def reading(self) -> AbstractContextManager[sa.Connection]:
+        """A read connection, for the node's other tables (SCPs, watches, jobs, ...)."""
+        return self._reading()
+
+    def writing(self) -> AbstractContextManager[sa.Connection]:
+        """One write transaction with the same serialisation as the index's own writes."""
+        return self._writing()
+
     def _retrying(self, work: Callable[[], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
