@@ -415,6 +415,36 @@ def list_patients(
     return _run(conn, statement, _records.patient)
 
 
+def _list_children(
+    conn: sa.Connection,
+    level: int,
+    parent_column: sa.ColumnElement[int],
+    parent_id: int,
+    parent_name: str,
+    columns: Sequence[sa.ColumnElement[Any]],
+    record: Callable[[sa.Row[Any]], R],
+    start_index: int,
+    count: int,
+    order_by: str | None,
+    order_ascending: bool,
+    sources: Sequence[int],
+) -> list[R]:
+    """The rows of one level below a parent (studies of a patient, series of a study)."""
+    plan = _Plan(level)
+    parent = row_id(parent_id, parent_name)
+    plan.add(level, parent_column == parent if parent is not None else sa.false())
+    plan.add_sources(sources)
+    statement = plan.select(
+        columns,
+        start_index=start_index,
+        count=count,
+        order_by=order_by,
+        order_ascending=order_ascending,
+        order_levels=0,
+    )
+    return _run(conn, statement, record)
+
+
 def list_studies(
     conn: sa.Connection,
     patient_id: int,
@@ -425,19 +455,10 @@ def list_studies(
     sources: Sequence[int] = (),
 ) -> list[Study]:
     """The studies of one patient."""
-    plan = _Plan(_STUDY)
-    parent = row_id(patient_id, "patient id")
-    plan.add(_STUDY, studies.c.patient_id == parent if parent is not None else sa.false())
-    plan.add_sources(sources)
-    statement = plan.select(
-        _records.STUDY_COLUMNS,
-        start_index=start_index,
-        count=count,
-        order_by=order_by,
-        order_ascending=order_ascending,
-        order_levels=0,
-    )
-    return _run(conn, statement, _records.study)
+    return _list_children(
+        conn, _STUDY, studies.c.patient_id, patient_id, "patient id", _records.STUDY_COLUMNS, _records.study,
+        start_index, count, order_by, order_ascending, sources,
+    )  # fmt: skip
 
 
 def list_series(
@@ -450,19 +471,10 @@ def list_series(
     sources: Sequence[int] = (),
 ) -> list[Series]:
     """The series of one study."""
-    plan = _Plan(_SERIES)
-    parent = row_id(study_id, "study id")
-    plan.add(_SERIES, series.c.study_id == parent if parent is not None else sa.false())
-    plan.add_sources(sources)
-    statement = plan.select(
-        _records.SERIES_COLUMNS,
-        start_index=start_index,
-        count=count,
-        order_by=order_by,
-        order_ascending=order_ascending,
-        order_levels=0,
-    )
-    return _run(conn, statement, _records.series_record)
+    return _list_children(
+        conn, _SERIES, series.c.study_id, study_id, "study id", _records.SERIES_COLUMNS, _records.series_record,
+        start_index, count, order_by, order_ascending, sources,
+    )  # fmt: skip
 
 
 def list_images(
