@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from bundled import bundled_part10_files
 from generators import ct_bytes, ct_dataset, to_bytes
 from pydicom import dcmwrite
 from pydicom.dataelem import RawDataElement
@@ -31,22 +32,6 @@ from pydicom.uid import (
 from slicebox_lab.dicom import ACCEPTED_TRANSFER_SYNTAXES, ParsedDicom, extract_attributes, parse_part10
 from slicebox_lab.errors import InvalidDicom
 from slicebox_lab.model import IMAGE_ATTRIBUTES, PATIENT_ATTRIBUTES, SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
-
-
-def bundled_part10_files() -> list[str]:
-    """pydicom's (and pydicom-data's) files that dcmread reads and that carry a Transfer Syntax UID."""
-    found = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for path in pydicom.data.get_testdata_files():
-            try:
-                ds = pydicom.dcmread(path)
-            except Exception:
-                continue
-            if ds.file_meta.get("TransferSyntaxUID"):
-                found.append(path)
-    return sorted(found)
-
 
 BUNDLED = bundled_part10_files()
 
