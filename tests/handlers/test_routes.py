@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ OPENAPI = Path(__file__).parents[2] / "server_extension" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch")
 
 
+@functools.lru_cache(maxsize=1)
 def _spec() -> dict:
     return yaml.safe_load(OPENAPI.read_text())
 
