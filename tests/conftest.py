@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -42,18 +40,3 @@ def api(jp_fetch: Fetch) -> Fetch:
         return await jp_fetch("slicebox", "api", *(str(p) for p in parts), **kwargs)
 
     return fetch
-
-
-def body_json(response: Any) -> Any:
-    return json.loads(response.body)
-
-
-def stored_state(node_dir: Path) -> tuple[list[str], dict[str, int]]:
-    """(blob file names, row counts per table) of a node's data folder: what a test can assert on."""
-    blobs = sorted(p.name for p in (node_dir / "dicom").rglob("*") if p.is_file())
-    with sqlite3.connect(node_dir / "slicebox.sqlite") as db:
-        counts = {
-            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("patients", "studies", "series", "images")
-        }
-    return blobs, counts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -29,6 +30,13 @@ AUTH_RESOURCE = "slicebox"
 
 API = r"/slicebox/api"
 
+#: content types of a raw DICOM upload (Slicebox clients send octet-stream, or nothing)
+DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
+
+#: the user jupyter_server makes up for a request holding the shared token but no login cookie
+_ANONYMOUS_ID = re.compile(r"[0-9a-f]{32}")
+SHARED_TOKEN_OWNER = "anonymous"
+
 
 class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = AUTH_RESOURCE
@@ -45,10 +53,23 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         """Run blocking domain work off the event loop."""
         return await run_blocking(fn, *args, **kwargs)
 
-    def user_source(self) -> Source:
+    def user_name(self) -> str:
+        """The caller's stable name, for sources and ownership.
+
+        Holders of the server's shared token are one principal (the server's owner), but
+        jupyter_server gives each of their cookie-less requests a fresh random user
+        (``IdentityProvider.generate_anonymous_user``); they are all ``anonymous`` here, or every
+        upload by a script would become a new source.
+        """
         user = self.current_user
-        name = getattr(user, "username", None) or getattr(user, "name", None) or "anonymous"
-        return Source("user", str(name))
+        username = str(getattr(user, "username", "") or "")
+        name = str(getattr(user, "name", "") or "")
+        if not username or (_ANONYMOUS_ID.fullmatch(username) and name.startswith("Anonymous ")):
+            return SHARED_TOKEN_OWNER
+        return username
+
+    def user_source(self) -> Source:
+        return Source("user", self.user_name())
 
     # ------------------------------------------------------------- arguments
 
@@ -104,6 +125,21 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         if not isinstance(body, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in body):
             raise InvalidInput("the body must be a JSON array of integer ids, e.g. [1, 2, 3]")
         return body
+
+    def uploaded_file(self) -> tuple[bytes, str]:
+        """(bytes, file name) of an upload: a raw ``application/dicom`` body or multipart field ``file``."""
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            files = self.request.files.get("file")
+            if not files:
+                raise InvalidInput("the multipart upload has no field named 'file'")
+            return files[0].body, files[0].filename or ""
+        if content_type in DICOM_TYPES:
+            return self.request.body, ""
+        raise InvalidInput(
+            f"unsupported Content-Type {content_type!r}: send application/dicom "
+            "or multipart/form-data with a field 'file'"
+        )
 
     # ------------------------------------------------------------- responses
 

@@ -9,27 +9,13 @@ from ..context import ZipStream
 from ..errors import InvalidInput
 from .base import API, SliceboxHandler
 
-DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
-
 
 class ImagesHandler(SliceboxHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """Store one DICOM file: raw ``application/dicom`` body or multipart field ``file``."""
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            files = self.request.files.get("file")
-            if not files:
-                raise InvalidInput("the multipart upload has no field named 'file'")
-            data = files[0].body
-        elif content_type in DICOM_TYPES:
-            data = self.request.body
-        else:
-            raise InvalidInput(
-                f"unsupported Content-Type {content_type!r}: send application/dicom "
-                "or multipart/form-data with a field 'file'"
-            )
+        data, _ = self.uploaded_file()
         result = await self.blocking(self.context.ingest, data, self.user_source())
         self.write_json(result.image, status=201 if result.image_added else 200)
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import body_json, stored_state
 from generators import ct_bytes, ct_dataset
+from helpers import body_json, stored_state
 from pydicom import dcmwrite
 
 EMPTY = ([], {"patients": 0, "studies": 0, "series": 0, "images": 0})

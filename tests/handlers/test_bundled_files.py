@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pydicom
 from bundled import bundled_part10_files
-from conftest import body_json
+from helpers import body_json
 from PIL import Image as PILImage
 
 

@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 import pydicom
-from conftest import body_json, stored_state
 from generators import ct_bytes, ct_dataset, to_bytes
+from helpers import body_json, stored_state
 from PIL import Image as PILImage
 
 DICOM = {"Content-Type": "application/dicom"}
@@ -146,3 +146,11 @@ async def test_same_image_uploaded_concurrently_is_stored_once(api, node_dir: Pa
     assert len({body_json(r)["id"] for r in responses}) == 1
     blobs, counts = stored_state(node_dir)
     assert len(blobs) == 1 and counts == {"patients": 1, "studies": 1, "series": 1, "images": 1}
+
+
+async def test_token_uploads_share_one_user_source(api):
+    """jupyter_server invents a random user per cookie-less token request; they are one source."""
+    for n in range(3):
+        assert (await upload(api, ct_bytes(PatientID=f"S{n}"))).code == 201
+    sources = body_json(await api("sources"))
+    assert [(s["source_type"], s["source_name"]) for s in sources] == [("user", "anonymous")]

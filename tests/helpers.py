@@ -1,0 +1,24 @@
+"""Helpers shared by the REST tests (a module of its own: several folders have a conftest.py,
+and ``from conftest import`` would pick whichever pytest loaded first)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+
+def body_json(response: Any) -> Any:
+    return json.loads(response.body)
+
+
+def stored_state(node_dir: Path) -> tuple[list[str], dict[str, int]]:
+    """(blob file names, row counts per table) of a node's data folder: what a test can assert on."""
+    blobs = sorted(p.name for p in (node_dir / "dicom").rglob("*") if p.is_file())
+    with sqlite3.connect(node_dir / "slicebox.sqlite") as db:
+        counts = {
+            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("patients", "studies", "series", "images")
+        }
+    return blobs, counts
