@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pydicom.dataset import Dataset
 
@@ -36,8 +36,13 @@ from . import dicom
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
+from .jobs import JobManager
 from .model import Image, IngestResult, Source
 from .storage import FileSystemStorage, StorageArea
+
+if TYPE_CHECKING:
+    from .net.scp import ScpService
+    from .watch import WatchService
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +61,17 @@ class ReconcileReport:
 class SliceboxContext:
     """Owns storage, index and events; built once per server (or per test)."""
 
+    #: set by ``watch.create_watch_service`` when the services start
+    watch_service: WatchService
+    #: set by ``net.scp.scp_service_factory`` when the services start
+    scp_service: ScpService
+
     def __init__(self, storage: StorageArea, index: Index, events: EventBus | None = None) -> None:
         self.storage = storage
         self.index = index
         self.events = events or EventBus()
         self.exports = ExportSets()
+        self.jobs = JobManager(index)
         self._marker: Path | None = None
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
 
@@ -103,6 +114,7 @@ class SliceboxContext:
 
     def close(self) -> None:
         """Clean shutdown: the next start skips the crash repair."""
+        self.jobs.shutdown(timeout=10)
         if self._marker is not None:
             self.index.add_log("INFO", "System", "node stopped")
             self._marker.unlink(missing_ok=True)

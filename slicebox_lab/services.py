@@ -1,7 +1,7 @@
 """Long-lived services of a node (SCP listeners, folder watches, ...) and their one start/stop point.
 
-Each service module adds a factory to :data:`SERVICE_FACTORIES`; ``SliceboxApp`` builds and starts
-every service when the server starts and stops them, each within a timeout, when it stops.  The
+:func:`service_factories` lists every service of a node, in start order; ``SliceboxApp`` builds and
+starts them when the server starts and stops them, each within a timeout, when it stops.  The
 services are plain blocking objects over a :class:`~slicebox_lab.context.SliceboxContext`: they
 import no tornado and no jupyter_server (house rule 2), so tests can run them without a server.
 """
@@ -30,14 +30,21 @@ class Service(Protocol):
         ...
 
 
-#: factories called with the context, in order; stopped in reverse order
-SERVICE_FACTORIES: list[Callable[[SliceboxContext], Service]] = []
+ServiceFactory = Callable[["SliceboxContext"], Service]
 
 
-def start_services(context: SliceboxContext) -> list[Service]:
-    """Build and start every registered service; one that fails to start is logged, not fatal."""
+def service_factories() -> list[ServiceFactory]:
+    """The node's services, in start order (stopped in reverse); imported here, in one place."""
+    from .net.scp import scp_service_factory
+    from .watch.service import create_watch_service
+
+    return [scp_service_factory, create_watch_service]
+
+
+def start_services(context: SliceboxContext, factories: list[ServiceFactory] | None = None) -> list[Service]:
+    """Build and start the services; one that fails to start is logged, not fatal."""
     started: list[Service] = []
-    for factory in SERVICE_FACTORIES:
+    for factory in service_factories() if factories is None else factories:
         service = factory(context)
         try:
             service.start()
