@@ -69,12 +69,10 @@ class SliceboxApp(ExtensionApp):
             Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync
         )
         self.settings["slicebox_context"] = self.context
+        # services (SCP listeners, folder watches) run on their own threads, not on the loop; they
+        # start here, before the server serves, so no request finds them missing
+        self.services = start_services(self.context)
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
-
-    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        """Start the long-lived services once the server is up (blocking work off the loop)."""
-        if self.context is not None:
-            self.services = await run_blocking(start_services, self.context)
 
     def initialize_handlers(self) -> None:
         from .handlers import default_handlers
