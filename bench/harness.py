@@ -149,12 +149,15 @@ def orthanc_config(work_dir: Path, http_port: int) -> dict[str, Any]:
 
 
 @contextmanager
-def running_orthanc(work_dir: Path) -> Iterator[OrthancProcess]:
-    """A fresh Orthanc with an empty store in work_dir, answering on 127.0.0.1."""
+def running_orthanc(work_dir: Path, **overrides: Any) -> Iterator[OrthancProcess]:
+    """A fresh Orthanc with an empty store in work_dir, answering on 127.0.0.1.
+
+    ``overrides`` replace or add configuration options (e.g. ``DicomServerEnabled=True``).
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config_path = work_dir / "orthanc.json"
-    config_path.write_text(json.dumps(orthanc_config(work_dir, port), indent=2))
+    config_path.write_text(json.dumps({**orthanc_config(work_dir, port), **overrides}, indent=2))
     log_path = work_dir / "orthanc.log"
     env = dict(os.environ, TCP_NODELAY="1")
     with open(log_path, "wb") as log:

@@ -9,7 +9,7 @@ from tornado import web
 
 from ..errors import InvalidInput, SliceboxError
 from ..model import to_json
-from ..net import nodes, scu
+from ..net import nodes, scu, scu_jobs
 from ..net.nodes import ANY_HOST, ScpConfig
 from ..net.scp import ScpService
 from .base import API, SliceboxHandler
@@ -118,10 +118,58 @@ class ScuEchoHandler(SliceboxHandler):
         self.write_json({"status": "ok"})
 
 
+class ScuSendHandler(SliceboxHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, scu_id: str) -> None:
+        """``{"image_ids": [...]}`` → 201 with the ``scu-send`` job (C-STORE over one association)."""
+        body = _object_body(self, '{"image_ids": [1, 2, 3]}')
+        job = await self.blocking(
+            scu_jobs.submit_send, self.context, int(scu_id), body.get("image_ids"), owner=self.user_name()
+        )
+        self.write_json(job, status=201)
+
+
+class ScuQueryHandler(SliceboxHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, scu_id: str) -> None:
+        """``{"level", "identifier"}`` → 200 with the C-FIND answers as rows of DICOM keywords; 502 if it fails."""
+        body = _object_body(self, '{"level": "STUDY", "identifier": {"PatientName": "A*", "StudyInstanceUID": ""}}')
+        node = await self.blocking(nodes.get_scu, self.context.index, int(scu_id))
+        scu.identifier_dataset(body.get("level"), body.get("identifier"))  # 400 before any network
+        self.write_json(await self.blocking(scu.query, node, body.get("level"), body.get("identifier")))
+
+
+class ScuRetrieveHandler(SliceboxHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, scu_id: str) -> None:
+        """``{"level", "identifier", "method": "move"|"get", "destination_scp_id"?}`` → 201 with the job."""
+        body = _object_body(
+            self,
+            '{"level": "STUDY", "identifier": {"StudyInstanceUID": "..."}, "method": "move", "destination_scp_id": 1}',
+        )
+        job = await self.blocking(
+            scu_jobs.submit_retrieve,
+            self.context,
+            int(scu_id),
+            body.get("level"),
+            body.get("identifier"),
+            body.get("method", "move"),
+            body.get("destination_scp_id"),
+            owner=self.user_name(),
+        )
+        self.write_json(job, status=201)
+
+
 default_handlers = [
     (rf"{API}/scps", ScpsHandler),
     (rf"{API}/scps/(\d+)", ScpHandler),
     (rf"{API}/scus", ScusHandler),
     (rf"{API}/scus/(\d+)", ScuHandler),
     (rf"{API}/scus/(\d+)/echo", ScuEchoHandler),
+    (rf"{API}/scus/(\d+)/send", ScuSendHandler),
+    (rf"{API}/scus/(\d+)/query", ScuQueryHandler),
+    (rf"{API}/scus/(\d+)/retrieve", ScuRetrieveHandler),
 ]

@@ -53,7 +53,7 @@ from slicebox_lab.net.transport import (
 if TYPE_CHECKING:
     from slicebox_lab.context import SliceboxContext
 
-__all__ = ["ScpService", "scp_service_factory"]
+__all__ = ["ScpService", "scp_service_factory", "store_received"]
 
 log = logging.getLogger(__name__)
 
@@ -242,23 +242,7 @@ class ScpService:
     # ------------------------------------------------------------------ C-STORE
 
     def _on_store(self, event: evt.Event, scp_name: str) -> int | Dataset:
-        """Ingest one received object; never raises (the association must keep working)."""
-        try:
-            data = event.encoded_dataset(include_meta=True)
-            self.context.ingest(data, Source("scp", scp_name))
-        except InvalidDicom as error:
-            log.info("SCP %s refused an object: %s", scp_name, error.message)
-            return _status(STORE_CANNOT_UNDERSTAND, error.message)
-        except StorageFull as error:
-            log.error("SCP %s: %s", scp_name, error.message)
-            return _status(STORE_OUT_OF_RESOURCES, error.message)
-        except SliceboxError as error:
-            log.warning("SCP %s could not store an object: %s", scp_name, error.message)
-            return _status(STORE_CANNOT_UNDERSTAND, error.message)
-        except Exception as error:
-            log.exception("SCP %s could not store an object", scp_name)
-            return _status(STORE_PROCESSING_FAILURE, f"could not store: {type(error).__name__}")
-        return STORE_SUCCESS
+        return store_received(self.context, event, Source("scp", scp_name))
 
     # ------------------------------------------------------------------ C-FIND
 
@@ -352,6 +336,31 @@ class ScpService:
 # ---------------------------------------------------------------------------------------------
 
 
+def store_received(context: SliceboxContext, event: evt.Event, source: Source) -> int | Dataset:
+    """Ingest one object received by C-STORE (our SCPs, and C-GET answers); never raises.
+
+    The association must keep working: a refused object gets a failure status with an
+    ErrorComment naming the reason.
+    """
+    name = source.source_name
+    try:
+        data = event.encoded_dataset(include_meta=True)
+        context.ingest(data, source)
+    except InvalidDicom as error:
+        log.info("%s: refused an object: %s", name, error.message)
+        return _status(STORE_CANNOT_UNDERSTAND, error.message)
+    except StorageFull as error:
+        log.error("%s: %s", name, error.message)
+        return _status(STORE_OUT_OF_RESOURCES, error.message)
+    except SliceboxError as error:
+        log.warning("%s: could not store an object: %s", name, error.message)
+        return _status(STORE_CANNOT_UNDERSTAND, error.message)
+    except Exception as error:
+        log.exception("%s: could not store an object", name)
+        return _status(STORE_PROCESSING_FAILURE, f"could not store: {type(error).__name__}")
+    return STORE_SUCCESS
+
+
 def _with_port(config: ScpConfig, port: int) -> ScpConfig:
     return ScpConfig(id=config.id, name=config.name, ae_title=config.ae_title, host=config.host, port=port)
 
@@ -390,7 +399,14 @@ def _stop_listeners(listeners: list[_Listener], timeout: float) -> None:
 
 
 def scp_service_factory(context: SliceboxContext) -> ScpService:
-    """The factory ``SliceboxApp`` calls: the service is reachable as ``context.scp_service``."""
+    """The factory ``SliceboxApp`` calls: the service is reachable as ``context.scp_service``.
+
+    It also registers the job kinds of this node as an SCU (``scu-send``, ``scu-retrieve``): a
+    C-MOVE to this node needs its SCPs, and one place registers the network's jobs.
+    """
+    from slicebox_lab.net.scu_jobs import register_scu_jobs
+
     service = ScpService(context)
     context.scp_service = service
+    register_scu_jobs(context)
     return service

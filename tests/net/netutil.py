@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port`` (a peer process starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listens on port {port}")
 
 
 def write_series(folder: Path, count: int, **attributes: object) -> list[Path]:
@@ -80,3 +93,15 @@ def scp_service(context: SliceboxContext) -> Iterator[ScpService]:
 @pytest.fixture
 def scp(scp_service: ScpService) -> ScpConfig:
     return scp_service.add("test scp", SCP_AE, 0, host="127.0.0.1")
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound (not listening) for the whole test.
+
+    A merely free port may be taken meanwhile, or even become the source port of the connection
+    to it (a TCP self-connect, which looks like a peer aborting the association).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])

@@ -7,11 +7,13 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import netutil
 import pytest
-from netutil import free_port
 
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.net.scp import ScpService, scp_service_factory
+
+refused_port = netutil.refused_port
 
 
 def body(response: Any) -> Any:
@@ -97,7 +99,7 @@ async def test_bad_bodies_are_400(api: Any, scp_service: ScpService):
         assert (await api(route, method="POST", body="[1]")).code == 400
 
 
-async def test_scus_add_list_get_echo_delete(api: Any, scp_service: ScpService):
+async def test_scus_add_list_get_echo_delete(api: Any, scp_service: ScpService, refused_port: int, monkeypatch):
     ours = body(await post(api, "scps", payload={"name": "in", "ae_title": "SBX-IN", "port": 0, "host": "127.0.0.1"}))
     r = await post(
         api, "scus", payload={"name": "self", "ae_title": "SBX-IN", "host": "127.0.0.1", "port": ours["port"]}
@@ -128,11 +130,20 @@ async def test_scus_add_list_get_echo_delete(api: Any, scp_service: ScpService):
     assert r.code == 502 and "rejected" in body(r)["message"]
 
     nobody = body(
-        await post(api, "scus", payload={"name": "gone", "ae_title": "GONE", "host": "127.0.0.1", "port": free_port()})
+        await post(api, "scus", payload={"name": "gone", "ae_title": "GONE", "host": "127.0.0.1", "port": refused_port})
     )
     r = await api("scus", nobody["id"], "echo", method="POST", body=b"")
     assert r.code == 502 and "Cannot connect" in body(r)["message"], r.body
 
+    # no DNS query leaves the machine: the resolver answers "unknown" for this one name
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "no-such-host.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     unknown_host = body(
         await post(api, "scus", payload={"name": "u", "ae_title": "U", "host": "no-such-host.invalid", "port": 104})
     )

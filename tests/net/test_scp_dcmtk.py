@@ -9,9 +9,8 @@ from pathlib import Path
 
 import netutil
 import pydicom
-import pytest
 from generators import ct_bytes
-from netutil import DCMTK_ENV, SCP_AE, dcmtk, free_port, run_dcmtk, write_series
+from netutil import DCMTK_ENV, SCP_AE, dcmtk, free_port, run_dcmtk, wait_listening, write_series
 from pydicom.uid import generate_uid
 
 from slicebox_lab.context import SliceboxContext
@@ -186,7 +185,7 @@ def test_movescu_to_a_storescp_retrieves_exactly_one_series(scp: ScpConfig, cont
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_listening(port)
+        wait_listening(port)
         nodes.add_scu(context.index, "destination", "DEST", "127.0.0.1", port)
         keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={uids['st1']}"]
         keys += ["-k", f"SeriesInstanceUID={uids['se2']}"]
@@ -201,16 +200,3 @@ def test_movescu_to_a_storescp_retrieves_exactly_one_series(scp: ScpConfig, cont
     finally:
         storescp.terminate()
         storescp.wait(10)
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listens on port {port}")
