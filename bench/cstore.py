@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from ingest_rest import PY_SPY_RATE, print_profile
+from ingest_rest import print_profile
 from pydicom.uid import generate_uid
 
 OURS = "slicebox_lab"
@@ -305,27 +304,11 @@ def profile_ours(data: Path, parts: list[Path], cfg: Path, work_dir: Path, out: 
     log_path = work_dir / "storescu.log"
     with started(OURS, work_dir) as target:
         send(target, cfg, [[data / "warmup"]], log_path)
-        spy = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(target.pid), "--rate", str(PY_SPY_RATE), "--format", "raw",
-             "--threads", "--idle", "--output", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            time.sleep(2)  # py-spy attaches
+        with harness.py_spy(target.pid, out):
             seconds = send(target, cfg, groups, log_path)
-        finally:
-            spy.send_signal(signal.SIGINT)
-            try:
-                _, err = spy.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                _, err = spy.communicate()
     print(f"\nprofiled {mode} run (py-spy attached, not part of the results): {count / seconds:.1f} inst/s")
-    if not out.exists():
-        print(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
-        return
-    print_profile(out, count)
+    if out.exists():
+        print_profile(out, count)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = [
     "machine_info",
     "orthanc_version",
     "percentile",
+    "py_spy",
     "running_node",
     "running_orthanc",
     "summary",
@@ -50,6 +51,32 @@ __all__ = [
 
 ORTHANC = os.environ.get("ORTHANC", "/usr/sbin/Orthanc")
 DICOM = {"Content-Type": "application/dicom"}
+
+
+PY_SPY_RATE = 250
+
+
+@contextmanager
+def py_spy(pid: int, out: Path, rate: int = PY_SPY_RATE) -> Iterator[None]:
+    """Sample process ``pid`` with py-spy (raw format, all threads, idle included) while the block runs."""
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
+         "--threads", "--idle", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(2)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            _, err = spy.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            _, err = spy.communicate()
+        if not out.exists():
+            print(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
 
 
 def free_port() -> int:

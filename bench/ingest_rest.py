@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +37,6 @@ from pydicom.uid import generate_uid
 
 OURS = "slicebox_lab"
 ORTHANC = "Orthanc"
-PY_SPY_RATE = 250
 
 
 @dataclass
@@ -136,42 +133,14 @@ def profile_ours(blobs: list[bytes], work_dir: Path, out: Path, node_args: Seque
     """One more (untimed) ingest into a fresh node while py-spy samples it; print the top costs."""
     with started(OURS, work_dir, node_args) as target:
         target.post(warm_up_instance())
-        spy = subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "--pid",
-                str(target.pid),
-                "--rate",
-                str(PY_SPY_RATE),
-                "--format",
-                "raw",
-                "--threads",
-                "--idle",
-                "--output",
-                str(out),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            time.sleep(2)  # py-spy attaches
+        with harness.py_spy(target.pid, out):
             t0 = time.perf_counter()
             for data in blobs:
                 target.post(data)
             seconds = time.perf_counter() - t0
-        finally:
-            spy.send_signal(signal.SIGINT)
-            try:
-                _, err = spy.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                _, err = spy.communicate()
     print(f"\nprofiled run (py-spy attached, not part of the results): {len(blobs) / seconds:.1f} inst/s")
-    if not out.exists():
-        print(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
-        return
-    print_profile(out, len(blobs))
+    if out.exists():
+        print_profile(out, len(blobs))
 
 
 def _short(frame: str) -> str:
@@ -190,7 +159,7 @@ def _group(thread: str) -> str:
     return base if suffix.isdigit() and base else name
 
 
-def print_profile(path: Path, images: int, rate: int = PY_SPY_RATE, top: int = 30) -> None:
+def print_profile(path: Path, images: int, rate: int = harness.PY_SPY_RATE, top: int = 30) -> None:
     """Where the node's threads spend their busy time, in ms per uploaded image, from py-spy's
     collapsed stacks (recorded with ``--idle``: samples waiting in epoll or for work are dropped
     here, samples blocked in a system call such as fsync are kept)."""
