@@ -1,0 +1,222 @@
+"""De-identify one dataset with a :class:`~.profile.Profile`: the one way to anonymize (house rule 3).
+
+The input is never modified; the result is a new dataset that shares only immutable values (bytes,
+strings) with it, so pixel data is not copied.
+
+Values written (chosen to be valid for the VR and to carry no information):
+
+* D (dummy): PN and text VRs ``ANONYMOUS``; DA ``19000101``; TM ``000000``; DT ``19000101000000``;
+  AS ``000D``; DS/IS ``0``; binary numbers 0; OB/OW/UN… eight zero bytes; UI the deterministic UID
+  (as U); a sequence gets no items (inventing coded items would be guesswork, and keeping them
+  would keep their content).
+* Z: zero length; X: removed; K: kept (sequence items de-identified); U: ``keys.uid(original)``
+  for every value, so a UID maps identically wherever it occurs (references, frames of reference)
+  and on every run of this node.
+* C: under Modified Dates, DA and the date part of DT move back by the patient's offset (times of
+  day kept, TM kept); a value that cannot be parsed becomes zero-length. Other C: see profile.py.
+* The root's PatientName and PatientID are always replaced by pseudonyms derived from the real pair,
+  so one patient is one pseudonym across runs; nested ones follow the table.
+* Data already flagged PatientIdentityRemoved=YES is de-identified again: whether to skip it is the
+  caller's decision (a re-run maps pseudonyms and UIDs again and shifts dates again).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from .keys import PseudonymKeys
+from .profile import BASIC_PROFILE_CODE, BASIC_PROFILE_TITLE, Action, Option, Profile
+
+__all__ = ["DUMMY_TEXT", "anonymize", "deidentification_method"]
+
+DUMMY_TEXT = "ANONYMOUS"
+_DUMMY_BY_VR: dict[str, Any] = {
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "AS": "000D",
+    "DS": "0",
+    "IS": "0",
+    **{vr: 0 for vr in ("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "US or SS", "US or SS or OW")},
+    **{vr: b"\x00" * 8 for vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW")},
+}
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_LO_MAX = 64
+
+
+@dataclass(frozen=True)
+class _Run:
+    profile: Profile
+    keys: PseudonymKeys
+    date_offset: datetime.timedelta | None
+
+
+def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
+    """A de-identified copy of ``ds`` (with file meta if ``ds`` has it); ``ds`` is left untouched."""
+    real_name = _text(ds.get(Tag(0x0010, 0x0010)))
+    real_id = _text(ds.get(Tag(0x0010, 0x0020)))
+    offset = None
+    if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in profile.options:
+        offset = datetime.timedelta(days=keys.date_offset_days(real_name, real_id))
+    out = _dataset(ds, _Run(profile, keys, offset))
+
+    out.PatientName, out.PatientID = keys.patient_pseudonym(real_name, real_id)
+    out.PatientIdentityRemoved = "YES"
+    out.DeidentificationMethod = deidentification_method(profile)
+    out.DeidentificationMethodCodeSequence = _method_codes(profile)
+    if Option.RETAIN_LONGITUDINAL_FULL_DATES in profile.options:
+        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    elif offset is not None:
+        out.LongitudinalTemporalInformationModified = "MODIFIED"
+    else:
+        out.LongitudinalTemporalInformationModified = "REMOVED"
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        out.file_meta = _file_meta(meta, out)
+    implicit, little = ds.original_encoding
+    if implicit is not None and little is not None:
+        out.set_original_encoding(implicit, little, ds.original_character_set)
+    return out
+
+
+def deidentification_method(profile: Profile) -> str | list[str]:
+    """Profile and option titles joined by " - ", split into several values where LO's 64 characters end."""
+    values: list[str] = []
+    for title in [BASIC_PROFILE_TITLE, *(option.title for option in profile.ordered_options)]:
+        if values and len(values[-1]) + 3 + len(title) <= _LO_MAX:
+            values[-1] = f"{values[-1]} - {title}"
+        else:
+            values.append(title)
+    return values[0] if len(values) == 1 else values
+
+
+def _method_codes(profile: Profile) -> Sequence:
+    items = []
+    for code, meaning in [
+        (BASIC_PROFILE_CODE, BASIC_PROFILE_TITLE),
+        *((option.code, option.title) for option in profile.ordered_options),
+    ]:
+        item = Dataset()
+        item.CodeValue = code
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    return Sequence(items)
+
+
+def _file_meta(meta: FileMetaDataset, out: Dataset) -> FileMetaDataset:
+    """Only what identifies the object's class, instance and encoding; source AE titles and the like go."""
+    new = FileMetaDataset()
+    if "FileMetaInformationVersion" in meta:
+        new.FileMetaInformationVersion = meta.FileMetaInformationVersion
+    if "MediaStorageSOPClassUID" in meta:
+        new.MediaStorageSOPClassUID = meta.MediaStorageSOPClassUID
+    if "SOPInstanceUID" in out:
+        new.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    if "TransferSyntaxUID" in meta:
+        new.TransferSyntaxUID = meta.TransferSyntaxUID
+    new.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return new
+
+
+def _dataset(src: Dataset, run: _Run) -> Dataset:
+    out = Dataset()
+    has_private = False
+    for elem in src:
+        tag = elem.tag
+        creator = None
+        if tag.group % 2:
+            has_private = True
+            creator = _creator(src, tag, elem)
+        new = _apply(elem, run.profile.action(tag, elem.VR, creator), run)
+        if new is not None:
+            out.add(new)
+    if has_private:
+        _drop_unused_creators(out)
+    return out
+
+
+def _creator(src: Dataset, tag: BaseTag, elem: DataElement) -> str | None:
+    if 0x0010 <= tag.element <= 0x00FF:
+        return _text(elem)
+    creator_tag = Profile.private_creator_tag(tag)
+    if creator_tag is None or creator_tag not in src:
+        return None
+    return _text(src[creator_tag])
+
+
+def _drop_unused_creators(ds: Dataset) -> None:
+    used = {(tag.group, tag.element >> 8) for tag in ds.keys() if tag.group % 2 and tag.element >= 0x1000}
+    for tag in [t for t in ds.keys() if t.group % 2 and 0x0010 <= t.element <= 0x00FF]:
+        if (tag.group, tag.element) not in used:
+            del ds[tag]
+
+
+def _apply(elem: DataElement, action: Action, run: _Run) -> DataElement | None:
+    vr = elem.VR
+    if action is Action.X:
+        return None
+    if vr == "SQ":
+        if action in (Action.Z, Action.D):
+            return DataElement(elem.tag, "SQ", Sequence())
+        return DataElement(elem.tag, "SQ", Sequence([_dataset(item, run) for item in elem.value]))
+    if action is Action.Z:
+        return DataElement(elem.tag, vr, None)
+    if action is Action.U or (action is Action.D and vr == "UI"):
+        return DataElement(elem.tag, "UI", _map_values(elem.value, run.keys.uid))
+    if action is Action.D:
+        return DataElement(elem.tag, vr, _DUMMY_BY_VR.get(vr, DUMMY_TEXT if vr in _TEXT_VRS else None))
+    if action is Action.C and run.date_offset is not None and vr in ("DA", "DT"):
+        offset = run.date_offset
+        return DataElement(elem.tag, vr, _map_values(elem.value, lambda v: _shift(v, offset)))
+    return _copy(elem)  # K, and C for TM (times of day are kept)
+
+
+def _copy(elem: DataElement) -> DataElement:
+    value = elem.value
+    if isinstance(value, MultiValue):
+        value = list(value)
+    return DataElement(elem.tag, elem.VR, value, is_undefined_length=elem.is_undefined_length)
+
+
+def _map_values(value: Any, function: Callable[[str], str]) -> str | list[str] | None:
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace").rstrip("\x00 ").split("\\")
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [function(str(v)) if str(v) else "" for v in value]
+    return function(str(value))
+
+
+def _shift(value: str, offset: datetime.timedelta) -> str:
+    """DA or DT value moved back by ``offset`` (time part and UTC offset of a DT kept); "" if not a full date."""
+    value = value.strip()
+    try:
+        day = datetime.date(int(value[0:4]), int(value[4:6]), int(value[6:8]))
+        shifted = day - offset
+    except (ValueError, OverflowError):
+        return ""
+    if len(value) < 8 or not value[:8].isdigit():
+        return ""
+    return f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}{value[8:]}"
+
+
+def _text(elem: DataElement | None) -> str:
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\x00 ")
+    return str(value).strip()

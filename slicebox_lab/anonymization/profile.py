@@ -1,0 +1,272 @@
+"""The Basic Application Level Confidentiality Profile and its options (DICOM PS3.15 Annex E).
+
+The tables are the standard's own, shipped as package data and never edited by hand:
+``confidentiality_profile_attributes_2024e.json`` is Table E.1-1 of PS3.15 2024e and
+``safe_private_attributes_2018d.json`` is Table E.3.10-1 (Safe Private Attributes).
+
+Resolution rules (one place, so the anonymizer and the tests agree):
+
+* Compound basic-profile codes exist because the right action depends on the attribute's Type in
+  the IOD, which a generic de-identifier does not know. We take the **last alternative**, which the
+  standard gives for the most constrained Type, so it keeps any IOD valid and is still
+  non-identifying: ``X/Z`` → Z, ``X/D`` → D, ``X/Z/D`` → D, ``Z/D`` → D, ``X/Z/U*`` → U (keep the
+  sequence, replace the UIDs inside it; its items are de-identified like the top level).
+* Options only ever say K or C. Among the selected options a K wins over the basic action (a
+  selected "retain" is an explicit request), with one exception: under Modified Dates a date that
+  column marks C is shifted even if another option (Retain Device Identity: calibration dates and
+  the like) says K, so no real date leaves next to shifted ones. Full Dates and Modified Dates are
+  alternatives and refused together.
+* C (clean) is implemented only where a safe meaning-preserving clean is cheap: dates and
+  date-times under Retain Longitudinal Temporal Information with Modified Dates (shifted by a
+  per-patient offset; times are kept). Everywhere else C falls back to the basic-profile action,
+  which removes or dummies the value — stricter than cleaning, never less safe.
+* Attributes not in Table E.1-1 are kept (K), except group lengths (removed), private attributes
+  (removed unless Retain Safe Private and the (group, creator, element byte) is in Table E.3.10-1),
+  curves (50xx,xxxx) and overlays: the table names (60xx,3000) and (60xx,4000); we give every
+  other element of an overlay group the action of Overlay Data, because a plane without its data is
+  invalid and its label and description are free text.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, repeater_has_tag
+from pydicom.tag import BaseTag, Tag
+
+__all__ = [
+    "BASIC_PROFILE_CODE",
+    "BASIC_PROFILE_TITLE",
+    "Action",
+    "Option",
+    "Profile",
+    "confidentiality_table",
+    "safe_private_table",
+]
+
+BASIC_PROFILE_CODE = "113100"
+BASIC_PROFILE_TITLE = "Basic Application Confidentiality Profile"
+
+PROFILE_TABLE = "confidentiality_profile_attributes_2024e.json"
+SAFE_PRIVATE_TABLE = "safe_private_attributes_2018d.json"
+
+DATE_VRS = frozenset({"DA", "DT", "TM"})
+
+
+class Action(enum.Enum):
+    """One de-identification action of Table E.1-1a, after compound codes are resolved."""
+
+    D = "D"  # replace with a non-zero-length dummy value consistent with the VR
+    Z = "Z"  # replace with a zero-length value (a sequence: no items)
+    X = "X"  # remove (a sequence: with all its items)
+    K = "K"  # keep (a sequence: keep, and de-identify its items)
+    C = "C"  # clean: here only dates shifted under Modified Dates (see module docstring)
+    U = "U"  # replace a UID with a deterministic one (a sequence: keep, de-identify its items)
+
+
+class Option(enum.Enum):
+    """The option columns of Table E.1-1, each with its CID 7050 code for DeidentificationMethodCodeSequence."""
+
+    RETAIN_SAFE_PRIVATE = (
+        "rtnSafePrivOpt",
+        "113111",
+        "Retain Safe Private Option",
+        "Keeps private attributes listed in Table E.3.10-1 as known to be safe.",
+    )
+    RETAIN_UIDS = (
+        "rtnUIDsOpt",
+        "113110",
+        "Retain UIDs Option",
+        "Keeps the original UIDs, so results can be matched to the originals.",
+    )
+    RETAIN_DEVICE_IDENTITY = (
+        "rtnDevIdOpt",
+        "113109",
+        "Retain Device Identity Option",
+        "Keeps device names, serial numbers and similar identifiers of the equipment.",
+    )
+    RETAIN_INSTITUTION_IDENTITY = (
+        "rtnInstIdOpt",
+        "113112",
+        "Retain Institution Identity Option",
+        "Keeps the institution's name, address and code.",
+    )
+    RETAIN_PATIENT_CHARACTERISTICS = (
+        "rtnPatCharsOpt",
+        "113108",
+        "Retain Patient Characteristics Option",
+        "Keeps sex, age, size, weight and similar physical characteristics of the patient.",
+    )
+    RETAIN_LONGITUDINAL_FULL_DATES = (
+        "rtnLongFullDatesOpt",
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+        "Keeps dates and times unchanged.",
+    )
+    RETAIN_LONGITUDINAL_MODIFIED_DATES = (
+        "rtnLongModifDatesOpt",
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+        "Shifts dates by a per-patient offset so intervals are kept; times of day are kept.",
+    )
+    CLEAN_DESCRIPTORS = (
+        "cleanDescOpt",
+        "113105",
+        "Clean Descriptors Option",
+        "Descriptions and comments are cleaned (for now: removed or dummied as in the basic profile).",
+    )
+    CLEAN_STRUCTURED_CONTENT = (
+        "cleanStructContOpt",
+        "113104",
+        "Clean Structured Content Option",
+        "Structured content is cleaned (for now: removed or dummied as in the basic profile).",
+    )
+    CLEAN_GRAPHICS = (
+        "cleanGraphOpt",
+        "113103",
+        "Clean Graphics Option",
+        "Graphics are cleaned (for now: removed or dummied as in the basic profile).",
+    )
+
+    def __init__(self, column: str, code: str, title: str, description: str) -> None:
+        self.column = column
+        self.code = code
+        self.title = title
+        self.description = description
+
+
+def _read_table(name: str) -> Any:
+    return json.loads(resources.files(__package__).joinpath("tables").joinpath(name).read_text(encoding="utf-8"))
+
+
+@cache
+def confidentiality_table() -> tuple[Mapping[str, str], ...]:
+    """Rows of Table E.1-1 (keys: name, tag, id, basicProfile and one key per option column)."""
+    return tuple(_read_table(PROFILE_TABLE))
+
+
+@cache
+def safe_private_table() -> tuple[tuple[str, str, str, str, str], ...]:
+    """Rows of Table E.3.10-1: (data element like "(0019,xx23)", private creator, VR, VM, meaning)."""
+    return tuple(tuple(row) for row in _read_table(SAFE_PRIVATE_TABLE)["rows"])
+
+
+def resolve_basic(code: str) -> Action:
+    """The last alternative of a (compound) basic-profile code: valid for any IOD Type, see module docstring."""
+    return Action(code.split("/")[-1].rstrip("*"))
+
+
+@cache
+def _rows_by_id() -> dict[str, Mapping[str, str]]:
+    return {row["id"]: row for row in confidentiality_table()}
+
+
+@cache
+def _safe_private() -> tuple[frozenset[tuple[int, str, int]], frozenset[tuple[int, str]]]:
+    elements: set[tuple[int, str, int]] = set()
+    creators: set[tuple[int, str]] = set()
+    for data_element, creator, *_ in safe_private_table():
+        group, element = data_element.strip("()").split(",")
+        elements.add((int(group, 16), creator.strip(), int(element[-2:], 16)))
+        creators.add((int(group, 16), creator.strip()))
+    return frozenset(elements), frozenset(creators)
+
+
+def _dictionary_vr(tag: BaseTag) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The basic profile plus a set of options; :meth:`action` says what to do with one attribute."""
+
+    options: frozenset[Option] = frozenset()
+    _actions: dict[str, Action] = field(init=False, repr=False, compare=False)
+    _not_dates: dict[str, Action] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        options = frozenset(self.options)
+        if {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES} <= options:
+            raise ValueError(
+                "Retain Longitudinal Temporal Information with Full Dates and with Modified Dates are "
+                "alternatives; choose one"
+            )
+        object.__setattr__(self, "options", options)
+        actions: dict[str, Action] = {}
+        not_dates: dict[str, Action] = {}  # for a C that meets a value which is not a date or time
+        for row in confidentiality_table():
+            basic = resolve_basic(row["basicProfile"])
+            actions[row["id"]] = self._resolve(row, basic)
+            retained = any(row.get(option.column) == "K" for option in self.options)
+            not_dates[row["id"]] = Action.K if retained else basic
+        object.__setattr__(self, "_actions", actions)
+        object.__setattr__(self, "_not_dates", not_dates)
+
+    def _resolve(self, row: Mapping[str, str], basic: Action) -> Action:
+        if (
+            Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
+            and row.get(Option.RETAIN_LONGITUDINAL_MODIFIED_DATES.column) == "C"
+        ):
+            return Action.C  # only for DA/DT/TM; action() gives other VRs the K or basic action
+        if any(row.get(option.column) == "K" for option in self.options):
+            return Action.K
+        return basic  # C of any other option: not implemented, the basic action is stricter
+
+    @property
+    def ordered_options(self) -> list[Option]:
+        """The selected options in the order of :class:`Option` (stable output)."""
+        return [option for option in Option if option in self.options]
+
+    def action(self, tag: int | BaseTag, vr: str | None = None, private_creator: str | None = None) -> Action:
+        """What to do with the attribute ``tag`` (``vr`` as found in the data; ``private_creator`` for odd groups).
+
+        Every branch is explained in the module docstring.
+        """
+        tag = Tag(tag)
+        group, element = tag.group, tag.element
+        if element == 0x0000:
+            return Action.X  # group length: recomputed by writers if at all
+        if group % 2:
+            return self._private_action(group, element, private_creator)
+        if 0x5000 <= group <= 0x50FF:
+            key = "50xxxxxx"
+        elif 0x6000 <= group <= 0x60FF:
+            key = "60xx4000" if element == 0x4000 else "60xx3000"
+        else:
+            key = f"{group:04x}{element:04x}"
+        action = self._actions.get(key)
+        if action is None:
+            # a standard attribute the table does not name is kept; one no dictionary knows (a
+            # vendor's misuse of a public group, a future attribute) could hold anything: removed
+            return Action.K if dictionary_has_tag(tag) or repeater_has_tag(tag) else Action.X
+        if action is Action.C and (vr or _dictionary_vr(tag)) not in DATE_VRS:
+            return self._not_dates[key]
+        return action
+
+    def _private_action(self, group: int, element: int, private_creator: str | None) -> Action:
+        if Option.RETAIN_SAFE_PRIVATE not in self.options or private_creator is None or group <= 0x0007:
+            return Action.X
+        elements, creators = _safe_private()
+        creator = private_creator.strip()
+        if 0x0010 <= element <= 0x00FF:
+            return Action.K if (group, creator) in creators else Action.X
+        if element >= 0x1000 and (group, creator, element & 0xFF) in elements:
+            return Action.K
+        return Action.X
+
+    @staticmethod
+    def private_creator_tag(tag: int | BaseTag) -> BaseTag | None:
+        """The tag of the private creator that reserves the block of a private data element."""
+        tag = Tag(tag)
+        if tag.group % 2 and tag.element >= 0x1000:
+            return Tag(tag.group, tag.element >> 8)
+        return None
