@@ -18,6 +18,7 @@ through ``asyncio_bridge.run_blocking``.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
@@ -30,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
 from . import dicom
+from .anonymization import Profile, PseudonymKeys, anonymize
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNNING_MARKER = "slicebox.running"
+#: the node's pseudonym secret (mode 0600) in the data directory; never in storage, never served
+PSEUDONYM_KEY_FILE = "anonymization.key"
 
 
 @dataclass
@@ -74,6 +79,8 @@ class SliceboxContext:
         self.jobs = JobManager(index)
         self._marker: Path | None = None
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
+        self._pseudonym_keys: PseudonymKeys | None = None
+        self._keys_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -96,6 +103,7 @@ class SliceboxContext:
         upgrade(engine)
         storage = FileSystemStorage(Path(storage_dir) if storage_dir else data / "dicom", fsync=fsync)
         context = cls(storage, Index(engine))
+        context.pseudonym_keys = PseudonymKeys.load_or_create(data / PSEUDONYM_KEY_FILE)
         marker = data / RUNNING_MARKER
         if marker.exists():
             report = context.reconcile()
@@ -140,6 +148,24 @@ class SliceboxContext:
             report.rows_without_blob_removed = len(lost)
             log.error("%d indexed images had no stored file and were removed", len(lost))
         return report
+
+    @property
+    def pseudonym_keys(self) -> PseudonymKeys:
+        """The node secret behind anonymous UIDs, pseudonyms and date offsets.
+
+        :meth:`open` loads it from ``<data_dir>/anonymization.key`` (created on first start), so
+        anonymization is deterministic across restarts.  A context built directly (tests, in-memory
+        nodes) gets a random secret on first use, so its pseudonyms last only as long as it does.
+        """
+        with self._keys_lock:
+            if self._pseudonym_keys is None:
+                self._pseudonym_keys = PseudonymKeys.generate()
+            return self._pseudonym_keys
+
+    @pseudonym_keys.setter
+    def pseudonym_keys(self, keys: PseudonymKeys) -> None:
+        with self._keys_lock:
+            self._pseudonym_keys = keys
 
     # ------------------------------------------------------------------ ingest
 
@@ -197,6 +223,34 @@ class SliceboxContext:
         image_height: int = 0,
     ) -> bytes:
         return dicom.render_png(self.dataset(image_id), frame_number, window_min, window_max, image_height)
+
+    # ------------------------------------------------------------------ anonymizing
+
+    def anonymized_bytes(self, image_id: int, profile: Profile) -> bytes:
+        """Part-10 bytes of the image de-identified with ``profile``; the stored image is unchanged.
+
+        The one way to anonymize (house rule 3): boxes, SCU and exports call this too.
+        """
+        return self._anonymized(self.index.get_image(image_id), profile)
+
+    def anonymize_in_place(self, image_id: int, profile: Profile) -> IngestResult:
+        """Replace the image by its de-identified version, ingested under its series' source.
+
+        The old image is deleted after the new one is durable, unless the result has the old
+        image's identity (then the ingest already replaced its file).
+        """
+        image = self.index.get_image(image_id)
+        source = self.index.series_source(image.series_id)
+        result = self.ingest(self._anonymized(image, profile), source)
+        if result.image.id != image.id:
+            self.delete_images([image.id])
+        return result
+
+    def _anonymized(self, image: Image, profile: Profile) -> bytes:
+        dataset = dicom.parse_part10(self.storage.read(image.storage_key)).dataset
+        buffer = io.BytesIO()
+        dcmwrite(buffer, anonymize(dataset, profile, self.pseudonym_keys), enforce_file_format=True)
+        return buffer.getvalue()
 
     # ------------------------------------------------------------------ deleting
 
