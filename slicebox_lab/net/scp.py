@@ -296,13 +296,7 @@ class ScpService:
             yield QR_PENDING, dataset
 
     def _on_get(self, event: evt.Event) -> Iterator[Any]:
-        images = self._matching_images(event)
-        if isinstance(images, Dataset):
-            yield 1
-            yield images, None
-            return
-        yield len(images)
-        yield from self._sub_operations(event, images)
+        yield from self._send_matches(event, self._matching_images(event))
 
     def _on_move(self, event: evt.Event) -> Iterator[Any]:
         destination = (event.move_destination or "").strip()
@@ -325,6 +319,10 @@ class ScpService:
             "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
         }
         yield address, node.port, options
+        yield from self._send_matches(event, images)
+
+    def _send_matches(self, event: evt.Event, images: builtins.list[Image] | Dataset) -> Iterator[Any]:
+        """The C-GET/C-MOVE tail: the sub-operation count, then each image (or the failure dataset)."""
         if isinstance(images, Dataset):
             yield 1
             yield images, None
