@@ -102,6 +102,12 @@ def _rss_kb(pid: int) -> int:
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Samples the RSS of a process tree every ``interval`` seconds in a thread; ``peak_mb`` (MiB)."""
 
@@ -249,8 +255,10 @@ def run_one(name: str, mode: str, data: Path, parts: list[Path], cfg: Path, work
     log_path = work_dir / "storescu.log"
     with started(name, work_dir) as target:
         send(target, cfg, [[data / "warmup"]], log_path)
+        cpu0 = _cpu_seconds(target.pid)
         with RssSampler(target.pid) as rss:
             seconds = send(target, cfg, groups, log_path)
+        cpu = _cpu_seconds(target.pid) - cpu0
         stored = target.count_instances()
     if stored != count + 1:
         raise RuntimeError(f"{name} ({mode}) holds {stored} instances, expected {count + 1}")
@@ -260,6 +268,7 @@ def run_one(name: str, mode: str, data: Path, parts: list[Path], cfg: Path, work
         "mb_per_s": total_bytes / seconds / 1e6,
         "rss_start_mb": rss.start_mb,
         "rss_peak_mb": rss.peak_mb,
+        "server_cpu_ms_per_inst": cpu * 1000 / count,
         "associations": len(groups),
     }
 
@@ -358,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"round {r + 1} {mode} ×{res['associations']} {name:>12}: {res['seconds']:7.2f} s  "
                         f"{res['inst_per_s']:7.1f} inst/s  {res['mb_per_s']:6.1f} MB/s  "
-                        f"RSS {res['rss_start_mb']:6.0f} → peak {res['rss_peak_mb']:6.0f} MiB",
+                        f"RSS {res['rss_start_mb']:6.0f} → peak {res['rss_peak_mb']:6.0f} MiB  "
+                        f"server CPU {res['server_cpu_ms_per_inst']:5.2f} ms/inst",
                         flush=True,
                     )
             rounds.append(result)

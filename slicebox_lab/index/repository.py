@@ -16,6 +16,13 @@ for the winner's commit (PostgreSQL) or never runs at the same time (SQLite).
   lock and deletes an exclusive one: a delete never removes a series or patient that a concurrent
   ingest is adding an image to (which would fail that ingest or, with the cascades, lose its row).
   Deadlocks and serialization failures (should any remain) are retried.
+
+Group commit (SQLite file databases).  An fsynced commit costs ~1 ms, and SQLite has one writer: a
+transaction per image would make every concurrent ingest queue behind the previous one's fsync.
+Ingests instead hand their work to :class:`_GroupCommit`: whoever finds no transaction running
+becomes the leader and writes every ingest waiting at that moment in ONE transaction, each in its
+own SAVEPOINT (a failing one is rolled back alone), with one fsynced commit; each caller returns
+only after the commit that holds its rows.
 """
 
 from __future__ import annotations
@@ -63,6 +70,78 @@ _ATTEMPTS = 5
 T = TypeVar("T")
 
 
+class _Pending:
+    """One ingest waiting for a group commit: its work, and then its result or error."""
+
+    __slots__ = ("work", "result", "error", "done")
+
+    def __init__(self, work: Callable[[sa.Connection], Any]) -> None:
+        self.work = work
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class _GroupCommit:
+    """Leader/follower batching of write transactions (see the module docstring)."""
+
+    #: the most ingests one transaction takes (bounds the latency of the first of them)
+    max_batch = 64
+
+    def __init__(self, writing: Callable[[], AbstractContextManager[sa.Connection]]) -> None:
+        self._writing = writing
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._leader = False
+
+    def run(self, work: Callable[[sa.Connection], T]) -> T:
+        """``work(conn)`` inside a shared transaction; returns after that transaction committed."""
+        pending = _Pending(work)
+        with self._cond:
+            self._queue.append(pending)
+        while True:
+            with self._cond:
+                while self._leader and not pending.done:
+                    self._cond.wait()
+                if pending.done:
+                    break
+                # lead: take what waits now (ours may lie beyond a full batch: then lead again)
+                self._leader = True
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._leader = False
+                    self._cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self._writing() as conn:
+                for item in batch:
+                    savepoint = conn.begin_nested() if len(batch) > 1 else None
+                    try:
+                        item.result = item.work(conn)
+                    except BaseException as error:  # this ingest's own failure: roll back it alone
+                        item.error = error
+                        if savepoint is None:
+                            raise
+                        savepoint.rollback()
+                    else:
+                        if savepoint is not None:
+                            savepoint.commit()
+        except BaseException as error:  # BEGIN or COMMIT failed: nothing of the batch is stored
+            for item in batch:
+                if item.error is None:
+                    item.result, item.error = None, error
+        finally:
+            for item in batch:
+                item.done = True
+
+
 class _Level:
     """Prepared statements for finding, creating and updating the rows of one table by its key."""
 
@@ -108,6 +187,8 @@ class Index:
         # one in-memory connection is shared by all threads: use it one at a time
         self._serial_lock = threading.RLock() if memory else None
         self._writer_lock = None if self._pg else threading.Lock()
+        # one in-memory connection cannot hold a transaction open for others: no batching there
+        self._group = None if self._pg or memory else _GroupCommit(lambda: self._writing("shared"))
         self._source_ids: dict[tuple[str, str], int] = {}
         insert = pg_dialect.insert if self._pg else sqlite_dialect.insert
         self._sources = _Level(sources, ("source_type", "source_name"), (), insert)
@@ -168,8 +249,16 @@ class Index:
     # -----------------------------------------------------------------------------------------
     # ingest
 
-    def ingest(self, attributes: IndexedAttributes, source: Source, storage_key: str, size: int) -> IngestResult:
+    def ingest(
+        self,
+        attributes: IndexedAttributes,
+        source: Source,
+        storage_key: str,
+        size: int,
+    ) -> IngestResult:
         """Upsert the image and its parents in one transaction (Slicebox semantics).
+
+        On SQLite files, concurrent ingests share one commit (group commit, module docstring).
 
         Patient, study and series are found by their keys and their other values updated to the
         new ones; the series remembers ``source`` as its latest.  An existing image (same series,
@@ -200,26 +289,24 @@ class Index:
         }
         source_key = (source.source_type, str(source.source_name))
 
-        def once() -> IngestResult:
+        def rows(conn: sa.Connection) -> tuple[IngestResult, int]:
             now = datetime.now(timezone.utc)
-            with self._writing("shared") as conn:
-                source_id = self._source_ids.get(source_key)
-                if source_id is None:
-                    source_id, _ = self._upsert(
-                        conn,
-                        self._sources,
-                        {"source_type": source_key[0], "source_name": source_key[1], "created": now},
-                    )
-                patient_id, patient_added = self._upsert(conn, self._patients, patient)
-                study_id, study_added = self._upsert(conn, self._studies, {"patient_id": patient_id, **study})
-                series_id, series_added = self._upsert(
-                    conn, self._series, {"study_id": study_id, **the_series, "source_id": source_id}
+            source_id = self._source_ids.get(source_key)
+            if source_id is None:
+                source_id, _ = self._upsert(
+                    conn,
+                    self._sources,
+                    {"source_type": source_key[0], "source_name": source_key[1], "created": now},
                 )
-                record, image_added, replaced = self._upsert_image(
-                    conn, {"series_id": series_id, **image, "source_id": source_id}, now
-                )
-            self._source_ids[source_key] = source_id  # committed: safe to remember
-            return IngestResult(
+            patient_id, patient_added = self._upsert(conn, self._patients, patient)
+            study_id, study_added = self._upsert(conn, self._studies, {"patient_id": patient_id, **study})
+            series_id, series_added = self._upsert(
+                conn, self._series, {"study_id": study_id, **the_series, "source_id": source_id}
+            )
+            record, image_added, replaced = self._upsert_image(
+                conn, {"series_id": series_id, **image, "source_id": source_id}, now
+            )
+            result = IngestResult(
                 image=record,
                 patient_added=patient_added,
                 study_added=study_added,
@@ -227,6 +314,16 @@ class Index:
                 image_added=image_added,
                 replaced_storage_key=replaced,
             )
+            return result, source_id
+
+        def once() -> IngestResult:
+            if self._group is not None:
+                result, source_id = self._group.run(rows)
+            else:
+                with self._writing("shared") as conn:
+                    result, source_id = rows(conn)
+            self._source_ids[source_key] = source_id  # committed: safe to remember
+            return result
 
         try:
             return self._retrying(once)

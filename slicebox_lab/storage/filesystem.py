@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..errors import NotFound, SliceboxError, StorageFull
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _TMP_PREFIX = ".tmp-"
+_HEX = "0123456789abcdef"
 
 
 class FileSystemStorage:
@@ -22,12 +24,31 @@ class FileSystemStorage:
     The two-character fan-out keeps folders small at a million images.  Files
     being written are named ``.tmp-*`` and are never visible under a key; a
     crash leaves at most such a temp file, which :meth:`remove_incomplete` deletes.
+
+    A :meth:`delete` of a key whose :meth:`write` is still running (the index row of an ingest
+    may commit while its blob is being written, see ``SliceboxContext.ingest``) is remembered
+    and done by that write once its file is in place, so no blob outlives its deletion.
     """
 
     def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self._lock = threading.Lock()
+        #: keys being written -> deleted meanwhile
+        self._writing: dict[str, bool] = {}
+        # the 256 folders of hex keys (the context's keys are uuid4 hex) are made once, here, so
+        # that no write waits for a mkdir and an fsync of the root; other keys' folders on demand
+        for first in _HEX:
+            for second in _HEX:
+                (self.root / f"{first}{second}").mkdir(exist_ok=True)
+        #: fan-out folders known to exist durably: created by this process, or found at start
+        #: (and made durable by the root's fsync below, also should a crashed process have skipped it)
+        self._folders: frozenset[str] = frozenset(
+            entry.name for entry in os.scandir(self.root) if entry.is_dir() and len(entry.name) == 2
+        )
+        if fsync:
+            _fsync_dir(self.root)
 
     def _path(self, key: str) -> Path:
         if not _KEY.match(key) or key.startswith("."):
@@ -36,26 +57,59 @@ class FileSystemStorage:
 
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        folder = path.parent
-        new_folder = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        with self._lock:
+            self._writing[key] = False
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
+            self._write(path, data)
+        finally:
+            with self._lock:
+                deleted = self._writing.pop(key, False)
+            if deleted:
+                path.unlink(missing_ok=True)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        folder = path.parent
+        if folder.name not in self._folders:
+            self._make_folder(folder)
+        tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        renamed = False
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if self.fsync:
-                    os.fsync(f.fileno())
+                    # data and the metadata needed to read it back (size, blocks); the name is
+                    # made durable by the folder's fsync after the rename
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
+            renamed = True
             if self.fsync:
                 _fsync_dir(folder)
-                if new_folder:
-                    _fsync_dir(self.root)
         except OSError as e:
             tmp.unlink(missing_ok=True)
+            if renamed:  # the name may not survive a crash: a failed write leaves nothing
+                path.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"no space left in {self.root}: nothing was stored") from e
             raise SliceboxError(f"could not write to storage: {e.strerror}") from e
+
+    def _make_folder(self, folder: Path) -> None:
+        """Create a fan-out folder durably (once per folder and process: no stat per write)."""
+        try:
+            if not folder.is_dir():
+                folder.mkdir(exist_ok=True)
+                if self.fsync:
+                    _fsync_dir(self.root)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left in {self.root}: nothing was stored") from e
+            raise SliceboxError(f"could not write to storage: {e.strerror}") from e
+        with self._lock:
+            self._folders = self._folders | {folder.name}
 
     def read(self, key: str) -> bytes:
         try:
@@ -79,7 +133,11 @@ class FileSystemStorage:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with self._lock:
+            if key in self._writing:
+                self._writing[key] = True
+        path.unlink(missing_ok=True)
 
     def keys(self) -> Iterator[str]:
         for folder in sorted(self.root.iterdir()):
