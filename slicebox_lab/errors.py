@@ -9,6 +9,7 @@ Domain code raises these; the handlers turn each into a JSON error in one place
     ├── Forbidden                  403
     ├── NotFound                   404
     ├── Conflict                   409
+    ├── AnonymizationRefused       422  de-identification cannot be done safely as asked (burned-in text)
     ├── RenderingFailed            501  a stored image that cannot be rendered (codec, frame)
     ├── PeerFailure                502  a remote node or PACS failed
     └── StorageFull                507  no space left to store data durably
@@ -47,6 +48,12 @@ class NotFound(SliceboxError):
 
 class Conflict(SliceboxError):
     status_code = 409
+
+
+class AnonymizationRefused(SliceboxError):
+    """A well-formed request whose image cannot be de-identified safely as asked; the message says how to proceed."""
+
+    status_code = 422
 
 
 class RenderingFailed(SliceboxError):

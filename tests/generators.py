@@ -6,7 +6,8 @@ import io
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 _IMPL_UID = "1.2.826.0.1.3680043.10.1289.1"
 
@@ -79,3 +80,57 @@ def to_bytes(ds: Dataset) -> bytes:
 def ct_bytes(**kwargs: object) -> bytes:
     """A CT image as Part-10 bytes; keyword arguments as for :func:`ct_dataset`."""
     return to_bytes(ct_dataset(**kwargs))  # type: ignore[arg-type]
+
+
+def _item(**attributes: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in attributes.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def rt_structure_set(ct: Dataset) -> Dataset:
+    """An RT Structure Set whose nested references point at ``ct`` (image, series, study, frame of reference)."""
+    rs = ct_dataset(PatientName=str(ct.PatientName), PatientID=ct.PatientID, StudyInstanceUID=ct.StudyInstanceUID)
+    for keyword in (
+        "Rows",
+        "Columns",
+        "PixelData",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "WindowCenter",
+        "WindowWidth",
+        "ImageType",
+        "FrameOfReferenceUID",
+    ):
+        delattr(rs, keyword)
+    rs.SOPClassUID = rs.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
+    rs.Modality = "RTSTRUCT"
+    image = _item(ReferencedSOPClassUID=ct.SOPClassUID, ReferencedSOPInstanceUID=ct.SOPInstanceUID)
+    series = _item(SeriesInstanceUID=ct.SeriesInstanceUID, ContourImageSequence=Sequence([image]))
+    study = _item(
+        ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
+        ReferencedSOPInstanceUID=ct.StudyInstanceUID,
+        RTReferencedSeriesSequence=Sequence([series]),
+    )
+    rs.ReferencedFrameOfReferenceSequence = Sequence(
+        [_item(FrameOfReferenceUID=ct.FrameOfReferenceUID, RTReferencedStudySequence=Sequence([study]))]
+    )
+    rs.StructureSetROISequence = Sequence(
+        [_item(ROINumber=1, ReferencedFrameOfReferenceUID=ct.FrameOfReferenceUID, ROIName="GTV")]
+    )
+    contour_image = _item(ReferencedSOPClassUID=ct.SOPClassUID, ReferencedSOPInstanceUID=ct.SOPInstanceUID)
+    contour = _item(
+        ContourImageSequence=Sequence([contour_image]),
+        ContourGeometricType="POINT",
+        NumberOfContourPoints=1,
+        ContourData=[0.0, 0.0, 0.0],
+    )
+    rs.ROIContourSequence = Sequence([_item(ReferencedROINumber=1, ContourSequence=Sequence([contour]))])
+    return rs

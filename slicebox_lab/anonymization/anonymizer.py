@@ -13,7 +13,13 @@ Values written (chosen to be valid for the VR and to carry no information):
   for every value, so a UID maps identically wherever it occurs (references, frames of reference)
   and on every run of this node.
 * C: under Modified Dates, DA and the date part of DT move back by the patient's offset (times of
-  day kept, TM kept); a value that cannot be parsed becomes zero-length. Other C: see profile.py.
+  day kept, TM kept); a value that cannot be parsed becomes zero-length. Free text (CS LO LT SH ST
+  UC UT) keeps only allow-listed tokens and never a word of this dataset's names, IDs and
+  institutions (``clean.clean_text`` with ``clean.identifying_tokens`` of the input); a CodeValue
+  pydicom knows for the item's CodingSchemeDesignator and a known ContextIdentifier are kept whole.
+  A value cleaned to nothing is zero-length, or the VR's dummy where the basic action is D. A
+  sequence is kept and its items are de-identified in cleaning mode (see profile.py, which also
+  says which C is which).
 * The root's PatientName and PatientID are always replaced by pseudonyms derived from the real pair,
   so one patient is one pseudonym across runs; nested ones follow the table.
 * Data already flagged PatientIdentityRemoved=YES is de-identified again: whether to skip it is the
@@ -34,8 +40,18 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
+from .clean import clean_text, identifying_tokens, known_code, known_context_group
 from .keys import PseudonymKeys
-from .profile import BASIC_PROFILE_CODE, BASIC_PROFILE_TITLE, Action, Option, Profile
+from .pixels import CLEAN_PIXEL_DATA_CODE, CLEAN_PIXEL_DATA_TITLE, check_burned_in, clean_pixels
+from .profile import (
+    BASIC_PROFILE_CODE,
+    BASIC_PROFILE_TITLE,
+    CLEAN_TEXT_VRS,
+    TEXT_CLEANING_OPTIONS,
+    Action,
+    Option,
+    Profile,
+)
 
 __all__ = ["DUMMY_TEXT", "anonymize", "deidentification_method"]
 
@@ -59,21 +75,28 @@ class _Run:
     profile: Profile
     keys: PseudonymKeys
     date_offset: datetime.timedelta | None
+    banned: frozenset[str] = frozenset()  # tokens cleaned text never keeps: this dataset's names and IDs
 
 
 def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
-    """A de-identified copy of ``ds`` (with file meta if ``ds`` has it); ``ds`` is left untouched."""
+    """A de-identified copy of ``ds`` (with file meta if ``ds`` has it); ``ds`` is left untouched.
+
+    Burned-in images are refused (:class:`~slicebox_lab.errors.AnonymizationRefused`) unless a pixel
+    mask of the profile matches them (then cleaned) or the profile keeps them: see pixels.py.
+    """
+    masks = check_burned_in(ds, profile)
     real_name = _text(ds.get(Tag(0x0010, 0x0010)))
     real_id = _text(ds.get(Tag(0x0010, 0x0020)))
     offset = None
     if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in profile.options:
         offset = datetime.timedelta(days=keys.date_offset_days(real_name, real_id))
-    out = _dataset(ds, _Run(profile, keys, offset))
+    banned = identifying_tokens(ds) if profile.options & TEXT_CLEANING_OPTIONS else frozenset()
+    out = _dataset(ds, _Run(profile, keys, offset, banned))
 
     out.PatientName, out.PatientID = keys.patient_pseudonym(real_name, real_id)
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = deidentification_method(profile)
-    out.DeidentificationMethodCodeSequence = _method_codes(profile)
+    out.DeidentificationMethod = deidentification_method(profile, pixels_cleaned=bool(masks))
+    out.DeidentificationMethodCodeSequence = _method_codes(profile, pixels_cleaned=bool(masks))
     if Option.RETAIN_LONGITUDINAL_FULL_DATES in profile.options:
         out.LongitudinalTemporalInformationModified = "UNMODIFIED"
     elif offset is not None:
@@ -87,13 +110,16 @@ def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
     implicit, little = ds.original_encoding
     if implicit is not None and little is not None:
         out.set_original_encoding(implicit, little, ds.original_character_set)
+    if masks:
+        clean_pixels(ds, out, masks)  # after file meta and encoding: it makes both Explicit VR Little Endian
     return out
 
 
-def deidentification_method(profile: Profile) -> str | list[str]:
+def deidentification_method(profile: Profile, pixels_cleaned: bool = False) -> str | list[str]:
     """Profile and option titles joined by " - ", split into several values where LO's 64 characters end."""
     values: list[str] = []
-    for title in [BASIC_PROFILE_TITLE, *(option.title for option in profile.ordered_options)]:
+    titles = [BASIC_PROFILE_TITLE, *(option.title for option in profile.ordered_options)]
+    for title in [*titles, CLEAN_PIXEL_DATA_TITLE] if pixels_cleaned else titles:
         if values and len(values[-1]) + 3 + len(title) <= _LO_MAX:
             values[-1] = f"{values[-1]} - {title}"
         else:
@@ -101,11 +127,12 @@ def deidentification_method(profile: Profile) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
-def _method_codes(profile: Profile) -> Sequence:
+def _method_codes(profile: Profile, pixels_cleaned: bool = False) -> Sequence:
     items = []
     for code, meaning in [
         (BASIC_PROFILE_CODE, BASIC_PROFILE_TITLE),
         *((option.code, option.title) for option in profile.ordered_options),
+        *([(CLEAN_PIXEL_DATA_CODE, CLEAN_PIXEL_DATA_TITLE)] if pixels_cleaned else []),
     ]:
         item = Dataset()
         item.CodeValue = code
@@ -130,7 +157,8 @@ def _file_meta(meta: FileMetaDataset, out: Dataset) -> FileMetaDataset:
     return new
 
 
-def _dataset(src: Dataset, run: _Run) -> Dataset:
+def _dataset(src: Dataset, run: _Run, cleaning: bool = False) -> Dataset:
+    """``src`` de-identified; ``cleaning`` below a sequence a C keeps (unnamed text is cleaned, not kept)."""
     out = Dataset()
     has_private = False
     for elem in src:
@@ -139,7 +167,7 @@ def _dataset(src: Dataset, run: _Run) -> Dataset:
         if tag.group % 2:
             has_private = True
             creator = _creator(src, tag, elem)
-        new = _apply(elem, run.profile.action(tag, elem.VR, creator), run)
+        new = _apply(elem, run.profile.action(tag, elem.VR, creator, cleaning), run, src, cleaning)
         if new is not None:
             out.add(new)
     if has_private:
@@ -163,14 +191,17 @@ def _drop_unused_creators(ds: Dataset) -> None:
             del ds[tag]
 
 
-def _apply(elem: DataElement, action: Action, run: _Run) -> DataElement | None:
+def _apply(
+    elem: DataElement, action: Action, run: _Run, src: Dataset | None = None, cleaning: bool = False
+) -> DataElement | None:
     vr = elem.VR
     if action is Action.X:
         return None
     if vr == "SQ":
         if action in (Action.Z, Action.D):
             return DataElement(elem.tag, "SQ", Sequence())
-        return DataElement(elem.tag, "SQ", Sequence([_dataset(item, run) for item in elem.value]))
+        cleaning = cleaning or action is Action.C
+        return DataElement(elem.tag, "SQ", Sequence([_dataset(item, run, cleaning) for item in elem.value]))
     if action is Action.Z:
         return DataElement(elem.tag, vr, None)
     if action is Action.U or (action is Action.D and vr == "UI"):
@@ -180,7 +211,33 @@ def _apply(elem: DataElement, action: Action, run: _Run) -> DataElement | None:
     if action is Action.C and run.date_offset is not None and vr in ("DA", "DT"):
         offset = run.date_offset
         return DataElement(elem.tag, vr, _map_values(elem.value, lambda v: _shift(v, offset)))
+    if action is Action.C and vr in CLEAN_TEXT_VRS:
+        return _clean(elem, run, src)
     return _copy(elem)  # K, and C for TM (times of day are kept)
+
+
+_CodeValue, _LongCodeValue, _ContextIdentifier = Tag(0x0008, 0x0100), Tag(0x0008, 0x0119), Tag(0x0008, 0x010F)
+_CodingSchemeDesignator = Tag(0x0008, 0x0102)
+
+
+def _clean(elem: DataElement, run: _Run, src: Dataset | None) -> DataElement:
+    """Free text reduced to allow-listed tokens; known codes and context groups kept whole."""
+    tag, vr = elem.tag, elem.VR
+    scheme = _text(src.get(_CodingSchemeDesignator)) if src is not None else ""
+
+    def clean(value: str) -> str:
+        if value.strip().lower() not in run.banned:
+            if tag in (_CodeValue, _LongCodeValue) and scheme and known_code(scheme, value):
+                return value
+            if tag == _ContextIdentifier and known_context_group(value):
+                return value
+        return clean_text(value, run.banned)
+
+    value = _map_values(elem.value, clean)
+    if not value or (isinstance(value, list) and not any(value)):
+        basic = run.profile.basic_action(tag)
+        value = _DUMMY_BY_VR.get(vr, DUMMY_TEXT) if basic is Action.D else None
+    return DataElement(tag, vr, value)
 
 
 def _copy(elem: DataElement) -> DataElement:

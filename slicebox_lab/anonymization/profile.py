@@ -16,10 +16,28 @@ Resolution rules (one place, so the anonymizer and the tests agree):
   column marks C is shifted even if another option (Retain Device Identity: calibration dates and
   the like) says K, so no real date leaves next to shifted ones. Full Dates and Modified Dates are
   alternatives and refused together.
-* C (clean) is implemented only where a safe meaning-preserving clean is cheap: dates and
-  date-times under Retain Longitudinal Temporal Information with Modified Dates (shifted by a
-  per-patient offset; times are kept). Everywhere else C falls back to the basic-profile action,
-  which removes or dummies the value — stricter than cleaning, never less safe.
+* C (clean: "replace with values of similar meaning known not to contain identifying
+  information") depends on what the value is. The anonymizer does the cleaning (clean.py):
+
+  - a date or date-time (DA, DT) whose Modified Dates column says C, with that option selected,
+    is shifted by a per-patient offset; a TM is kept (times of day are kept). This wins even over
+    a K of another option (see above).
+  - free text (CS LO LT SH ST UC UT) whose Clean Descriptors, Clean Structured Content, Clean
+    Graphics or Retain Patient Characteristics column says C, with that option selected, is
+    scrubbed with an allow-list: only vocabulary words, small numbers with units and punctuation
+    stay, and never a word of the dataset's names, IDs or institutions (clean.py). A K of another
+    selected option still wins (an explicit retain keeps the text unchanged). A value cleaned to
+    nothing becomes zero-length, or the VR's dummy where the basic action is D.
+  - a sequence (SQ) in the same case is kept and its items are de-identified element by element
+    with their own rows, *in cleaning mode*: there, a text attribute the table does not name
+    (TextValue, UnformattedTextValue, CodeMeaning...) is cleaned as above instead of kept (known
+    codes and context groups stay), and an unnamed PN, AE or UR is emptied. The mode holds at every
+    depth below the sequence.
+  - any other C (AE, PN, binary, numbers; the C of Modified Dates on a value that is not a date)
+    falls back to the K of another selected option or else to the basic-profile action, which
+    removes or dummies the value — stricter than cleaning, never less safe. Curves and overlays
+    follow their Curve Data / Overlay Data (binary): a C there removes the whole group, comments
+    and labels included, since a plane without its data is invalid.
 * Attributes not in Table E.1-1 are kept (K), except group lengths (removed), private attributes
   (removed unless Retain Safe Private and the (group, creator, element byte) is in Table E.3.10-1),
   curves (50xx,xxxx) and overlays: the table names (60xx,3000) and (60xx,4000); we give every
@@ -31,14 +49,17 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, repeater_has_tag
 from pydicom.tag import BaseTag, Tag
+
+from ..errors import InvalidInput
+from .pixels import BURNED_IN_POLICIES, PixelMask, pixel_masks_from_json
 
 __all__ = [
     "BASIC_PROFILE_CODE",
@@ -57,6 +78,8 @@ PROFILE_TABLE = "confidentiality_profile_attributes_2024e.json"
 SAFE_PRIVATE_TABLE = "safe_private_attributes_2018d.json"
 
 DATE_VRS = frozenset({"DA", "DT", "TM"})
+#: VRs whose values C cleans with the allow-list of clean.py (AE, PN and UR name hosts and people: never)
+CLEAN_TEXT_VRS = frozenset({"CS", "LO", "LT", "SH", "ST", "UC", "UT"})
 
 
 class Action(enum.Enum):
@@ -66,7 +89,7 @@ class Action(enum.Enum):
     Z = "Z"  # replace with a zero-length value (a sequence: no items)
     X = "X"  # remove (a sequence: with all its items)
     K = "K"  # keep (a sequence: keep, and de-identify its items)
-    C = "C"  # clean: here only dates shifted under Modified Dates (see module docstring)
+    C = "C"  # clean: dates shifted, text scrubbed, sequences kept with cleaned items (module docstring)
     U = "U"  # replace a UID with a deterministic one (a sequence: keep, de-identify its items)
 
 
@@ -119,19 +142,19 @@ class Option(enum.Enum):
         "cleanDescOpt",
         "113105",
         "Clean Descriptors Option",
-        "Descriptions and comments are cleaned (for now: removed or dummied as in the basic profile).",
+        "Descriptions and comments keep only known non-identifying words (allow-list), the rest is removed.",
     )
     CLEAN_STRUCTURED_CONTENT = (
         "cleanStructContOpt",
         "113104",
         "Clean Structured Content Option",
-        "Structured content is cleaned (for now: removed or dummied as in the basic profile).",
+        "Structured reports and acquisition context are kept, with their text reduced to known words.",
     )
     CLEAN_GRAPHICS = (
         "cleanGraphOpt",
         "113103",
         "Clean Graphics Option",
-        "Graphics are cleaned (for now: removed or dummied as in the basic profile).",
+        "Graphic annotations are kept, with their text reduced to known words; curves and overlays go.",
     )
 
     def __init__(self, column: str, code: str, title: str, description: str) -> None:
@@ -139,6 +162,17 @@ class Option(enum.Enum):
         self.code = code
         self.title = title
         self.description = description
+
+
+#: the options whose C cleans free text and sequences (Modified Dates' C shifts dates instead)
+TEXT_CLEANING_OPTIONS = frozenset(
+    {
+        Option.CLEAN_DESCRIPTORS,
+        Option.CLEAN_STRUCTURED_CONTENT,
+        Option.CLEAN_GRAPHICS,
+        Option.RETAIN_PATIENT_CHARACTERISTICS,
+    }
+)
 
 
 def _read_table(name: str) -> Any:
@@ -190,6 +224,12 @@ class Profile:
     """The basic profile plus a set of options; :meth:`action` says what to do with one attribute."""
 
     options: frozenset[Option] = frozenset()
+    #: what to do with burned-in images no mask matches: "refuse" them, or "keep" their pixels (see pixels.py)
+    burned_in: str = "refuse"
+    #: Secondary Capture images without an explicit BurnedInAnnotation=NO count as burned-in
+    secondary_capture_burned_in: bool = True
+    #: masks that blank burned-in text; an image one matches is cleaned instead of refused
+    pixel_masks: tuple[PixelMask, ...] = ()
     _actions: dict[str, Action] = field(init=False, repr=False, compare=False)
     _not_dates: dict[str, Action] = field(init=False, repr=False, compare=False)
 
@@ -201,6 +241,9 @@ class Profile:
                 "alternatives; choose one"
             )
         object.__setattr__(self, "options", options)
+        if self.burned_in not in BURNED_IN_POLICIES:
+            raise ValueError(f"burned_in must be one of {', '.join(BURNED_IN_POLICIES)}, not {self.burned_in!r}")
+        object.__setattr__(self, "pixel_masks", tuple(self.pixel_masks))
         actions: dict[str, Action] = {}
         not_dates: dict[str, Action] = {}  # for a C that meets a value which is not a date or time
         for row in confidentiality_table():
@@ -219,15 +262,62 @@ class Profile:
             return Action.C  # only for DA/DT/TM; action() gives other VRs the K or basic action
         if any(row.get(option.column) == "K" for option in self.options):
             return Action.K
-        return basic  # C of any other option: not implemented, the basic action is stricter
+        if self._cleans(row):
+            return Action.C  # only for text and sequences; action() gives other VRs the basic action
+        return basic
+
+    def _cleans(self, row: Mapping[str, str]) -> bool:
+        """Whether a selected option cleans free text and sequences of ``row`` (and none retains it)."""
+        options = self.options & TEXT_CLEANING_OPTIONS
+        return any(row.get(option.column) == "C" for option in options) and not any(
+            row.get(option.column) == "K" for option in self.options
+        )
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Profile:
+        """The profile a REST body asks for: ``{"options": [...], "burnedInAnnotation": "refuse"|"keep",
+        "pixelMasks": [...]}``, every key optional; raises :class:`InvalidInput` with what to fix."""
+        if not isinstance(body, Mapping):
+            raise InvalidInput('the body must be a JSON object like {"options": ["RETAIN_UIDS"]}')
+        names = body.get("options", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise InvalidInput('"options" must be a JSON array of option names')
+        unknown = [name for name in names if name not in Option.__members__]
+        if unknown:
+            known = ", ".join(Option.__members__)
+            raise InvalidInput(f"unknown anonymization option(s) {', '.join(unknown)}; known options: {known}")
+        burned_in = body.get("burnedInAnnotation", "refuse")
+        if burned_in not in BURNED_IN_POLICIES:
+            raise InvalidInput(
+                f'"burnedInAnnotation" must be "refuse" (the default) or "keep" (accept burned-in pixels), '
+                f"not {json.dumps(burned_in)}"
+            )
+        masks = pixel_masks_from_json(body.get("pixelMasks", []))
+        try:
+            return cls(frozenset(Option[name] for name in names), burned_in=burned_in, pixel_masks=masks)
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
+
+    def with_pixel_masks(self, masks: Iterable[PixelMask]) -> Profile:
+        """A copy that also applies ``masks`` (after its own), e.g. the node's configured masks.
+
+        No masks: the profile itself (it is frozen), not a copy whose table is resolved again (about
+        3 ms, paid for every image anonymized)."""
+        extra = tuple(masks)
+        if not extra:
+            return self
+        return replace(self, pixel_masks=(*self.pixel_masks, *extra))
 
     @property
     def ordered_options(self) -> list[Option]:
         """The selected options in the order of :class:`Option` (stable output)."""
         return [option for option in Option if option in self.options]
 
-    def action(self, tag: int | BaseTag, vr: str | None = None, private_creator: str | None = None) -> Action:
-        """What to do with the attribute ``tag`` (``vr`` as found in the data; ``private_creator`` for odd groups).
+    def action(
+        self, tag: int | BaseTag, vr: str | None = None, private_creator: str | None = None, cleaning: bool = False
+    ) -> Action:
+        """What to do with the attribute ``tag`` (``vr`` as found in the data; ``private_creator`` for odd groups;
+        ``cleaning`` inside the items of a sequence that is being cleaned).
 
         Every branch is explained in the module docstring.
         """
@@ -247,10 +337,32 @@ class Profile:
         if action is None:
             # a standard attribute the table does not name is kept; one no dictionary knows (a
             # vendor's misuse of a public group, a future attribute) could hold anything: removed
-            return Action.K if dictionary_has_tag(tag) or repeater_has_tag(tag) else Action.X
-        if action is Action.C and (vr or _dictionary_vr(tag)) not in DATE_VRS:
+            if not (dictionary_has_tag(tag) or repeater_has_tag(tag)):
+                return Action.X
+            if cleaning:
+                kind = vr or _dictionary_vr(tag)
+                if kind in CLEAN_TEXT_VRS:
+                    return Action.C
+                if kind in ("PN", "AE", "UR"):
+                    return Action.Z
+            return Action.K
+        if action is Action.C:
+            kind = vr or _dictionary_vr(tag)
+            row = _rows_by_id()[key]
+            if kind in DATE_VRS:
+                modified = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES
+                if modified in self.options and row.get(modified.column) == "C":
+                    return action
+            elif (kind in CLEAN_TEXT_VRS or kind == "SQ") and not 0x5000 <= group <= 0x60FF and self._cleans(row):
+                return action
             return self._not_dates[key]
         return action
+
+    def basic_action(self, tag: int | BaseTag) -> Action | None:
+        """The basic-profile action of a standard attribute Table E.1-1 names (resolved), else None."""
+        tag = Tag(tag)
+        row = _rows_by_id().get(f"{tag.group:04x}{tag.element:04x}")
+        return None if row is None else resolve_basic(row["basicProfile"])
 
     def _private_action(self, group: int, element: int, private_creator: str | None) -> Action:
         if Option.RETAIN_SAFE_PRIVATE not in self.options or private_creator is None or group <= 0x0007:

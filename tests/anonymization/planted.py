@@ -41,7 +41,8 @@ class Plant:
     vr: str
     value: Any
     search: bytes | None  # None for binary numbers: checked in the decoded dataset instead
-    fate: str  # "retain", "shift" (moved back by the date offset) or "gone" (removed, emptied, dummied, mapped)
+    fate: str  # "retain", "shift" (moved back by the date offset), "clean" (still there, marker scrubbed)
+    # or "gone" (removed, emptied, dummied, mapped)
 
     @property
     def name(self) -> str:
@@ -60,8 +61,18 @@ def table() -> list[dict[str, str]]:
 _ROWS = {int(row["id"], 16): row for row in table() if all(c in "0123456789abcdef" for c in row["id"])}
 
 
+# options whose C cleans free text and keeps sequences with cleaned items; Modified Dates' C shifts dates
+CLEANING_COLUMNS = ("cleanDescOpt", "cleanStructContOpt", "cleanGraphOpt", "rtnPatCharsOpt")
+CLEANED_VRS = {"CS", "LO", "LT", "SH", "ST", "UC", "UT"}
+
+
 def expected_fate(tag: BaseTag, vr: str, options: frozenset[Option]) -> str:
-    """The fate of a non-sequence standard attribute under ``options``, read from the raw table."""
+    """The fate of a non-sequence standard attribute under ``options``, read from the raw table.
+
+    A C that cleans text leaves only allow-listed tokens: a marker (``LEAK`` and 4 digits, more digits
+    than a kept token may have) never survives it. Such attributes get the fate "clean": the leak test
+    treats them like "gone", test_clean.py also checks they are still there.
+    """
     row = _ROWS.get(int(tag))
     if row is None:
         return "retain"
@@ -72,16 +83,20 @@ def expected_fate(tag: BaseTag, vr: str, options: frozenset[Option]) -> str:
             return "retain"
     if "K" in {row[o.column] for o in options if o.column in row}:
         return "retain"
+    if vr in CLEANED_VRS and any(row.get(o.column) == "C" for o in options if o.column in CLEANING_COLUMNS):
+        return "clean"
     return "gone"
 
 
 def keeps_items(tag: BaseTag, options: frozenset[Option]) -> bool:
-    """Whether a sequence keeps its items (K, or the U of X/Z/U*); otherwise it is removed or emptied."""
+    """Whether a sequence keeps its items (K, a cleaning C, or the U of X/Z/U*); otherwise it is removed or emptied."""
     row = _ROWS.get(int(tag))
     if row is None:
         return True
     if "K" in {row[o.column] for o in options if o.column in row}:
         return True
+    if any(row.get(o.column) == "C" for o in options if o.column in CLEANING_COLUMNS):
+        return True  # cleaned: kept, its items de-identified by their own rows
     return row["basicProfile"].split("/")[-1].startswith("U")
 
 

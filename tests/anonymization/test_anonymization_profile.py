@@ -84,8 +84,9 @@ def test_option_overrides() -> None:
     assert Profile(frozenset({Option.RETAIN_PATIENT_CHARACTERISTICS})).action(Tag("PatientSex")) is Action.K
     assert Profile(frozenset({Option.RETAIN_DEVICE_IDENTITY})).action(Tag("StationName")) is Action.K
     assert Profile(frozenset({Option.RETAIN_INSTITUTION_IDENTITY})).action(Tag("InstitutionName")) is Action.K
-    # clean options fall back to the (stricter) basic action
-    assert Profile(frozenset({Option.CLEAN_DESCRIPTORS})).action(Tag("StudyDescription")) is Action.X
+    # a clean option cleans its text (test_clean.py); another VR falls back to the (stricter) basic action
+    assert Profile(frozenset({Option.CLEAN_DESCRIPTORS})).action(Tag("StudyDescription")) is Action.C
+    assert Profile(frozenset({Option.CLEAN_DESCRIPTORS})).action(Tag("MakerNote")) is Action.X
     assert Profile(frozenset(Option) - {Option.RETAIN_LONGITUDINAL_MODIFIED_DATES}).action(Tag("StudyDate")) is Action.K
 
 

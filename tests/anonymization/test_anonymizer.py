@@ -3,11 +3,10 @@ from __future__ import annotations
 import io
 import time
 
-from generators import ct_dataset
+from generators import ct_dataset, rt_structure_set
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import RTStructureSetStorage
 
 from slicebox_lab.anonymization import Option, Profile, PseudonymKeys, anonymize
 
@@ -28,57 +27,10 @@ def _item(**attributes: object) -> Dataset:
     return item
 
 
-def _structure_set(ct: Dataset) -> Dataset:
-    """An RT Structure Set whose nested references point at ``ct`` (image, series, study, frame of reference)."""
-    rs = ct_dataset(PatientName=str(ct.PatientName), PatientID=ct.PatientID, StudyInstanceUID=ct.StudyInstanceUID)
-    for keyword in (
-        "Rows",
-        "Columns",
-        "PixelData",
-        "BitsAllocated",
-        "BitsStored",
-        "HighBit",
-        "PixelRepresentation",
-        "SamplesPerPixel",
-        "PhotometricInterpretation",
-        "RescaleIntercept",
-        "RescaleSlope",
-        "WindowCenter",
-        "WindowWidth",
-        "ImageType",
-        "FrameOfReferenceUID",
-    ):
-        delattr(rs, keyword)
-    rs.SOPClassUID = rs.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    rs.Modality = "RTSTRUCT"
-    image = _item(ReferencedSOPClassUID=ct.SOPClassUID, ReferencedSOPInstanceUID=ct.SOPInstanceUID)
-    series = _item(SeriesInstanceUID=ct.SeriesInstanceUID, ContourImageSequence=Sequence([image]))
-    study = _item(
-        ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
-        ReferencedSOPInstanceUID=ct.StudyInstanceUID,
-        RTReferencedSeriesSequence=Sequence([series]),
-    )
-    rs.ReferencedFrameOfReferenceSequence = Sequence(
-        [_item(FrameOfReferenceUID=ct.FrameOfReferenceUID, RTReferencedStudySequence=Sequence([study]))]
-    )
-    rs.StructureSetROISequence = Sequence(
-        [_item(ROINumber=1, ReferencedFrameOfReferenceUID=ct.FrameOfReferenceUID, ROIName="GTV")]
-    )
-    contour_image = _item(ReferencedSOPClassUID=ct.SOPClassUID, ReferencedSOPInstanceUID=ct.SOPInstanceUID)
-    contour = _item(
-        ContourImageSequence=Sequence([contour_image]),
-        ContourGeometricType="POINT",
-        NumberOfContourPoints=1,
-        ContourData=[0.0, 0.0, 0.0],
-    )
-    rs.ROIContourSequence = Sequence([_item(ReferencedROINumber=1, ContourSequence=Sequence([contour]))])
-    return rs
-
-
 def test_references_in_nested_sequences_still_match() -> None:
     ct = ct_dataset()
     ct.SourceImageSequence = Sequence([_item(ReferencedSOPClassUID=ct.SOPClassUID, ReferencedSOPInstanceUID="1.2.3.4")])
-    rs = _structure_set(ct)
+    rs = rt_structure_set(ct)
     a_ct, a_rs = anonymize(ct, BASIC, KEYS), anonymize(rs, BASIC, KEYS)
 
     assert a_ct.SOPInstanceUID != ct.SOPInstanceUID and a_ct.FrameOfReferenceUID != ct.FrameOfReferenceUID

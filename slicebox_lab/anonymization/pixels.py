@@ -1,0 +1,352 @@
+"""Burned-in annotation: refuse it, or clean it with a pixel mask (PS3.15 E.3.1, Clean Pixel Data Option).
+
+Text burned into the pixels (names, dates, IDs on ultrasound, screenshots, scanned documents) is
+not touched by the attribute profile, so an image that says it has some is refused unless the
+caller says how to deal with it:
+
+* a :class:`PixelMask` that matches the image (like CTP's DicomPixelAnonymizer: criteria on a few
+  attributes, then rectangles to blank) — the rectangles are set to zero in every frame and sample,
+  the pixel data is written uncompressed (Explicit VR Little Endian), ``BurnedInAnnotation`` becomes
+  ``NO`` and the Clean Pixel Data Option (CID 7050 113101) is recorded; or
+* ``burned_in="keep"`` on the profile: the caller accepts the pixels as they are (the output keeps
+  ``BurnedInAnnotation=YES``).
+
+Burned-in means ``BurnedInAnnotation=YES``, or (when the profile says so, the default) a Secondary
+Capture SOP class without an explicit ``BurnedInAnnotation=NO``: screenshots rarely carry the flag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder, pack_bits
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from ..errors import AnonymizationRefused, InvalidInput
+
+if TYPE_CHECKING:
+    from .profile import Profile
+
+__all__ = [
+    "BURNED_IN_POLICIES",
+    "CLEAN_PIXEL_DATA_CODE",
+    "CLEAN_PIXEL_DATA_TITLE",
+    "SECONDARY_CAPTURE_SOP_CLASSES",
+    "PixelMask",
+    "Rectangle",
+    "burned_in_reason",
+    "check_burned_in",
+    "clean_pixels",
+    "load_pixel_masks",
+]
+
+CLEAN_PIXEL_DATA_CODE = "113101"
+CLEAN_PIXEL_DATA_TITLE = "Clean Pixel Data Option"
+
+#: ``refuse``: a burned-in image no mask matches is not anonymized; ``keep``: the caller accepts its pixels
+BURNED_IN_POLICIES = ("refuse", "keep")
+
+#: Secondary Capture Image Storage and the four multi-frame SC classes (PS3.4 B.5)
+SECONDARY_CAPTURE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+    }
+)
+
+#: the attributes a mask can select images by (all given ones must match)
+_TEXT_CRITERIA = ("SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName")
+_INT_CRITERIA = ("Rows", "Columns")
+#: meaningful only for the encapsulated or the old pixel data, or no longer true after cleaning
+_STALE_AFTER_CLEANING = (
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+)
+_MASK_EXAMPLE = (
+    '{"match": {"Modality": "US", "Rows": 480, "Columns": 640}, '
+    '"rectangles": [{"x": 0, "y": 0, "width": 640, "height": 40}]}'
+)
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    """``width`` × ``height`` pixels from column ``x``, row ``y`` (0-based, top left); clipped to the image."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidInput(f"rectangle {name} must be an integer, not {value!r}")
+        if self.x < 0 or self.y < 0:
+            raise InvalidInput(f"rectangle x and y must be at least 0, not ({self.x}, {self.y})")
+        if self.width < 1 or self.height < 1:
+            raise InvalidInput(f"rectangle width and height must be at least 1, not {self.width} x {self.height}")
+
+    @classmethod
+    def from_json(cls, value: Any) -> Rectangle:
+        if not isinstance(value, Mapping) or set(value) != {"x", "y", "width", "height"}:
+            raise InvalidInput(f'a rectangle must be an object {{"x", "y", "width", "height"}}, not {value!r}')
+        return cls(value["x"], value["y"], value["width"], value["height"])
+
+    def to_json(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True)
+class PixelMask:
+    """Rectangles to blank in the images whose attributes match every given criterion.
+
+    Text criteria compare after stripping spaces, ``Manufacturer`` and ``ManufacturerModelName``
+    ignoring case (vendors are not consistent about it). At least one criterion is required, so a
+    mask never silently applies to every burned-in image of a node.
+    """
+
+    rectangles: tuple[Rectangle, ...]
+    SOPClassUID: str | None = None
+    Modality: str | None = None
+    Manufacturer: str | None = None
+    ManufacturerModelName: str | None = None
+    Rows: int | None = None
+    Columns: int | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rectangles", tuple(self.rectangles))
+        if not self.rectangles or not all(isinstance(r, Rectangle) for r in self.rectangles):
+            raise InvalidInput("a pixel mask needs at least one rectangle")
+        if not self.criteria():
+            raise InvalidInput(
+                f"a pixel mask must say which images it applies to (any of {', '.join(_TEXT_CRITERIA + _INT_CRITERIA)})"
+            )
+        for keyword in _TEXT_CRITERIA:
+            value = getattr(self, keyword)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidInput(f"pixel mask criterion {keyword} must be a non-empty string, not {value!r}")
+        for keyword in _INT_CRITERIA:
+            value = getattr(self, keyword)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInput(f"pixel mask criterion {keyword} must be a positive integer, not {value!r}")
+
+    def criteria(self) -> dict[str, str | int]:
+        """The given criteria by DICOM keyword."""
+        return {
+            keyword: value
+            for keyword in _TEXT_CRITERIA + _INT_CRITERIA
+            if (value := getattr(self, keyword)) is not None
+        }
+
+    def matches(self, ds: Dataset) -> bool:
+        for keyword, wanted in self.criteria().items():
+            value = ds.get(keyword)
+            if isinstance(wanted, int):
+                if not isinstance(value, int) or value != wanted:
+                    return False
+                continue
+            actual = "" if value is None else str(value).strip()
+            if keyword in ("Manufacturer", "ManufacturerModelName"):
+                if actual.casefold() != wanted.strip().casefold():
+                    return False
+            elif actual != wanted.strip():
+                return False
+        return True
+
+    @classmethod
+    def from_json(cls, value: Any) -> PixelMask:
+        """``{"name": ..., "match": {"Modality": "US", ...}, "rectangles": [{"x", "y", "width", "height"}]}``."""
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f"a pixel mask must be a JSON object like {_MASK_EXAMPLE}")
+        unknown = set(value) - {"name", "match", "rectangles"}
+        if unknown:
+            raise InvalidInput(f"unknown pixel mask field(s) {', '.join(sorted(unknown))}; example: {_MASK_EXAMPLE}")
+        match = value.get("match", {})
+        if not isinstance(match, Mapping):
+            raise InvalidInput(f'pixel mask "match" must be an object, e.g. {_MASK_EXAMPLE}')
+        unknown = set(match) - set(_TEXT_CRITERIA + _INT_CRITERIA)
+        if unknown:
+            known = ", ".join(_TEXT_CRITERIA + _INT_CRITERIA)
+            raise InvalidInput(f"unknown pixel mask criteria {', '.join(sorted(unknown))}; known: {known}")
+        rectangles = value.get("rectangles")
+        if not isinstance(rectangles, list):
+            raise InvalidInput(f'pixel mask "rectangles" must be a JSON array, e.g. {_MASK_EXAMPLE}')
+        name = value.get("name", "")
+        if not isinstance(name, str):
+            raise InvalidInput(f'pixel mask "name" must be a string, not {name!r}')
+        return cls(rectangles=tuple(Rectangle.from_json(r) for r in rectangles), name=name, **match)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"match": self.criteria(), "rectangles": [r.to_json() for r in self.rectangles]}
+        if self.name:
+            out = {"name": self.name, **out}
+        return out
+
+
+def pixel_masks_from_json(value: Any) -> tuple[PixelMask, ...]:
+    """A JSON array of masks; the position of a bad one is in the message."""
+    if not isinstance(value, list):
+        raise InvalidInput(f"pixel masks must be a JSON array of objects like {_MASK_EXAMPLE}")
+    masks = []
+    for position, item in enumerate(value):
+        try:
+            masks.append(PixelMask.from_json(item))
+        except InvalidInput as e:
+            raise InvalidInput(f"pixel mask {position}: {e.message}") from None
+    return tuple(masks)
+
+
+def load_pixel_masks(value: str | list[Any]) -> tuple[PixelMask, ...]:
+    """Masks from configuration: a JSON array (as text or already parsed) or the path of a JSON file holding one."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return ()
+        if not text.startswith("["):
+            path = Path(text).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise InvalidInput(f"cannot read pixel masks from {path}: {e.strerror or e}") from None
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise InvalidInput(f"pixel masks are not valid JSON: {e}") from None
+    return pixel_masks_from_json(value)
+
+
+def burned_in_reason(ds: Dataset, secondary_capture: bool = True) -> str | None:
+    """Why ``ds`` counts as having burned-in annotation, or None when it does not (or has no pixels)."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return None
+    flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    if secondary_capture and flag != "NO" and _sop_class(ds) in SECONDARY_CAPTURE_SOP_CLASSES:
+        return "it is a Secondary Capture image without BurnedInAnnotation NO"
+    return None
+
+
+def check_burned_in(ds: Dataset, profile: Profile) -> tuple[PixelMask, ...]:
+    """The masks to apply to ``ds`` (empty: nothing to clean); raises :class:`AnonymizationRefused`."""
+    reason = burned_in_reason(ds, profile.secondary_capture_burned_in)
+    if reason is None:
+        return ()
+    masks = tuple(mask for mask in profile.pixel_masks if mask.matches(ds))
+    if masks:
+        if "PixelData" not in ds:
+            raise AnonymizationRefused(
+                f"{_describe(ds)} may show burned-in text ({reason}) and its float pixel data "
+                'cannot be masked; send "burnedInAnnotation": "keep" to accept its pixels'
+            )
+        return masks
+    if profile.burned_in == "keep":
+        return ()
+    raise AnonymizationRefused(
+        f"{_describe(ds)} was not anonymized: its pixels may show identifying text ({reason}). Configure a "
+        f"pixel mask that matches it (by {', '.join(_TEXT_CRITERIA + _INT_CRITERIA)}) to blank that text, or "
+        'send "burnedInAnnotation": "keep" to accept its pixels as they are'
+    )
+
+
+def clean_pixels(src: Dataset, out: Dataset, masks: Iterable[PixelMask]) -> None:
+    """Write ``src``'s pixels into ``out`` with the masks' rectangles set to zero, uncompressed.
+
+    ``src`` is only read. ``out`` gets Explicit VR Little Endian, the photometric interpretation of
+    the decoded pixels (YBR decoded to RGB), interleaved samples, ``BurnedInAnnotation`` NO.
+    """
+    syntax = _transfer_syntax(src)
+    decoder = get_decoder(syntax)
+    if not decoder.is_available:
+        raise AnonymizationRefused(
+            f"{_describe(src)} cannot be masked: no decoder is installed for {syntax.name}; "
+            'install pylibjpeg or python-gdcm, or send "burnedInAnnotation": "keep"'
+        )
+    try:
+        options: dict[str, Any] = {"as_rgb": True}  # YBR to RGB, so zero is black in every sample
+        arr, properties = decoder.as_array(src, index=None, **options)
+    except Exception as e:  # decoders raise anything on broken data
+        raise AnonymizationRefused(f"{_describe(src)} cannot be masked: its pixel data does not decode: {e}") from e
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    frames = int(properties.get("number_of_frames") or 1)
+    samples = int(properties.get("samples_per_pixel") or 1)
+    rows, columns = int(properties["rows"]), int(properties["columns"])
+    view = arr.reshape((frames, rows, columns, samples))  # whatever shape the decoder gave
+    for mask in masks:
+        for r in mask.rectangles:
+            if r.x < columns and r.y < rows:
+                view[:, r.y : min(r.y + r.height, rows), r.x : min(r.x + r.width, columns), :] = 0
+
+    bits_allocated = int(properties.get("bits_allocated") or src.get("BitsAllocated") or 8)
+    if bits_allocated == 1:
+        data = pack_bits(arr)
+    else:
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        bits_allocated = arr.dtype.itemsize * 8
+    if len(data) % 2:
+        data += b"\x00"
+    out.add(DataElement(0x7FE00010, "OB" if bits_allocated <= 8 else "OW", data))
+    out.BitsAllocated = bits_allocated
+    if "bits_stored" in properties:
+        out.BitsStored = int(properties["bits_stored"])
+        out.HighBit = out.BitsStored - 1
+    out.PhotometricInterpretation = str(properties.get("photometric_interpretation", src.PhotometricInterpretation))
+    out.SamplesPerPixel = samples
+    if samples > 1:
+        out.PlanarConfiguration = 0
+    elif "PlanarConfiguration" in out:
+        del out.PlanarConfiguration
+    for keyword in _STALE_AFTER_CLEANING:
+        if keyword in out:
+            delattr(out, keyword)
+    out.BurnedInAnnotation = "NO"
+    meta = getattr(out, "file_meta", None)
+    if meta is not None:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out.set_original_encoding(False, True, src.original_character_set)
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax:
+        return UID(syntax)
+    implicit, little = ds.original_encoding
+    if little is False:
+        return ExplicitVRBigEndian
+    return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+
+
+def _sop_class(ds: Dataset) -> str:
+    value = ds.get("SOPClassUID")
+    if not value:
+        meta = getattr(ds, "file_meta", None)
+        value = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    return str(value or "").strip()
+
+
+def _describe(ds: Dataset) -> str:
+    """The image by SOPInstanceUID, with what a mask would match on."""
+    parts = [
+        f"{keyword} {value}"
+        for keyword in ("Modality", "Manufacturer", "ManufacturerModelName")
+        if (value := str(ds.get(keyword) or "").strip())
+    ]
+    if "Rows" in ds and "Columns" in ds:
+        parts.append(f"{ds.Columns}x{ds.Rows} pixels")
+    details = f" ({', '.join(parts)})" if parts else ""
+    return f"image {str(ds.get('SOPInstanceUID') or '(no SOPInstanceUID)').strip()}{details}"
