@@ -545,6 +545,19 @@ def _iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat()
 
 
+def image_id_list(value: Any, name: str, maximum: int) -> builtins.list[int]:
+    """A job's list of image ids: non-empty, integers, at most ``maximum``, duplicates dropped (order kept)."""
+    if (
+        not isinstance(value, builtins.list)
+        or not value
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+    ):
+        raise InvalidInput(f'{name} must be a non-empty JSON array of integer image ids, e.g. {{"{name}": [1, 2]}}')
+    if len(value) > maximum:
+        raise InvalidInput(f"one job takes at most {maximum} images")
+    return builtins.list(dict.fromkeys(value))
+
+
 def _integer(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise InvalidInput(f"{what} must be an integer")

@@ -3,8 +3,10 @@ and ``from conftest import`` would pick whichever pytest loaded first)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +24,14 @@ def stored_state(node_dir: Path) -> tuple[list[str], dict[str, int]]:
             for table in ("patients", "studies", "series", "images")
         }
     return blobs, counts
+
+
+async def finished_job(api: Any, job_id: int, timeout: float = 60) -> dict[str, Any]:
+    """Poll ``GET /jobs/{id}`` until the job is SUCCEEDED, FAILED or CANCELLED; its JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = body_json(await api("jobs", job_id))
+        if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.02)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slicebox_lab.errors import InvalidInput, PeerFailure
-from slicebox_lab.jobs import Job, JobContext
+from slicebox_lab.jobs import Job, JobContext, image_id_list
 from slicebox_lab.net import nodes, scu
 
 if TYPE_CHECKING:
@@ -44,15 +44,7 @@ def register_scu_jobs(context: SliceboxContext) -> None:
 
 
 def _image_ids(value: Any) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(i, int) and not isinstance(i, bool) for i in value)
-    ):
-        raise InvalidInput('image_ids must be a non-empty JSON array of integer image ids, e.g. {"image_ids": [1, 2]}')
-    if len(value) > MAX_IMAGES:
-        raise InvalidInput(f"one send takes at most {MAX_IMAGES} images")
-    return list(dict.fromkeys(value))
+    return image_id_list(value, "image_ids", MAX_IMAGES)
 
 
 def submit_send(context: SliceboxContext, scu_id: Any, image_ids: Any, owner: str = "") -> Job:

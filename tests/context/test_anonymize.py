@@ -88,8 +88,27 @@ def test_anonymize_in_place_keeps_an_image_that_keeps_its_identity(context: Slic
     data = ct_bytes(PatientID="SAME")
     image = context.ingest(data, WATCH).image
     # an anonymization that changes nothing the index keys on: the ingest replaces the image itself
-    monkeypatch.setattr(context, "_anonymized", lambda image, profile: data)
+    monkeypatch.setattr(context, "_anonymized", lambda image, profile, tag_values=(): data)
     result = context.anonymize_in_place(image.id, BASIC)
     assert result.image.id == image.id
     assert context.index.get_image(image.id).id == image.id
     assert context.image_bytes(image.id) == data
+
+
+def test_the_nodes_pixel_masks_and_secondary_capture_setting_apply_to_every_anonymization(context: SliceboxContext):
+    from slicebox_lab.anonymization import PixelMask, Rectangle
+    from slicebox_lab.errors import AnonymizationRefused
+
+    burned = context.ingest(ct_bytes(PatientID="BURNED", BurnedInAnnotation="YES"), WATCH).image
+    with pytest.raises(AnonymizationRefused):
+        context.anonymized_bytes(burned.id, BASIC)
+    context.pixel_masks = (PixelMask(rectangles=(Rectangle(0, 0, 4, 2),), Modality="CT"),)
+    out = pydicom.dcmread(io.BytesIO(context.anonymized_bytes(burned.id, BASIC)))
+    assert out.BurnedInAnnotation == "NO" and not out.pixel_array[0:2, 0:4].any()
+
+    sc = ct_bytes(PatientID="SC", SOPClassUID="1.2.840.10008.5.1.4.1.1.7", Modality="OT")
+    sc_image = context.ingest(sc, WATCH).image
+    with pytest.raises(AnonymizationRefused):
+        context.anonymized_bytes(sc_image.id, BASIC)
+    context.secondary_capture_burned_in = False
+    assert pydicom.dcmread(io.BytesIO(context.anonymized_bytes(sc_image.id, BASIC))).PatientIdentityRemoved == "YES"

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import body_json
+from helpers import body_json, finished_job
 
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import PeerFailure
@@ -45,27 +45,17 @@ def jobs(jp_serverapp: Any) -> JobManager:
     return manager
 
 
-async def finished(api: Any, job_id: int) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        job = body_json(await api("jobs", job_id))
-        if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            return job
-        assert time.monotonic() < deadline, job
-        await asyncio.sleep(0.02)
-
-
 async def test_list_and_get_jobs(api: Any, jobs: JobManager):
     assert body_json(await api("jobs")) == []
     ok = await asyncio.to_thread(jobs.submit, "test_send", "send 3", {"images": [1, 2, 3]}, "alice", 3)
     dropped = await asyncio.to_thread(jobs.submit, "test_send", "send 4", {"images": [1, 2, 3, 4], "drop_at": 3})
 
-    job = await finished(api, ok.id)
+    job = await finished_job(api, ok.id)
     assert job["state"] == "SUCCEEDED" and job["counts"] == {"sent": 3} and job["result"] == {"sent": 3}
     assert (job["progress_done"], job["progress_total"], job["owner"]) == (3, 3, "alice")
     assert job["kind"] == "test_send" and job["description"] == "send 3" and job["error"] == ""
     assert job["created"] and job["started"] and job["finished"]
-    failed = await finished(api, dropped.id)
+    failed = await finished_job(api, dropped.id)
     assert failed["state"] == "FAILED" and failed["error"] == "association aborted by the peer"
     assert failed["counts"] == {"sent": 2} and failed["progress_done"] == 2
 
@@ -83,14 +73,14 @@ async def test_cancel_and_resume(api: Any, jobs: JobManager):
     r = await api("jobs", running.id, "cancel", method="POST", body=b"")
     assert r.code == 200 and body_json(r)["id"] == running.id
     assert body_json(r)["state"] in ("PENDING", "RUNNING", "CANCELLED")
-    cancelled = await finished(api, running.id)
+    cancelled = await finished_job(api, running.id)
     assert cancelled["state"] == "CANCELLED"
     r = await api("jobs", running.id, "cancel", method="POST", body=b"")
     assert r.code == 409 and body_json(r)["message"] == f"job {running.id} already finished (CANCELLED)"
     assert body_json(r)["reason"] == "Conflict"
 
     dropped = await asyncio.to_thread(jobs.submit, "test_send", "send", {"images": [1, 2, 3, 4], "drop_at": 2})
-    assert (await finished(api, dropped.id))["state"] == "FAILED"
+    assert (await finished_job(api, dropped.id))["state"] == "FAILED"
     r = await api("jobs", dropped.id, "resume", method="POST", body=b"")
     assert r.code == 201, r.body
     resumed = body_json(r)
@@ -102,7 +92,7 @@ async def test_cancel_and_resume(api: Any, jobs: JobManager):
         "counts": {"sent": 1},
     }
     assert resumed["owner"]  # the user who resumed it
-    done = await finished(api, resumed["id"])
+    done = await finished_job(api, resumed["id"])
     assert done["state"] == "SUCCEEDED" and done["counts"] == {"sent": 3} and done["progress_done"] == 4
 
     r = await api("jobs", done["id"], "resume", method="POST", body=b"")
@@ -110,7 +100,7 @@ async def test_cancel_and_resume(api: Any, jobs: JobManager):
     r = await api("jobs", running.id, "resume", method="POST", body=b"")
     assert r.code == 201 and body_json(r)["parameters"]["resume_from"]["job_id"] == running.id
     await api("jobs", body_json(r)["id"], "cancel", method="POST", body=b"")
-    assert (await finished(api, body_json(r)["id"]))["state"] == "CANCELLED"
+    assert (await finished_job(api, body_json(r)["id"]))["state"] == "CANCELLED"
 
 
 async def test_pending_job_cancels_at_once(api: Any, jobs: JobManager):
@@ -124,7 +114,7 @@ async def test_pending_job_cancels_at_once(api: Any, jobs: JobManager):
     finally:
         release.set()
     for blocker in blockers:
-        assert (await finished(api, blocker.id))["state"] == "SUCCEEDED"
+        assert (await finished_job(api, blocker.id))["state"] == "SUCCEEDED"
 
 
 async def test_unknown_jobs_and_bad_input(api: Any, jobs: JobManager):

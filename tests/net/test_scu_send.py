@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from slicebox_lab.context import SliceboxContext
-from slicebox_lab.jobs import FAILED, SUCCEEDED
+from slicebox_lab.jobs import CANCELLED, FAILED, SUCCEEDED
 from slicebox_lab.model import Source
 from slicebox_lab.net import nodes
 from slicebox_lab.net.scu_jobs import register_scu_jobs, submit_send
@@ -90,8 +90,9 @@ def test_missing_images_are_counted_as_failed(jobs_context: SliceboxContext, sto
 class AbortingScp:
     """A pynetdicom storage SCP that stores ``limit`` objects per association, then aborts it."""
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, delay: float = 0.0) -> None:
         self.limit = limit
+        self.delay = delay
         self.received: list[str] = []
         self.ae = AE(ae_title="FLAKY")
         for cx in AllStoragePresentationContexts:
@@ -111,6 +112,7 @@ class AbortingScp:
             time.sleep(1.0)
             return 0xA700
         self._per_assoc[key] = self._per_assoc.get(key, 0) + 1
+        time.sleep(self.delay)
         self.received.append(event.dataset.SOPInstanceUID)
         return 0x0000
 
@@ -151,3 +153,29 @@ def test_unreachable_peer_fails_the_job(jobs_context: SliceboxContext, refused_p
     job = jobs_context.jobs.wait(submit_send(jobs_context, node.id, ids).id, timeout=60)
     assert job.state == FAILED and "Cannot connect" in job.error
     assert job.counts == {"sent": 0, "failed": 0}
+
+
+def test_cancelling_a_running_send_stops_it_between_images_and_a_resume_sends_the_rest(
+    jobs_context: SliceboxContext,
+):
+    ids = _ingest_series(jobs_context, 30)
+    peer = AbortingScp(limit=None, delay=0.1)  # a slow peer: 3 s for the whole series
+    try:
+        node = nodes.add_scu(jobs_context.index, "slow", "FLAKY", "127.0.0.1", peer.port)
+        job = submit_send(jobs_context, node.id, ids)
+        deadline = time.monotonic() + 30
+        while jobs_context.jobs.get(job.id).progress_done < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        jobs_context.jobs.cancel(job.id)
+        cancelled = jobs_context.jobs.wait(job.id, timeout=30)
+        assert cancelled.state == CANCELLED, cancelled.error
+        sent = cancelled.counts["sent"]
+        assert 3 <= sent < 30 and len(peer.received) == sent == cancelled.progress_done
+
+        resumed = jobs_context.jobs.wait(jobs_context.jobs.resume(cancelled.id).id, timeout=60)
+        assert resumed.state == SUCCEEDED, resumed.error
+        assert resumed.counts["sent"] == 30 - sent
+        assert sorted(peer.received) == sorted(jobs_context.index.get_image(i).SOPInstanceUID for i in ids)
+    finally:
+        peer.close()

@@ -1,0 +1,134 @@
+"""Bulk anonymization as a job (``anonymize``): many images replaced by their de-identified versions.
+
+Parameters ``{"image_ids", "profile", "tag_values"}``: ``profile`` is the profile's JSON (what
+``POST /anonymization/anonymize`` was given), ``tag_values`` maps an image id (as text) to the tag
+values written into that image after the profile.  Each image goes through
+``SliceboxContext.anonymize_in_place`` (the one way to anonymize: key recorded, result ingested);
+the originals of each chunk are then deleted in one transaction.  Images are done a few at a
+time (the durable writes of one overlap the CPU work of another), in chunks whose order is
+kept, so ``progress_done`` always counts a prefix of
+the list and a resumed job skips exactly what is done.  An image that no longer exists is
+counted ``skipped``; one that cannot be anonymized (a burned-in image the profile refuses, say)
+is counted ``failed`` with its reason in the result, and the job goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from slicebox_lab.dicom.tagpath import TagValue, parse_tag_values
+from slicebox_lab.errors import InvalidInput, NotFound, SliceboxError
+from slicebox_lab.jobs import Job, JobContext, image_id_list
+
+from .profile import Profile
+
+if TYPE_CHECKING:
+    from slicebox_lab.context import SliceboxContext
+
+__all__ = ["ANONYMIZE", "MAX_IMAGES", "register_anonymization_jobs", "submit_anonymize"]
+
+ANONYMIZE = "anonymize"
+MAX_IMAGES = 100_000
+#: images anonymized at the same time within one job
+PARALLEL = 4
+#: failure reasons kept in the result (the count is always complete)
+MAX_REASONS = 100
+
+
+def register_anonymization_jobs(context: SliceboxContext) -> None:
+    context.jobs.register(ANONYMIZE, lambda job: _run(context, job))
+
+
+def _image_ids(value: Any) -> list[int]:
+    return image_id_list(value, "imageIds", MAX_IMAGES)
+
+
+def _tag_values_by_image(value: Any) -> dict[str, list[dict[str, Any]]]:
+    """``[{"imageId": 1, "tagValues": [...]}]`` (Slicebox's imageTagValuesSet) validated, keyed by id text."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise InvalidInput('"imageTagValues" must be a JSON array of {"imageId": ..., "tagValues": [...]} objects')
+    out: dict[str, list[dict[str, Any]]] = {}
+    for entry in value:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("imageId"), int):
+            raise InvalidInput('each entry of "imageTagValues" needs an integer "imageId" and "tagValues"')
+        values = parse_tag_values(entry.get("tagValues"), "tagValues")
+        out[str(entry["imageId"])] = [v.to_json() for v in values]
+    return out
+
+
+def submit_anonymize(
+    context: SliceboxContext,
+    image_ids: Any,
+    profile_json: Mapping[str, Any],
+    image_tag_values: Any = None,
+    owner: str = "",
+) -> Job:
+    """Queue the anonymization of ``image_ids``; bad input → InvalidInput before anything is queued."""
+    ids = _image_ids(image_ids)
+    profile = profile_from_json(profile_json)
+    tag_values = _tag_values_by_image(image_tag_values)
+    options = ", ".join(option.name for option in profile.ordered_options) or "basic profile"
+    parameters = {"image_ids": ids, "profile": dict(profile_json), "tag_values": tag_values}
+    return context.jobs.submit(ANONYMIZE, f"anonymize {len(ids)} images ({options})", parameters, owner, total=len(ids))
+
+
+def profile_from_json(body: Mapping[str, Any]) -> Profile:
+    """The profile a JSON body names (``Profile.from_json``), with InvalidInput for a bad one."""
+    try:
+        return Profile.from_json(body)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
+
+
+def _one(
+    context: SliceboxContext, image_id: int, profile: Profile, tag_values: tuple[TagValue, ...]
+) -> tuple[int, int | None, str]:
+    try:
+        result = context.anonymize_in_place(image_id, profile, tag_values, delete_original=False)
+    except NotFound:
+        return image_id, None, "skipped"
+    except SliceboxError as error:
+        return image_id, None, error.message
+    return image_id, result.image.id, ""
+
+
+def _run(context: SliceboxContext, job: JobContext) -> dict[str, Any]:
+    p = job.parameters
+    ids = _image_ids(p["image_ids"])
+    profile = profile_from_json(p.get("profile") or {})
+    tag_values = {key: parse_tag_values(values) for key, values in (p.get("tag_values") or {}).items()}
+    done = int(job.resume_from.get("progress_done", 0) or 0)
+    job.progress(done, len(ids))
+    for name in ("anonymized", "skipped", "failed"):
+        job.count(name, 0)
+    images: list[int] = []
+    failed: dict[str, str] = {}
+    with ThreadPoolExecutor(PARALLEL, thread_name_prefix="slicebox-anonymize") as pool:
+        while done < len(ids):
+            job.check_cancelled()
+            chunk = ids[done : done + PARALLEL * 4]
+            originals: list[int] = []
+            for image_id, new_id, error in pool.map(
+                lambda i: _one(context, i, profile, tag_values.get(str(i), ())), chunk
+            ):
+                if new_id is not None:
+                    images.append(new_id)
+                    if new_id != image_id:
+                        originals.append(image_id)
+                    job.count("anonymized")
+                elif error == "skipped":
+                    job.count("skipped")
+                else:
+                    job.count("failed")
+                    if len(failed) < MAX_REASONS:
+                        failed[str(image_id)] = error
+            # the originals of a chunk go in one transaction; a crash before it leaves both versions,
+            # and the resumed job redoes the chunk (same anonymous result, then the deletion)
+            context.delete_images(originals)
+            done += len(chunk)
+            job.progress(done, len(ids))
+    return {"images": images, "failed": failed}
