@@ -47,8 +47,9 @@ class NodeProcess:
                 self.kill()
 
 
-def start_node(data_dir: Path, work_dir: Path, token: str = "secret-token", *extra: str) -> NodeProcess:
-    """Start `jupyter slicebox` on a free port and wait until its API answers."""
+def start_node(data_dir: Path, work_dir: Path, token: str = "secret-token", *extra: str, port: int = 0) -> NodeProcess:
+    """Start `jupyter slicebox` on a free port (or ``port``, e.g. to restart a node where its partners know it)
+    and wait until its API answers."""
     runtime_dir = work_dir / f"runtime-{time.monotonic_ns()}"
     runtime_dir.mkdir(parents=True)
     log_path = runtime_dir / "server.log"
@@ -57,7 +58,7 @@ def start_node(data_dir: Path, work_dir: Path, token: str = "secret-token", *ext
     cmd = [exe] if exe else [sys.executable, "-m", "slicebox_lab.app"]
     cmd += [
         "--ip=127.0.0.1",
-        "--port=0",
+        f"--port={port}",
         "--no-browser",
         f"--IdentityProvider.token={token}",
         f"--SliceboxApp.data_dir={data_dir}",

@@ -1,0 +1,267 @@
+"""Both ends of one image transfer: making the bytes on the sender, verifying and storing on the receiver.
+
+The sender anonymizes right before the bytes leave (``context.anonymized_bytes``, the one way to
+anonymize: it records the key on the sender) and computes the SHA-256 of what it sends.  The
+receiver checks the hash before anything is stored (:class:`HashMismatch` → the sender tries
+again), stores through ``context.ingest`` with source ``box``/<box name>, and records
+(sender's transaction, sequence number) → image, so a resend of an image already stored is
+answered without storing it again.  On the wire the bytes are deflated (``Content-Encoding:
+deflate``, zlib format), gzipped or, for compressed transfer syntaxes and loopback partners, sent as
+they are; the hash is always that of the uncompressed DICOM file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydicom import dcmwrite
+
+from slicebox_lab import dicom
+from slicebox_lab.anonymization import Profile, keystore
+from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
+from slicebox_lab.errors import InvalidInput, PeerFailure
+from slicebox_lab.model import Source
+
+from . import store
+
+if TYPE_CHECKING:
+    from slicebox_lab.context import SliceboxContext
+
+#: header carrying the hex SHA-256 of the uncompressed DICOM bytes
+HASH_HEADER = "X-Slicebox-SHA256"
+#: largest decompressed image a receiver accepts (a zip bomb guard)
+MAX_IMAGE_BYTES = 2 << 30
+
+
+class HashMismatch(InvalidInput):
+    """The bytes received are not the bytes sent (their SHA-256 differs): nothing was stored; send again."""
+
+
+class PartnerUnavailable(PeerFailure):
+    """The partner could not be reached or failed (connection, 5xx, refused token): retry the box later."""
+
+
+class ImageRefused(PeerFailure):
+    """The partner refused this image for good (not acceptable DICOM, unknown image): do not retry it."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def compress(data: bytes, encoding: str = "deflate") -> bytes:
+    """Standard deflate (zlib format) or gzip, level 1 with the run-length strategy (``Z_RLE``).
+
+    Z_RLE skips LZ77's string matching: about twice as fast as plain level 1 on 16-bit pixel data
+    (6.7 vs 14 ms for a 512² CT) and as small or nearly so; compressing was the sender's largest cost.
+    Any inflater reads it.  ``identity`` returns the bytes as they are.
+    """
+    if encoding == "identity":
+        return data
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    packer = zlib.compressobj(1, zlib.DEFLATED, wbits, 8, zlib.Z_RLE)
+    return packer.compress(data) + packer.flush()
+
+
+#: transfer syntaxes whose pixel data deflate cannot shrink (JPEG, JPEG 2000, RLE, deflated, ...)
+_UNCOMPRESSED_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.98"}
+)
+
+
+def wire_encoding(data: bytes, preferred: str = "deflate") -> str:
+    """``preferred``, or ``identity`` for an image whose transfer syntax is compressed already (read
+    from the file meta group, without parsing the data set): deflating it again costs CPU for nothing."""
+    syntax = _transfer_syntax(data)
+    if syntax is not None and syntax not in _UNCOMPRESSED_SYNTAXES:
+        return "identity"
+    return preferred
+
+
+def _transfer_syntax(data: bytes) -> str | None:
+    """(0002,0010) from the Part-10 file meta group (explicit VR little endian), or None."""
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    position, end = 132, min(len(data), 132 + 4096)
+    while position + 8 <= end:
+        group, element = int.from_bytes(data[position : position + 2], "little"), data[position + 2 : position + 4]
+        if group != 0x0002:
+            return None
+        vr = data[position + 4 : position + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length, value_at = int.from_bytes(data[position + 8 : position + 12], "little"), position + 12
+        else:
+            length, value_at = int.from_bytes(data[position + 6 : position + 8], "little"), position + 8
+        if element == b"\x10\x00":
+            return data[value_at : value_at + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        position = value_at + length
+    return None
+
+
+def decompress(data: bytes, encoding: str) -> bytes:
+    """The body as sent before ``Content-Encoding`` (deflate, gzip or none); InvalidInput if it is not."""
+    encoding = (encoding or "identity").strip().lower()
+    try:
+        if encoding in ("", "identity"):
+            return data
+        if encoding == "deflate":
+            inflater = zlib.decompressobj()
+            out = inflater.decompress(data, MAX_IMAGE_BYTES)
+        elif encoding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = inflater.decompress(data, MAX_IMAGE_BYTES)
+        else:
+            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use deflate or gzip")
+    except zlib.error as e:
+        raise HashMismatch(f"the body could not be decompressed ({e}): send it again") from None
+    if inflater.unconsumed_tail:
+        raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+    return out
+
+
+def outgoing_bytes(context: SliceboxContext, item: store.OutgoingItem, send_anonymous_as_is: bool = False) -> bytes:
+    """The image as it leaves: anonymized with the transaction's profile and tag values, never stored.
+
+    Every image is anonymized, flagged PatientIdentityRemoved=YES or not: nothing identifying leaves
+    the node unless an option says so, and a wrongly flagged image would otherwise leak.  With the
+    box option ``send_anonymous_as_is`` an image flagged anonymous (e.g. results computed on data
+    received through the box) leaves as it is, only the tag values written, as Slicebox did: the
+    node that de-identified it can then re-identify it when it comes back (new pseudonyms could not).
+    """
+    values = parse_tag_values(item.tag_values)
+    if send_anonymous_as_is:
+        data = context.image_bytes(item.image_id)
+        dataset = dicom.parse_part10(data).dataset
+        if keystore.is_anonymous(dataset):
+            if not values:
+                return data
+            apply_tag_values(dataset, values)
+            buffer = io.BytesIO()
+            dcmwrite(buffer, dataset, enforce_file_format=True)
+            return buffer.getvalue()
+    return context.anonymized_bytes(item.image_id, _profile(json.dumps(item.profile, sort_keys=True)), values)
+
+
+@functools.lru_cache(maxsize=64)
+def _profile(body: str) -> Profile:
+    """``Profile.from_json`` of a transaction's profile, made once: resolving a profile's table costs
+    about as much as anonymizing an image, and every image of a transaction has the same one."""
+    return Profile.from_json(json.loads(body))
+
+
+@dataclass(frozen=True)
+class Received:
+    image_id: int
+    added: bool
+    duplicate: bool
+    status: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"image_id": self.image_id, "added": self.added, "duplicate": self.duplicate, "status": self.status}
+
+
+def receive_image(
+    context: SliceboxContext,
+    box: store.Box,
+    transaction_id: int,
+    sequence_number: int,
+    total: int,
+    data: bytes,
+    expected_sha256: str,
+) -> Received:
+    """Verify, store once, record; returns only when the image is durable (the sender may then forget it)."""
+    if not isinstance(expected_sha256, str) or len(expected_sha256) != 64:
+        raise InvalidInput(f"the {HASH_HEADER} header must be the hex SHA-256 of the DICOM bytes")
+    digest = sha256(data)
+    if digest != expected_sha256.lower():
+        raise HashMismatch(
+            f"SHA-256 of the received image {digest} differs from the one sent {expected_sha256}: send it again"
+        )
+    for name, value in (("transactionid", transaction_id), ("sequencenumber", sequence_number)):
+        if value < 1:
+            raise InvalidInput(f"{name} must be a positive integer")
+    if total < sequence_number:
+        raise InvalidInput("totalimagecount must be at least sequencenumber")
+    known = store.received_image(context.index, box.id, transaction_id, sequence_number)
+    if known is not None:
+        status = store.record_received(context.index, box, transaction_id, sequence_number, total, known, False, digest)
+        return Received(known, False, True, status)
+    result = context.ingest(data, Source("box", box.name))
+    status = store.record_received(
+        context.index, box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest
+    )
+    return Received(result.image.id, result.image_added, False, status)
+
+
+# ---------------------------------------------------------------------------------------------- the polled side
+
+
+def serve_poll(context: SliceboxContext, box: store.Box, n: int) -> list[dict[str, Any]]:
+    """The next images the partner should fetch (oldest transaction first), as it sees them."""
+    if n < 1:
+        raise InvalidInput("n must be a positive integer")
+    return [item.as_json() for item in store.pending_items(context.index, box.id, min(n, 1000))]
+
+
+def serve_image(context: SliceboxContext, box: store.Box, transaction_id: Any, outgoing_image_id: Any) -> bytes:
+    """The anonymized bytes of one outgoing image; an image that cannot be made fails (and says why)."""
+    item = store.outgoing_item(context.index, box.id, transaction_id, outgoing_image_id)
+    try:
+        return outgoing_bytes(context, item, box.send_anonymous_as_is)
+    except PeerFailure:
+        raise
+    except Exception as e:  # the image was deleted, or cannot be de-identified safely
+        reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        store.mark_failed(context.index, item.transaction_id, item.outgoing_image_id, reason)
+        raise
+
+
+#: most acknowledgements in one ``outgoing/done`` request
+MAX_DONE = 1000
+
+
+def serve_image_for_wire(
+    context: SliceboxContext, box: store.Box, transaction_id: Any, outgoing_image_id: Any, accept_encoding: str
+) -> tuple[bytes, str, str]:
+    """(body, SHA-256 of the DICOM bytes, Content-Encoding) of one outgoing image, made in one go off the
+    event loop: deflate or gzip if the partner accepts it, none for compressed transfer syntaxes."""
+    data = serve_image(context, box, transaction_id, outgoing_image_id)
+    digest = sha256(data)
+    accepted = accept_encoding.lower()
+    encoding = "identity"
+    if wire_encoding(data) != "identity":
+        encoding = "deflate" if "deflate" in accepted else "gzip" if "gzip" in accepted else "identity"
+    return compress(data, encoding), digest, encoding
+
+
+def serve_done(context: SliceboxContext, box: store.Box, body: Any) -> None:
+    """The partner has the images durable: ``{"transaction_id", "outgoing_image_id", "sha256"?}`` or a
+    list of them (acknowledged in one commit); any unknown image → NotFound and none is marked."""
+    bodies = body if isinstance(body, list) else [body]
+    if not bodies or len(bodies) > MAX_DONE:
+        raise InvalidInput(f"acknowledge 1 to {MAX_DONE} images per request")
+    confirmed = []
+    for entry in bodies:
+        item = _item_of(context, box, entry)
+        digest = entry.get("sha256", "") if isinstance(entry.get("sha256", ""), str) else ""
+        confirmed.append((item.transaction_id, item.outgoing_image_id, digest))
+    store.mark_sent_many(context.index, confirmed)
+
+
+def serve_failed(context: SliceboxContext, box: store.Box, body: Any) -> None:
+    """The partner gives up on the image: ``{"transaction_id", "outgoing_image_id", "message"}``."""
+    item = _item_of(context, box, body)
+    message = str(body.get("message") or "refused by the partner")
+    store.mark_failed(context.index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {message}")
+
+
+def _item_of(context: SliceboxContext, box: store.Box, body: Any) -> store.OutgoingItem:
+    if not isinstance(body, dict):
+        raise InvalidInput('the body must be {"transaction_id": ..., "outgoing_image_id": ...}')
+    return store.outgoing_item(context.index, box.id, body.get("transaction_id"), body.get("outgoing_image_id"))

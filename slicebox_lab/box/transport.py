@@ -1,0 +1,235 @@
+"""How a node talks to its partner: a small protocol, its HTTP implementation, and an in-memory one for tests.
+
+Only the node that holds the partner's URL (a PUSH box, made by ``connect``) ever calls out; the
+polled node only answers.  Every call raises one of three errors, which decide what the caller does:
+:class:`~slicebox_lab.box.transfer.PartnerUnavailable` (back off, retry the whole box later),
+:class:`~slicebox_lab.box.transfer.HashMismatch` (send this image again) and
+:class:`~slicebox_lab.box.transfer.ImageRefused` (this image will never be accepted).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from slicebox_lab.errors import InvalidInput, NotFound, SliceboxError
+
+from . import store, transfer
+from .transfer import HASH_HEADER, HashMismatch, ImageRefused, PartnerUnavailable
+
+if TYPE_CHECKING:
+    from slicebox_lab.context import SliceboxContext
+
+
+class BoxTransport(Protocol):
+    def push(self, transaction_id: int, sequence_number: int, total: int, data: bytes, digest: str) -> None:
+        """Deliver one image; returns once the partner has it durable."""
+        ...
+
+    def poll(self, n: int) -> list[dict[str, Any]]:
+        """The partner's next outgoing images for us: ``[{"transaction_id", "outgoing_image_id", ...}]``."""
+        ...
+
+    def fetch(self, transaction_id: int, outgoing_image_id: int) -> tuple[bytes, str]:
+        """(bytes, SHA-256 the partner announced) of one of its outgoing images."""
+        ...
+
+    def done(self, transaction_id: int, outgoing_image_id: int, digest: str) -> None: ...
+
+    def done_many(self, confirmed: list[tuple[int, int, str]]) -> None:
+        """Acknowledge several (transaction id, outgoing image id, SHA-256) in one call."""
+        ...
+
+    def failed(self, transaction_id: int, outgoing_image_id: int, message: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HttpTransport:
+    """The partner's ``/slicebox/api/transactions/<token>`` routes over HTTP(S), deflate on the wire
+    (``encoding="identity"``: uncompressed both ways)."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0, encoding: str = "deflate") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.encoding = encoding
+        self._local = threading.local()  # one session (connection pool) per sending thread
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False  # a partner is reached directly, not through the user's proxy settings
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            timeout = (min(10.0, self.timeout), self.timeout)  # connect fast or give up; reading may take longer
+            response = self._session().request(method, self.base_url + path, timeout=timeout, **kwargs)
+        except requests.RequestException as e:
+            raise PartnerUnavailable(f"the partner could not be reached: {type(e).__name__}: {e}") from None
+        if response.status_code < 300:
+            return response
+        message, reason = _error(response)
+        if response.status_code in (401, 403):
+            raise PartnerUnavailable(f"the partner refused our token ({response.status_code}): {message}")
+        if reason == "HashMismatch":
+            raise HashMismatch(message)
+        if response.status_code in (400, 404, 409, 422) and path != "/outgoing/poll":
+            if response.status_code == 404 and path == "/image":
+                raise PartnerUnavailable(f"the partner has no box route at this URL (404): {message}")
+            raise ImageRefused(f"{response.status_code}: {message}")
+        raise PartnerUnavailable(f"the partner answered {response.status_code}: {message}")
+
+    def push(self, transaction_id: int, sequence_number: int, total: int, data: bytes, digest: str) -> None:
+        encoding = transfer.wire_encoding(data, self.encoding)
+        headers = {"Content-Type": "application/dicom", "Content-Encoding": encoding, HASH_HEADER: digest}
+        params = {"transactionid": transaction_id, "sequencenumber": sequence_number, "totalimagecount": total}
+        self._call("POST", "/image", params=params, data=transfer.compress(data, encoding), headers=headers)
+
+    def poll(self, n: int) -> list[dict[str, Any]]:
+        value = self._call("GET", "/outgoing/poll", params={"n": n}).json()
+        if not isinstance(value, list):
+            raise PartnerUnavailable("the partner's poll answer is not a list")
+        return value
+
+    def fetch(self, transaction_id: int, outgoing_image_id: int) -> tuple[bytes, str]:
+        params = {"transactionid": transaction_id, "imageid": outgoing_image_id}
+        accept = "identity" if self.encoding == "identity" else "deflate, gzip"
+        response = self._call("GET", "/outgoing", params=params, headers={"Accept-Encoding": accept})
+        return response.content, response.headers.get(HASH_HEADER, "")  # requests inflated the body
+
+    def done(self, transaction_id: int, outgoing_image_id: int, digest: str) -> None:
+        body = {"transaction_id": transaction_id, "outgoing_image_id": outgoing_image_id, "sha256": digest}
+        self._call("POST", "/outgoing/done", json=body)
+
+    def done_many(self, confirmed: list[tuple[int, int, str]]) -> None:
+        self._call("POST", "/outgoing/done", json=_done_bodies(confirmed))
+
+    def failed(self, transaction_id: int, outgoing_image_id: int, message: str) -> None:
+        body = {"transaction_id": transaction_id, "outgoing_image_id": outgoing_image_id, "message": message}
+        self._call("POST", "/outgoing/failed", json=body)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+def wire_encoding_for(base_url: str, setting: str = "auto") -> str:
+    """The ``Content-Encoding`` to use with a partner: ``setting`` (deflate, gzip, identity), or for
+    ``auto`` identity when the partner is on this machine (loopback: no wire to save, compressing
+    only costs CPU both sides) and deflate otherwise."""
+    if setting != "auto":
+        return setting
+    host = (urlsplit(base_url).hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return "identity" if loopback else "deflate"
+
+
+def _error(response: requests.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+        return str(body.get("message", response.text[:500])), str(body.get("reason", ""))
+    except ValueError:
+        return response.text[:500], ""
+
+
+def _done_bodies(confirmed: list[tuple[int, int, str]]) -> list[dict[str, Any]]:
+    return [{"transaction_id": t, "outgoing_image_id": o, "sha256": d} for t, o, d in confirmed]
+
+
+class InMemoryTransport:
+    """Calls the partner node's domain functions directly, through the same compression and checks.
+
+    For unit tests: ``corrupt_next`` flips one byte of the next payloads on the wire,
+    ``fail_next`` makes the next calls fail as an unreachable partner would; ``calls`` counts calls.
+    """
+
+    def __init__(self, partner: SliceboxContext, token: str, encoding: str = "deflate") -> None:
+        self.partner = partner
+        self.token = token
+        self.encoding = encoding
+        self.corrupt_next = 0
+        self.fail_next = 0
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _box(self, name: str) -> store.Box:
+        with self._lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise PartnerUnavailable("the partner could not be reached (test transport)")
+        box = store.box_for_token(self.partner.index, self.token)
+        if box is None:
+            raise PartnerUnavailable("the partner refused our token (401)")
+        store.record_contact(self.partner.index, box.id)
+        return box
+
+    def _wire(self, data: bytes) -> bytes:
+        """Compress, maybe corrupt one byte, decompress: what arrives at the other end."""
+        encoding = transfer.wire_encoding(data, self.encoding)
+        packed = transfer.compress(data, encoding)
+        with self._lock:
+            corrupt = self.corrupt_next > 0
+            if corrupt:
+                self.corrupt_next -= 1
+        unpacked = transfer.decompress(packed, encoding)
+        if corrupt:
+            raw = bytearray(unpacked)
+            raw[len(raw) // 2] ^= 0xFF
+            unpacked = bytes(raw)
+        return unpacked
+
+    def push(self, transaction_id: int, sequence_number: int, total: int, data: bytes, digest: str) -> None:
+        box = self._box("push")
+        try:
+            transfer.receive_image(self.partner, box, transaction_id, sequence_number, total, self._wire(data), digest)
+        except HashMismatch:
+            raise
+        except InvalidInput as e:
+            raise ImageRefused(f"400: {e.message}") from None
+        except SliceboxError as e:
+            raise PartnerUnavailable(f"the partner answered {e.status_code}: {e.message}") from None
+
+    def poll(self, n: int) -> list[dict[str, Any]]:
+        return transfer.serve_poll(self.partner, self._box("poll"), n)
+
+    def fetch(self, transaction_id: int, outgoing_image_id: int) -> tuple[bytes, str]:
+        box = self._box("fetch")
+        try:
+            data = transfer.serve_image(self.partner, box, transaction_id, outgoing_image_id)
+        except (NotFound, InvalidInput) as e:
+            raise ImageRefused(e.message) from None
+        except SliceboxError as e:
+            if e.status_code < 500:
+                raise ImageRefused(e.message) from None
+            raise PartnerUnavailable(e.message) from None
+        return self._wire(data), transfer.sha256(data)
+
+    def done(self, transaction_id: int, outgoing_image_id: int, digest: str) -> None:
+        body = {"transaction_id": transaction_id, "outgoing_image_id": outgoing_image_id, "sha256": digest}
+        transfer.serve_done(self.partner, self._box("done"), body)
+
+    def done_many(self, confirmed: list[tuple[int, int, str]]) -> None:
+        transfer.serve_done(self.partner, self._box("done"), _done_bodies(confirmed))
+
+    def failed(self, transaction_id: int, outgoing_image_id: int, message: str) -> None:
+        body = {"transaction_id": transaction_id, "outgoing_image_id": outgoing_image_id, "message": message}
+        transfer.serve_failed(self.partner, self._box("failed"), body)
+
+    def close(self) -> None:
+        pass

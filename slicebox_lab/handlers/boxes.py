@@ -1,0 +1,295 @@
+"""/slicebox/api/boxes (partner nodes, authenticated) and /slicebox/api/transactions/<token> (box token only).
+
+The transaction routes are called by the partner node, which holds no Jupyter credentials: they are
+marked ``allow_unauthenticated`` for jupyter_server and check the box token themselves (401 for a
+wrong, missing or revoked token), and skip the XSRF check (no cookie is involved: the secret is in
+the path).  See ``slicebox_lab/box/__init__.py`` for the protocol and its decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..box import service, store, transfer
+from ..box.transfer import HASH_HEADER
+from ..errors import InvalidInput, SliceboxError
+from .base import API, SliceboxHandler
+
+try:
+    from jupyter_server.auth.decorator import allow_unauthenticated
+except ImportError:  # jupyter_server < 2.13 does not refuse unmarked handlers
+    F = TypeVar("F", bound=Callable[..., Any])
+
+    def allow_unauthenticated(method: F) -> F:  # type: ignore[no-redef,unused-ignore]
+        setattr(method, "__allow_unauthenticated", True)
+        return method
+
+
+class InvalidBoxToken(SliceboxError):
+    """The path's token is not the token of a box made by createconnection on this node (or was revoked)."""
+
+    status_code = 401
+
+
+def _object_body(handler: SliceboxHandler, example: str) -> dict[str, Any]:
+    body = handler.json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object {example}")
+    return body
+
+
+class _BoxHandler(SliceboxHandler):
+    def window(self) -> float:
+        return service.settings(self.context).online_window
+
+    def page(self) -> tuple[int, int]:
+        return self.int_argument("startindex", 0, minimum=0), min(self.int_argument("count", 20, minimum=0), 10000)
+
+
+class BoxesHandler(_BoxHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        start, count = self.page()
+        boxes = await self.blocking(store.list_boxes, self.context.index)
+        self.write_json([box.as_json(self.window()) for box in boxes[start : start + count]])
+
+
+class CreateConnectionHandler(_BoxHandler):
+    auth_resource = "slicebox-admin"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """``{"name", "defaultProfile"?, "sendAnonymousAsIs"?}`` → 201 with the box, its token and the URL to
+        hand to the partner."""
+        body = _object_body(self, '{"name": "university", "defaultProfile": {"options": []}}')
+        box, token = await self.blocking(
+            store.create_poll_box,
+            self.context.index,
+            body.get("name"),
+            body.get("defaultProfile"),
+            body.get("sendAnonymousAsIs"),
+        )
+        base = f"{self.request.protocol}://{self.request.host}{self.base_url.rstrip('/')}"
+        url = f"{base}{store.TRANSACTIONS_PATH}{token}"
+        self.write_json({**box.as_json(self.window()), "token": token, "base_url": url}, status=201)
+
+
+class ConnectHandler(_BoxHandler):
+    auth_resource = "slicebox-admin"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """``{"name", "url", "defaultProfile"?, "sendAnonymousAsIs"?}`` → 201 (the same name and URL again: 200
+        with that box)."""
+        body = _object_body(self, '{"name": "hospital", "url": "https://.../slicebox/api/transactions/<token>"}')
+        box, created = await self.blocking(
+            store.connect_push_box,
+            self.context.index,
+            body.get("name"),
+            body.get("url", body.get("baseUrl")),
+            body.get("defaultProfile"),
+            body.get("sendAnonymousAsIs"),
+        )
+        self.write_json(box.as_json(self.window()), status=201 if created else 200)
+
+
+class BoxHandler(_BoxHandler):
+    auth_resource = "slicebox-admin"
+
+    @web.authenticated
+    @authorized
+    async def get(self, box_id: str) -> None:
+        box = await self.blocking(store.get_box, self.context.index, int(box_id))
+        self.write_json(box.as_json(self.window()))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, box_id: str) -> None:
+        await self.blocking(store.delete_box, self.context.index, int(box_id))
+        self.set_status(204)
+        self.finish()
+
+
+class BoxSendHandler(_BoxHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, box_id: str) -> None:
+        """``{"imageIds", "profile"?, "tagValues"?}`` → 201 with the transaction's job (kind ``box-send``)."""
+        body = _object_body(self, '{"imageIds": [1, 2, 3]}')
+        job = await self.blocking(
+            service.submit_send,
+            self.context,
+            int(box_id),
+            body.get("imageIds", body.get("image_ids")),
+            body.get("profile"),
+            body.get("tagValues"),
+            owner=self.user_name(),
+        )
+        self.write_json(job, status=201)
+
+
+class TransactionsHandler(_BoxHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, direction: str) -> None:
+        start, count = self.page()
+        listing = store.list_outgoing if direction == "outgoing" else store.list_incoming
+        self.write_json(await self.blocking(listing, self.context.index, start, count))
+
+
+class TransactionHandler(_BoxHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, direction: str, transaction_id: str) -> None:
+        getter = store.get_outgoing if direction == "outgoing" else store.get_incoming
+        self.write_json(await self.blocking(getter, self.context.index, int(transaction_id)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, direction: str, transaction_id: str) -> None:
+        deleter = store.delete_outgoing if direction == "outgoing" else store.delete_incoming
+        await self.blocking(deleter, self.context.index, int(transaction_id))
+        self.set_status(204)
+        self.finish()
+
+
+class TransactionImagesHandler(_BoxHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, direction: str, transaction_id: str) -> None:
+        """The images of the transaction with their state (outgoing) or the stored image (incoming)."""
+        listing = store.outgoing_images if direction == "outgoing" else store.incoming_images
+        self.write_json(await self.blocking(listing, self.context.index, int(transaction_id)))
+
+
+# ---------------------------------------------------------------------------------------------- token routes
+
+
+class _TokenHandler(SliceboxHandler):
+    """Authenticated by the box token in the path only."""
+
+    def check_xsrf_cookie(self) -> None:
+        """No cookie authenticates these requests, so there is no cross-site forgery to guard against."""
+
+    async def box(self, token: str) -> store.Box:
+        box = await self.blocking(store.box_for_token, self.context.index, token)
+        if box is None:
+            raise InvalidBoxToken("no box has this token (it may have been deleted)")
+        contact = box.last_contact
+        if contact is None or store.now() - contact > timedelta(seconds=1):
+            await self.blocking(store.record_contact, self.context.index, box.id)
+        return box
+
+    def positive_argument(self, name: str) -> int:
+        return self.int_argument(name, minimum=1)
+
+
+class TransactionImageHandler(_TokenHandler):
+    @allow_unauthenticated
+    async def post(self, token: str) -> None:
+        """The partner pushes one image: deflated or gzipped DICOM, its SHA-256 in ``X-Slicebox-SHA256``."""
+        box = await self.box(token)
+        transaction_id = self.positive_argument("transactionid")
+        sequence_number = self.positive_argument("sequencenumber")
+        total = self.positive_argument("totalimagecount")
+        encoding = self.request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            data = self.request.body  # nothing to inflate: no trip through a worker thread
+        else:
+            data = await self.blocking(transfer.decompress, self.request.body, encoding)
+        received = await self.blocking(
+            transfer.receive_image,
+            self.context,
+            box,
+            transaction_id,
+            sequence_number,
+            total,
+            data,
+            self.request.headers.get(HASH_HEADER, ""),
+        )
+        self.write_json(received.as_json())
+
+
+class TransactionPollHandler(_TokenHandler):
+    @allow_unauthenticated
+    async def get(self, token: str) -> None:
+        """The next images queued here for the partner (200 with an empty list when none)."""
+        box = await self.box(token)
+        n = self.int_argument("n", 1, minimum=1)
+        self.write_json(await self.blocking(transfer.serve_poll, self.context, box, n))
+
+
+class TransactionOutgoingHandler(_TokenHandler):
+    @allow_unauthenticated
+    async def get(self, token: str) -> None:
+        """One queued image, anonymized now, deflated when the partner accepts it, its SHA-256 in a header."""
+        box = await self.box(token)
+        transaction_id = self.positive_argument("transactionid")
+        image_id = self.positive_argument("imageid")
+        accepted = self.request.headers.get("Accept-Encoding", "")
+        data, digest, encoding = await self.blocking(
+            transfer.serve_image_for_wire, self.context, box, transaction_id, image_id, accepted
+        )
+        self.set_header("Content-Type", "application/dicom")
+        self.set_header(HASH_HEADER, digest)
+        if encoding != "identity":
+            self.set_header("Content-Encoding", encoding)
+        self.finish(data)
+
+
+class TransactionDoneHandler(_TokenHandler):
+    @allow_unauthenticated
+    async def post(self, token: str) -> None:
+        """``{"transaction_id", "outgoing_image_id", "sha256"?}``: the partner has the image durable → 204."""
+        box = await self.box(token)
+        await self.blocking(transfer.serve_done, self.context, box, self.json_body())
+        self.set_status(204)
+        self.finish()
+
+
+class TransactionFailedHandler(_TokenHandler):
+    @allow_unauthenticated
+    async def post(self, token: str) -> None:
+        """``{"transaction_id", "outgoing_image_id", "message"}``: the partner gives the image up → 204."""
+        box = await self.box(token)
+        await self.blocking(transfer.serve_failed, self.context, box, self.json_body())
+        self.set_status(204)
+        self.finish()
+
+
+class TransactionStatusHandler(_TokenHandler):
+    @allow_unauthenticated
+    async def get(self, token: str) -> None:
+        """``{"status", "received_image_count", "total_image_count"}`` of what we received in that transaction."""
+        box = await self.box(token)
+        transaction_id = self.positive_argument("transactionid")
+        self.write_json(await self.blocking(store.incoming_status, self.context.index, box.id, transaction_id))
+
+
+_TOKEN = r"([^/]*)"
+_DIRECTION = r"(outgoing|incoming)"
+
+default_handlers = [
+    (rf"{API}/boxes", BoxesHandler),
+    (rf"{API}/boxes/createconnection", CreateConnectionHandler),
+    (rf"{API}/boxes/connect", ConnectHandler),
+    (rf"{API}/boxes/(\d+)", BoxHandler),
+    (rf"{API}/boxes/(\d+)/send", BoxSendHandler),
+    (rf"{API}/boxes/{_DIRECTION}/transactions", TransactionsHandler),
+    (rf"{API}/boxes/{_DIRECTION}/transactions/(\d+)", TransactionHandler),
+    (rf"{API}/boxes/{_DIRECTION}/transactions/(\d+)/images", TransactionImagesHandler),
+    (rf"{API}/transactions/{_TOKEN}/image", TransactionImageHandler),
+    (rf"{API}/transactions/{_TOKEN}/outgoing/poll", TransactionPollHandler),
+    (rf"{API}/transactions/{_TOKEN}/outgoing", TransactionOutgoingHandler),
+    (rf"{API}/transactions/{_TOKEN}/outgoing/done", TransactionDoneHandler),
+    (rf"{API}/transactions/{_TOKEN}/outgoing/failed", TransactionFailedHandler),
+    (rf"{API}/transactions/{_TOKEN}/status", TransactionStatusHandler),
+]
