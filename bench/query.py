@@ -8,6 +8,12 @@ few untimed warm-up queries. Both answers must have the same number of patients 
 predicts. Latency is the client-side time of one request until its whole answer is received.
 
     python bench/query.py [--patients 1000] [--per-patient 10] [--repeat 50] [--json out.json]
+
+``--tags``: our node only (Orthanc 1.10 has no labels): ``--patients`` (default 10,000) one-image
+series, every 10th tagged ``cohort`` (bulk, ``POST /metadata/seriestags/{id}/series``) and 3 tagged
+``rare``; times the metadata listings filtered by tag (``GET /metadata/flatseries?seriestags=...``).
+
+    python bench/query.py --tags [--patients 10000] [--repeat 50] [--json out.json]
 """
 
 from __future__ import annotations
@@ -140,17 +146,87 @@ class QueryTarget:
         return seconds, len(r.json())
 
 
+def run_tags(args: argparse.Namespace, machine: dict[str, Any]) -> int:
+    """Listing by series tag at ``args.patients`` series (one patient, study and series each)."""
+    print(f"generating {args.patients} one-image series ...", flush=True)
+    blobs = generate(args.patients, 1)
+    latencies: dict[str, list[float]] = {}
+    found: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tags-") as tmp, harness.running_node(Path(tmp) / "ours") as node:
+        loaded = load(OURS, node.session, node.api + "/images", 201, blobs, args.clients)
+        print(f"  loaded in {loaded:.1f} s", flush=True)
+        s = node.session()
+        md = node.api + "/metadata"
+        # series id by patient number (loading is concurrent: ids are not in patient order)
+        rows = s.get(md + "/flatseries", params={"count": 10000}).json()
+        by_number = {int(f["patient"]["PatientID"][1:]): f["series"]["id"] for f in rows}
+        if len(by_number) != args.patients:
+            raise RuntimeError(f"{len(by_number)} series stored, expected {args.patients}")
+        tagged = [i for n, i in by_number.items() if n % 10 == 0]  # patients 0, 10, 20, ...
+        few = [by_number[n] for n in (0, 1, 2)]
+        cohort = s.post(md + "/seriestags", json={"name": "cohort"}).json()["id"]
+        rare = s.post(md + "/seriestags", json={"name": "rare"}).json()["id"]
+        s.post(md + f"/seriestags/{cohort}/series", json={"series_ids": tagged}).raise_for_status()
+        s.post(md + f"/seriestags/{rare}/series", json={"series_ids": few}).raise_for_status()
+        both = {"seriestags": f"{cohort},{rare}", "seriestagsmatch": "all"}
+        shapes: dict[str, tuple[str, dict[str, Any], int]] = {  # label: (path, params, expected rows)
+            "flatseries, tag of 10%, page of 20": ("/flatseries", {"seriestags": cohort}, 20),
+            "flatseries, tag of 10%, all": ("/flatseries", {"seriestags": cohort, "count": 10000}, len(tagged)),
+            "flatseries, tag of 3 series": ("/flatseries", {"seriestags": rare}, 3),
+            "flatseries, both tags (all)": ("/flatseries", both, 1),
+            # Name0000 ... Name0099, of which 0, 10, ..., 90 are tagged
+            "flatseries, tag + filter": ("/flatseries", {"seriestags": cohort, "filter": "Name00"}, 10),
+            "patients, tag of 10%, page of 20": ("/patients", {"seriestags": cohort}, 20),
+            # reference: the same number of rows without a tag filter (JSON of 1000 flat series dominates)
+            "flatseries, no filter, 1000 rows": ("/flatseries", {"count": len(tagged)}, len(tagged)),
+        }
+        for label, (path, params, expected) in shapes.items():
+            latencies[label] = []
+            for i in range(args.warmup + args.repeat):
+                t0 = time.perf_counter()
+                r = s.get(md + path, params=params)
+                seconds = time.perf_counter() - t0
+                if r.status_code != 200 or len(r.json()) != expected:
+                    raise RuntimeError(f"{label}: HTTP {r.status_code}, {len(r.json())} rows, expected {expected}")
+                if i >= args.warmup:
+                    latencies[label].append(seconds * 1000)
+            found[label] = expected
+    results: dict[str, dict[str, Any]] = {
+        label: {"rows": found[label], "ms": harness.summary(v)} for label, v in latencies.items()
+    }
+    machine["loadavg_end"] = harness.loadavg()
+    if args.json:
+        report = {"benchmark": "query --tags", "params": {"series": args.patients, "repeat": args.repeat},
+                  "machine": machine, "results": results, "raw_ms": latencies}  # fmt: skip
+        args.json.write_text(json.dumps(report, indent=2))
+    print()
+    print("| date (UTC) | series | listing | rows | ours median ms | ours p90 ms | ours max ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, r in results.items():
+        ms = r["ms"]
+        print(
+            f"| {machine['date_utc']} | {args.patients} | {label} | {r['rows']} "
+            f"| {ms['median']:.2f} | {ms['p90']:.2f} | {ms['max']:.2f} |"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patients", type=int, default=1000, help="patients (default 1000)")
+    parser.add_argument("--patients", type=int, default=None, help="patients (default 1000; --tags: 10000)")
     parser.add_argument("--per-patient", type=int, default=10, help="instances per patient (default 10)")
     parser.add_argument("--repeat", type=int, default=50, help="timed queries per shape and system (default 50)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed queries first (default 3)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent uploaders for loading (default 4)")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--tags", action="store_true", help="time the listings by series tag instead (ours only)")
     args = parser.parse_args(argv)
     harness.exit_on_sigterm()
     machine = harness.machine_info()  # before any work: the load the machine had without us
+    if args.patients is None:
+        args.patients = 10000 if args.tags else 1000
+    if args.tags:
+        return run_tags(args, machine)
     if args.patients > 10000:
         parser.error("--patients: at most 10000 (a query page holds at most 10000 patients)")
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import InvalidInput
-from ..index import Query, QueryProperty
+from ..index import Index, Query, QueryProperty, query
 from ..model import SOURCE_TYPES
 from .base import API, SliceboxHandler
 
@@ -34,11 +35,30 @@ class _ListHandler(SliceboxHandler):
             source_type, _, source_id = part.partition(":")
             if source_type not in SOURCE_TYPES or not source_id.isdigit():
                 raise InvalidInput(
-                    "sources must be a comma separated list of sourceType:sourceId elements, "
-                    "e.g. box:23,box:12,user:2"
+                    "sources must be a comma separated list of sourceType:sourceId elements, e.g. box:23,box:12,user:2"
                 )
             ids.append(int(source_id))
         return ids
+
+    def organizing(self) -> dict[str, Any]:
+        """``seriestypes=2,5``, ``seriestags=1,3`` and ``seriestagsmatch=any|all`` (default any)."""
+        values: dict[str, Any] = {}
+        for name, key in (("seriestypes", "series_types"), ("seriestags", "series_tags")):
+            parts = [p.strip() for p in self.get_argument(name, "").split(",") if p.strip()]
+            if not all(p.isdigit() for p in parts):
+                raise InvalidInput(
+                    "Series types and series tags parameters must be formatted as a comma separated "
+                    "list of ids, e.g. 2,5,11"
+                )
+            values[key] = [int(p) for p in parts]
+        values["series_tags_match"] = self.get_argument("seriestagsmatch", "any") or "any"
+        return values
+
+
+def _listing(index: Index, listing: Callable[..., list[Any]], *args: Any, **kwargs: Any) -> list[Any]:
+    """One of index/query.py's listings on a read connection (they take the series tag and type filters)."""
+    with index.reading() as conn:
+        return listing(conn, *args, **kwargs)
 
 
 class PatientsHandler(_ListHandler):
@@ -47,9 +67,12 @@ class PatientsHandler(_ListHandler):
     async def get(self) -> None:
         self.write_json(
             await self.blocking(
-                self.context.index.list_patients,
+                _listing,
+                self.context.index,
+                query.list_patients,
                 filter=self.get_argument("filter", ""),
                 sources=self.sources(),
+                **self.organizing(),
                 **self.paging(),
                 **self.ordering(),
             )
@@ -62,9 +85,12 @@ class StudiesHandler(_ListHandler):
     async def get(self) -> None:
         self.write_json(
             await self.blocking(
-                self.context.index.list_studies,
+                _listing,
+                self.context.index,
+                query.list_studies,
                 self.int_argument("patientid"),
                 sources=self.sources(),
+                **self.organizing(),
                 **self.paging(),
                 **self.ordering(),
             )
@@ -77,9 +103,12 @@ class SeriesListHandler(_ListHandler):
     async def get(self) -> None:
         self.write_json(
             await self.blocking(
-                self.context.index.list_series,
+                _listing,
+                self.context.index,
+                query.list_series,
                 self.int_argument("studyid"),
                 sources=self.sources(),
+                **self.organizing(),
                 **self.paging(),
                 **self.ordering(),
             )
@@ -107,9 +136,12 @@ class FlatSeriesListHandler(_ListHandler):
     async def get(self) -> None:
         self.write_json(
             await self.blocking(
-                self.context.index.list_flat_series,
+                _listing,
+                self.context.index,
+                query.list_flat_series,
                 filter=self.get_argument("filter", ""),
                 sources=self.sources(),
+                **self.organizing(),
                 **self.paging(),
                 **self.ordering(),
             )
@@ -168,7 +200,8 @@ class SeriesSourceHandler(SliceboxHandler):
 
 def query_from_json(body: Any) -> Query:
     """Parse a query body: ``{"start_index", "count", "order": {"order_by", "order_ascending"},
-    "query_properties": [{"property_name", "operator", "property_value"}], "filters": {"sources": [ids]}}``."""
+    "query_properties": [{"property_name", "operator", "property_value"}],
+    "filters": {"sources": [ids], "series_types": [ids], "series_tags": [ids], "series_tags_match": "any"|"all"}}``."""
     if not isinstance(body, dict):
         raise InvalidInput("a query must be a JSON object")
     order = body.get("order") or {}
@@ -188,6 +221,8 @@ def query_from_json(body: Any) -> Query:
         start_index = int(body.get("start_index", 0))
         count = int(body.get("count", 20))
         sources = [int(s) for s in filters.get("sources", [])]
+        series_types = _ids(filters.get("series_types") or filters.get("seriesTypeIds") or [], "series_types")
+        series_tags = _ids(filters.get("series_tags") or filters.get("seriesTagIds") or [], "series_tags")
     except (KeyError, TypeError, ValueError) as e:
         raise InvalidInput(f"malformed query: {e}") from None
     order_by = order.get("order_by")
@@ -198,7 +233,16 @@ def query_from_json(body: Any) -> Query:
         order_ascending=bool(order.get("order_ascending", True)),
         query_properties=query_properties,
         sources=sources,
+        series_types=series_types,
+        series_tags=series_tags,
+        series_tags_match=str(filters.get("series_tags_match", "any")),
     )
+
+
+def _ids(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InvalidInput(f"filters.{name} must be a list of integer ids, e.g. [2, 5]")
+    return value
 
 
 _M = rf"{API}/metadata"

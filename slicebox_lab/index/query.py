@@ -16,6 +16,9 @@ Rules shared by every list and query:
   results are distinct without ``DISTINCT``).
 * ``sources`` are ``sources.id`` values: a series qualifies when its ``source_id`` (the source of
   its latest ingest) is one of them; patients and studies when they hold a qualifying series.
+* ``series_types`` and ``series_tags`` are ids (slicebox_lab/organize): a series qualifies when it
+  has one of the types, and one of the tags (``series_tags_match="any"``) or all of them
+  (``"all"``).  Sources, types, tags and the other filters combine with AND.
 
 Operators: ``"="`` exact (case-sensitive); ``"like"`` case-insensitive substring, the user's ``%``
 and ``_`` taken literally; ``"wildcard"`` DICOM matching as in C-FIND: ``*`` any run, ``?`` one
@@ -38,7 +41,7 @@ import sqlalchemy as sa
 
 from slicebox_lab import errors
 from slicebox_lab.index import _records
-from slicebox_lab.index.schema import images, patients, series, studies
+from slicebox_lab.index.schema import images, patients, series, series_series_tags, series_series_types, studies
 from slicebox_lab.model import FlatSeries, Image, Patient, Series, Study
 
 #: The most rows one list or query returns; larger counts are silently capped.
@@ -46,6 +49,8 @@ MAX_COUNT = 10_000
 #: Largest accepted ``start_index`` (beyond any real index, below every backend's OFFSET limit).
 MAX_START_INDEX = 2**62
 OPERATORS = ("=", "like", "wildcard")
+#: how a list of series tags constrains a series: one of them, or every one
+TAG_MATCHES = ("any", "all")
 
 _ESCAPE = "/"
 _HIERARCHY: tuple[sa.Table, ...] = (patients, studies, series, images)
@@ -89,7 +94,10 @@ class QueryProperty:
 
 @dataclass
 class Query:
-    """A paged, ordered query; properties are AND-ed; ``sources`` are source row ids (OR-ed)."""
+    """A paged, ordered query; properties are AND-ed; ``sources`` are source row ids (OR-ed).
+
+    ``series_types`` (OR-ed) and ``series_tags`` (any or all, ``series_tags_match``) are ids.
+    """
 
     start_index: int = 0
     count: int = 20
@@ -97,6 +105,9 @@ class Query:
     order_ascending: bool = True
     query_properties: list[QueryProperty] = field(default_factory=list)
     sources: list[int] = field(default_factory=list)
+    series_types: list[int] = field(default_factory=list)
+    series_tags: list[int] = field(default_factory=list)
+    series_tags_match: str = "any"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +164,12 @@ def row_id(value: Any, what: str) -> int | None:
 def _source_ids(values: Sequence[Any]) -> list[int]:
     if isinstance(values, (str, bytes)) or not all(_is_int(v) for v in values):
         raise errors.InvalidInput("sources must be a list of source ids (integers)")
+    return sorted({int(v) for v in values})
+
+
+def _organizing_ids(values: Sequence[Any], what: str) -> list[int]:
+    if isinstance(values, (str, bytes)) or not all(_is_int(v) for v in values):
+        raise errors.InvalidInput(f"{what} must be a list of ids (integers)")
     return sorted({int(v) for v in values})
 
 
@@ -261,6 +278,27 @@ class _Plan:
             valid = [i for i in wanted if 0 < i <= MAX_ID]
             self.add(_SERIES, series.c.source_id.in_(valid) if valid else sa.false())
 
+    def add_organizing(self, series_types: Sequence[Any], series_tags: Sequence[Any], tags_match: Any) -> None:
+        """Series of one of ``series_types``, with any (or all) of ``series_tags``; empty: no constraint."""
+        if tags_match not in TAG_MATCHES:
+            raise errors.InvalidInput(f"series tags match must be one of {', '.join(TAG_MATCHES)}, not {tags_match!r}")
+        types = _organizing_ids(series_types, "series types")
+        if types:
+            valid = [i for i in types if 0 < i <= MAX_ID]
+            typed = sa.select(series_series_types.c.series_id).where(series_series_types.c.series_type_id.in_(valid))
+            self.add(_SERIES, series.c.id.in_(typed) if valid else sa.false())
+        tags = _organizing_ids(series_tags, "series tags")
+        if tags:
+            valid = [i for i in tags if 0 < i <= MAX_ID]
+            link = series_series_tags
+            tagged = sa.select(link.c.series_id).where(link.c.series_tag_id.in_(valid))
+            if tags_match == "all":
+                if len(valid) < len(tags):  # an id no tag can have: no series has all of them
+                    self.add(_SERIES, sa.false())
+                    return
+                tagged = tagged.group_by(link.c.series_id).having(sa.func.count() == len(valid))
+            self.add(_SERIES, series.c.id.in_(tagged) if valid else sa.false())
+
     def from_clause(self) -> sa.FromClause:
         joined: sa.FromClause = self.own
         for index in range(self.level, self.top, -1):
@@ -344,6 +382,7 @@ def _query(
     lowest = _IMAGE if level == _IMAGE else _SERIES
     _apply_properties(plan, q.query_properties, lowest)
     plan.add_sources(q.sources)
+    plan.add_organizing(q.series_types, q.series_tags, q.series_tags_match)
     statement = plan.select(
         columns,
         start_index=q.start_index,
@@ -397,6 +436,9 @@ def list_patients(
     order_ascending: bool = True,
     filter: str = "",
     sources: Sequence[int] = (),
+    series_types: Sequence[int] = (),
+    series_tags: Sequence[int] = (),
+    series_tags_match: str = "any",
 ) -> list[Patient]:
     """Patients, ``filter`` a case-insensitive substring of name, ID, birth date or sex."""
     plan = _Plan(_PATIENT)
@@ -404,6 +446,7 @@ def list_patients(
     if text:
         plan.add(_PATIENT, _substring_filter([patients.c[n] for n in PATIENT_FILTER_COLUMNS], text))
     plan.add_sources(sources)
+    plan.add_organizing(series_types, series_tags, series_tags_match)
     statement = plan.select(
         _records.PATIENT_COLUMNS,
         start_index=start_index,
@@ -428,12 +471,14 @@ def _list_children(
     order_by: str | None,
     order_ascending: bool,
     sources: Sequence[int],
+    organizing: tuple[Sequence[int], Sequence[int], str] = ((), (), "any"),
 ) -> list[R]:
     """The rows of one level below a parent (studies of a patient, series of a study)."""
     plan = _Plan(level)
     parent = row_id(parent_id, parent_name)
     plan.add(level, parent_column == parent if parent is not None else sa.false())
     plan.add_sources(sources)
+    plan.add_organizing(*organizing)
     statement = plan.select(
         columns,
         start_index=start_index,
@@ -453,11 +498,14 @@ def list_studies(
     order_by: str | None = None,
     order_ascending: bool = True,
     sources: Sequence[int] = (),
+    series_types: Sequence[int] = (),
+    series_tags: Sequence[int] = (),
+    series_tags_match: str = "any",
 ) -> list[Study]:
     """The studies of one patient."""
     return _list_children(
         conn, _STUDY, studies.c.patient_id, patient_id, "patient id", _records.STUDY_COLUMNS, _records.study,
-        start_index, count, order_by, order_ascending, sources,
+        start_index, count, order_by, order_ascending, sources, (series_types, series_tags, series_tags_match),
     )  # fmt: skip
 
 
@@ -469,11 +517,14 @@ def list_series(
     order_by: str | None = None,
     order_ascending: bool = True,
     sources: Sequence[int] = (),
+    series_types: Sequence[int] = (),
+    series_tags: Sequence[int] = (),
+    series_tags_match: str = "any",
 ) -> list[Series]:
     """The series of one study."""
     return _list_children(
         conn, _SERIES, series.c.study_id, study_id, "study id", _records.SERIES_COLUMNS, _records.series_record,
-        start_index, count, order_by, order_ascending, sources,
+        start_index, count, order_by, order_ascending, sources, (series_types, series_tags, series_tags_match),
     )  # fmt: skip
 
 
@@ -512,6 +563,9 @@ def list_flat_series(
     order_ascending: bool = True,
     filter: str = "",
     sources: Sequence[int] = (),
+    series_types: Sequence[int] = (),
+    series_tags: Sequence[int] = (),
+    series_tags_match: str = "any",
 ) -> list[FlatSeries]:
     """Series with their study and patient; ``order_by`` any of their columns, ``id`` = series id."""
     plan = _Plan(_SERIES, top=_PATIENT)
@@ -520,6 +574,7 @@ def list_flat_series(
         columns = [_HIERARCHY[level].c[name] for level, name in FLAT_SERIES_FILTER_COLUMNS]
         plan.add(_PATIENT, _substring_filter(columns, text))
     plan.add_sources(sources)
+    plan.add_organizing(series_types, series_tags, series_tags_match)
     statement = plan.select(
         _records.FLAT_SERIES_COLUMNS,
         start_index=start_index,
