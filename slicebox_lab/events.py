@@ -24,6 +24,8 @@ class ImageAdded:
     image: Image
     source: Source
     overwrite: bool
+    #: restored from an anonymization key on the way in (recorded in the audit trail)
+    reidentified: bool = False
 
 
 @dataclass(frozen=True)

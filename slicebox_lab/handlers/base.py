@@ -17,7 +17,9 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado.web import HTTPError
 
+from .. import audit as _audit
 from ..asyncio_bridge import run_blocking
+from ..auth import ADMIN_ALL_RESOURCE, ADMIN_RESOURCE, RESOURCE, SliceboxAuthorizer, is_shared_token_user
 from ..context import SliceboxContext
 from ..errors import InvalidInput, SliceboxError
 from ..model import Source, to_json
@@ -25,17 +27,20 @@ from ..model import Source, to_json
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: the resource name jupyter_server's Authorizer sees for every slicebox route
-AUTH_RESOURCE = "slicebox"
+#: the resource name jupyter_server's Authorizer sees for every slicebox route any user may use
+AUTH_RESOURCE = RESOURCE
+#: configuration routes: GET open to every role, other methods need an ADMINISTRATOR (slicebox_lab/auth.py)
+#: and every method of ADMIN_ALL_RESOURCE needs one (users, key export)
+__all__ = ["ADMIN_ALL_RESOURCE", "ADMIN_RESOURCE", "API", "AUTH_RESOURCE", "SliceboxHandler"]
 
 API = r"/slicebox/api"
 
 #: content types of a raw DICOM upload (Slicebox clients send octet-stream, or nothing)
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 
-#: the user jupyter_server makes up for a request holding the shared token but no login cookie
-_ANONYMOUS_ID = re.compile(r"[0-9a-f]{32}")
 SHARED_TOKEN_OWNER = "anonymous"
+#: the partner-node token in /transactions/{token}/... paths, kept out of the audit trail
+_TOKEN_PATH = re.compile(r"^transactions/[^/]+")
 
 
 class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
@@ -63,10 +68,50 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         """
         user = self.current_user
         username = str(getattr(user, "username", "") or "")
-        name = str(getattr(user, "name", "") or "")
-        if not username or (_ANONYMOUS_ID.fullmatch(username) and name.startswith("Anonymous ")):
+        if not username or is_shared_token_user(user):
             return SHARED_TOKEN_OWNER
         return username
+
+    def user_role(self) -> str:
+        """SUPERUSER, ADMINISTRATOR or USER (slicebox_lab/auth.py)."""
+        authorizer = self.settings.get("authorizer")
+        if isinstance(authorizer, SliceboxAuthorizer):
+            return authorizer.role_of(self.current_user)
+        return "SUPERUSER"
+
+    # ------------------------------------------------------------- audit
+
+    #: set by a handler to name who acted when no one is logged in (e.g. the name tried at login)
+    audit_user: str | None = None
+    #: set by a handler to say more than method and path (never secrets)
+    audit_detail: str = ""
+
+    def on_finish(self) -> None:
+        """Record every change, and every GET that lets data or keys leave (slicebox_lab/audit.py)."""
+        trail = self.settings.get("slicebox_audit")
+        if not isinstance(trail, _audit.AuditTrail):
+            return
+        method = self.request.method or ""
+        base = self.settings.get("base_url", "/").rstrip("/") + API + "/"
+        subpath = self.request.path[len(base) :] if self.request.path.startswith(base) else self.request.path
+        if not _audit.is_recorded(method, subpath):
+            return
+        user = getattr(self, "_jupyter_current_user", None)
+        if user:
+            name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
+        else:
+            name = self.audit_user or ("box-token" if _TOKEN_PATH.match(subpath) else "-")
+        shown = _TOKEN_PATH.sub("transactions/***", subpath)
+        action = _audit.action_of(method, shown, self.auth_resource in (ADMIN_RESOURCE, ADMIN_ALL_RESOURCE))
+        trail.record(
+            name,
+            action,
+            method=method,
+            path=API + "/" + shown,
+            status=self.get_status(),
+            remote_ip=str(self.request.remote_ip or ""),
+            detail=self.audit_detail,
+        )
 
     def user_source(self) -> Source:
         return Source("user", self.user_name())
@@ -149,6 +194,9 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 401 and self.request.headers.get("Authorization", "")[:6].lower() == "basic ":
+            # bad basic credentials (slicebox_lab/auth.py): tell scripts which scheme to use
+            self.set_header("WWW-Authenticate", 'Basic realm="slicebox", charset="UTF-8"')
         if isinstance(exc, SliceboxError):
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"message": exc.message, "reason": type(exc).__name__}))

@@ -16,6 +16,8 @@ from .base import API, SliceboxHandler
 
 
 class _ScpHandler(SliceboxHandler):
+    auth_resource = "slicebox-admin"
+
     @property
     def scps(self) -> ScpService:
         service: ScpService | None = getattr(self.context, "scp_service", None)
@@ -73,6 +75,8 @@ class ScpHandler(_ScpHandler):
 
 
 class ScusHandler(SliceboxHandler):
+    auth_resource = "slicebox-admin"
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -95,6 +99,8 @@ class ScusHandler(SliceboxHandler):
 
 
 class ScuHandler(SliceboxHandler):
+    auth_resource = "slicebox-admin"
+
     @web.authenticated
     @authorized
     async def get(self, scu_id: str) -> None:

@@ -80,6 +80,8 @@ class DictionaryLookupHandler(SliceboxHandler):
 
 
 class LogHandler(SliceboxHandler):
+    auth_resource = "slicebox-admin"
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -102,6 +104,8 @@ class LogHandler(SliceboxHandler):
 
 
 class LogEntryHandler(SliceboxHandler):
+    auth_resource = "slicebox-admin"
+
     @web.authenticated
     @authorized
     async def delete(self, entry_id: str) -> None:

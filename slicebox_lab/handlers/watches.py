@@ -11,6 +11,8 @@ from .base import API, SliceboxHandler
 
 
 class _WatchHandler(SliceboxHandler):
+    auth_resource = "slicebox-admin"
+
     @property
     def watches(self) -> WatchService:
         service: WatchService | None = getattr(self.context, "watch_service", None)
