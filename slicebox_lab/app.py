@@ -8,11 +8,17 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, List, Unicode, default
+from traitlets import Dict as DictTrait
 
 from . import __version__
+from .anonymization import keystore, load_pixel_masks
 from .asyncio_bridge import run_blocking, shutdown
+from .audit import AuditTrail
+from .auth import USER, SliceboxAuthorizer, SliceboxIdentityProvider, UserStore
+from .box import configure_boxes
 from .context import SliceboxContext
+from .model import SOURCE_TYPES
 from .services import Service, start_services, stop_services
 
 
@@ -59,18 +65,119 @@ class SliceboxApp(ExtensionApp):
     context: SliceboxContext | None = None
     services: list[Service] = []
 
+    box_poll_interval = Float(
+        5.0,
+        help=(
+            "Seconds between two rounds of the box service when idle: how often this node polls the partners "
+            "it connected to for their images, and retries the ones it pushes to (failures back off up to 60 s)."
+        ),
+    ).tag(config=True)
+
     service_stop_timeout = Float(
         10.0, help="Seconds each service (SCP listener, folder watch, ...) gets to stop when the server stops."
     ).tag(config=True)
+
+    anonymization_key_attributes = List(
+        Unicode(),
+        default_value=[f"{a.keyword}:{a.level}" for a in keystore.DEFAULT_KEY_ATTRIBUTES],
+        help=(
+            "Attributes every anonymization key records besides the patient's name and ID and the study, "
+            "series and instance UIDs, as 'Keyword:LEVEL' (LEVEL: PATIENT, STUDY, SERIES or IMAGE). Data "
+            "coming back re-identified from a key gets these values back at the level it matches."
+        ),
+    ).tag(config=True)
+
+    reidentify_sources = List(
+        Unicode(),
+        default_value=list(SOURCE_TYPES),
+        help=(
+            "Sources whose anonymous data (PatientIdentityRemoved=YES) is re-identified on ingest when it "
+            "matches an anonymization key: a source type (user, import, scp, directory, box) or "
+            "'type:name' for one source (e.g. 'box:university'). Empty: never re-identify."
+        ),
+    ).tag(config=True)
+
+    anonymization_pixel_masks = Unicode(
+        "",
+        help=(
+            "Pixel masks for burned-in annotations, as a JSON list or the path of a JSON file: "
+            '[{"name": "US scanner X", "match": {"Modality": "US", "ManufacturerModelName": "X"}, '
+            '"rectangles": [{"x": 0, "y": 0, "width": 640, "height": 40}]}]. A burned-in image that a mask '
+            "matches is anonymized with the rectangles blacked out; one that no mask matches is refused."
+        ),
+    ).tag(config=True)
+
+    secondary_capture_burned_in = Bool(
+        True,
+        help="Treat Secondary Capture images without BurnedInAnnotation=NO as burned-in (refused unless masked).",
+    ).tag(config=True)
+
+    user_roles = DictTrait(
+        value_trait=Unicode(),
+        help=(
+            "Roles of Jupyter identities (JupyterHub or JupyterLab user names): {'alice': 'ADMINISTRATOR', "
+            "'bob': 'USER'}. The server's token holder and $JUPYTERHUB_USER are SUPERUSER; node-local users "
+            "(/slicebox/api/users) carry their own role."
+        ),
+    ).tag(config=True)
+
+    default_role = Unicode(
+        USER, help="Role of a Jupyter identity not in user_roles (ADMINISTRATOR or USER)."
+    ).tag(config=True)
+
+    node_users = Bool(
+        True,
+        help=(
+            "Let node-local users (/slicebox/api/users) sign in with HTTP basic auth and /slicebox/api/users/login. "
+            "Installs SliceboxIdentityProvider when the server uses jupyter's default one (not under JupyterHub)."
+        ),
+    ).tag(config=True)
+
+    audit: AuditTrail | None = None
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        super()._link_jupyter_server_extension(serverapp)
+        from jupyter_server.auth.identity import PasswordIdentityProvider
+
+        # linking happens before the server builds its IdentityProvider: swap in ours only over
+        # jupyter's default, never over JupyterHub's or a configured one
+        if self.node_users and serverapp.identity_provider_class is PasswordIdentityProvider:
+            serverapp.identity_provider_class = SliceboxIdentityProvider
+
+    def _install_authorizer(self) -> None:
+        """Roles on slicebox routes, over whatever Authorizer the server has (it keeps the rest)."""
+        serverapp = self.serverapp
+        assert serverapp is not None
+        current = serverapp.authorizer
+        if isinstance(current, SliceboxAuthorizer):
+            authorizer = current
+        else:
+            authorizer = SliceboxAuthorizer(
+                parent=serverapp, log=self.log, identity_provider=serverapp.identity_provider, delegate=current
+            )
+            serverapp.authorizer = authorizer
+        authorizer.user_roles = dict(self.user_roles)
+        authorizer.default_role = self.default_role
+        self.settings["authorizer"] = authorizer
 
     def initialize_settings(self) -> None:
         # blocking on purpose: the node must be migrated and repaired before it serves
         self.context = SliceboxContext.open(
             Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync
         )
+        self.context.key_attributes = keystore.parse_key_attributes(self.anonymization_key_attributes)
+        self.context.reidentify_sources = frozenset(self.reidentify_sources)
+        self.context.pixel_masks = load_pixel_masks(self.anonymization_pixel_masks)
+        self.context.secondary_capture_burned_in = self.secondary_capture_burned_in
         self.settings["slicebox_context"] = self.context
+        self.settings["slicebox_users"] = UserStore(self.context.index)
+        self.audit = AuditTrail(self.context.index)
+        self.audit.subscribe(self.context.events)
+        self.settings["slicebox_audit"] = self.audit
+        self._install_authorizer()
         # services (SCP listeners, folder watches) run on their own threads, not on the loop; they
         # start here, before the server serves, so no request finds them missing
+        configure_boxes(self.context, poll_interval=self.box_poll_interval)
         self.services = start_services(self.context)
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
 
@@ -80,6 +187,9 @@ class SliceboxApp(ExtensionApp):
         self.handlers.extend(default_handlers)
 
     async def stop_extension(self) -> None:
+        if self.audit is not None:
+            await run_blocking(self.audit.close)
+            self.audit = None
         if self.services:
             await run_blocking(stop_services, self.services, self.service_stop_timeout)
             self.services = []

@@ -10,14 +10,18 @@ box, C-MOVE/C-GET) calls :meth:`SliceboxContext.ingest`, which
 4. removes the blob again if the rows could not be written,
 5. deletes the blob the ingest replaced, and publishes ``ImageAdded``.
 
-A crash between 2 and 3 leaves a blob without a row; :meth:`open` notices the
-unclean shutdown (a marker file) and :meth:`reconcile` removes such blobs before
-the node accepts data again.  All methods block: callers on the event loop go
-through ``asyncio_bridge.run_blocking``.
+Step 2 overlaps step 1 (the blob is written in a writer thread while the caller
+parses); step 3 starts only once the blob is durable, so a row never points at a
+missing file, and concurrent ingests share one commit (``Index.ingest``'s group
+commit).  A crash between 2 and 3 leaves a blob without a row; :meth:`open`
+notices the unclean shutdown (a marker file) and :meth:`reconcile` removes such
+blobs before the node accepts data again.  All methods block: callers on the
+event loop go through ``asyncio_bridge.run_blocking``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -25,8 +29,8 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -34,13 +38,15 @@ from typing import TYPE_CHECKING, BinaryIO
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
-from . import dicom
-from .anonymization import Profile, PseudonymKeys, anonymize
+from . import dicom, filtering
+from .anonymization import PixelMask, Profile, PseudonymKeys, anonymize, keystore
+from .anonymization.jobs import register_anonymization_jobs
+from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
 from .jobs import JobManager
-from .model import Image, IngestResult, Source
+from .model import SOURCE_TYPES, Image, IngestResult, Source
 from .storage import FileSystemStorage, StorageArea
 
 if TYPE_CHECKING:
@@ -81,6 +87,16 @@ class SliceboxContext:
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
         self._pseudonym_keys: PseudonymKeys | None = None
         self._keys_lock = threading.Lock()
+        #: attributes every anonymization key records (``SliceboxApp.anonymization_key_attributes``)
+        self.key_attributes: tuple[keystore.KeyAttribute, ...] = keystore.DEFAULT_KEY_ATTRIBUTES
+        #: sources whose anonymous data is re-identified on ingest: a source type ("box") or
+        #: "type:name" ("box:university") (``SliceboxApp.reidentify_sources``)
+        self.reidentify_sources: frozenset[str] = frozenset(SOURCE_TYPES)
+        #: the node's configured pixel masks (``SliceboxApp.anonymization_pixel_masks``), added to every profile
+        self.pixel_masks: tuple[PixelMask, ...] = ()
+        #: Secondary Capture images without BurnedInAnnotation=NO count as burned-in
+        self.secondary_capture_burned_in = True
+        register_anonymization_jobs(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,31 +185,68 @@ class SliceboxContext:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest(self, data: bytes, source: Source) -> IngestResult:
+    def ingest(self, data: bytes, source: Source, reidentify: bool = True) -> IngestResult:
         """Store one DICOM file from ``source``; the one way in (house rule 3).
 
         Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
         bytes that are not an acceptable Part-10 file; nothing is stored then.
+        The tag filters attached to ``source`` are applied first (``filtering.py``); then
+        anonymous data (PatientIdentityRemoved=YES) matching an anonymization key is
+        re-identified when ``source`` is one of :attr:`reidentify_sources`
+        (``reidentify=False``: never, for the node's own anonymized results).
         """
         key = uuid.uuid4().hex
-        # the durable write (mostly waiting on the disk) overlaps parsing (CPU); the rows are
-        # written only after both, so a row never exists without its durable blob
+        # the durable write (mostly waiting on the disk) runs in a writer thread, overlapping the
+        # parse (CPU); the rows are written only after both (house rule 1: never a row whose blob
+        # is not durable, so a listed image can always be read), and their commit is shared with
+        # concurrent ingests.  A crash before the commit leaves a blob without a row, which
+        # reconcile() removes (nothing was answered yet).
         written = self._writer.submit(self.storage.write, key, data)
         try:
             try:
                 parsed = dicom.parse_part10(data)
                 dicom.verify_pixel_data(parsed.dataset)
-                attributes = dicom.extract_attributes(parsed)
-            finally:
+                # the source's tag filters, then re-identification, may rewrite the file (rare)
+                tag_filter = filtering.filter_for_source(self.index, source)
+                filtered = tag_filter is not None and tag_filter.apply(parsed.dataset)
+                restored = self._reidentified(parsed, source) if reidentify else None
+                reidentified = restored is not None
+                if restored is None and filtered:
+                    restored = _part10(parsed.dataset)
+                if restored is None:
+                    attributes = dicom.extract_attributes(parsed)
+            except BaseException:
+                _settle(written)  # let the write finish, then remove its blob below
+                raise
+            if restored is not None:  # store the filtered or re-identified file instead
                 written.result()
+                self.storage.delete(key)
+                data, key = restored, uuid.uuid4().hex
+                self.storage.write(key, data)
+                attributes = dicom.extract_attributes(dicom.parse_part10(data))
+            written.result()  # raises if the blob could not be written: then no row is written
             result = self.index.ingest(attributes, source, key, len(data))
         except BaseException:
             self.storage.delete(key)
             raise
         if result.replaced_storage_key:
             self.storage.delete(result.replaced_storage_key)
-        self.events.publish(ImageAdded(result.image, source, overwrite=not result.image_added))
+        self.events.publish(ImageAdded(result.image, source, not result.image_added, reidentified=reidentified))
         return result
+
+    def _reidentified(self, parsed: dicom.ParsedDicom, source: Source) -> bytes | None:
+        """The file re-identified from the anonymization keys, or None (not anonymous, no key, source off)."""
+        if not keystore.is_anonymous(parsed.dataset):
+            return None
+        wanted = self.reidentify_sources
+        if source.source_type not in wanted and f"{source.source_type}:{source.source_name}" not in wanted:
+            return None
+        dataset = parsed.dataset
+        level = keystore.reidentify(self.index, dataset)
+        if level is None:
+            return None
+        log.info("re-identified an image from %s %s at %s level", source.source_type, source.source_name, level)
+        return _part10(dataset)
 
     # ------------------------------------------------------------------ reading
 
@@ -226,31 +279,57 @@ class SliceboxContext:
 
     # ------------------------------------------------------------------ anonymizing
 
-    def anonymized_bytes(self, image_id: int, profile: Profile) -> bytes:
+    def anonymized_bytes(self, image_id: int, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
         """Part-10 bytes of the image de-identified with ``profile``; the stored image is unchanged.
 
-        The one way to anonymize (house rule 3): boxes, SCU and exports call this too.
+        ``tag_values`` are written after the profile (e.g. a PatientName chosen per patient).  Every
+        anonymization records its key (see ``anonymization/keystore.py``).  The one way to anonymize
+        (house rule 3): boxes, SCU and exports call this too.
         """
-        return self._anonymized(self.index.get_image(image_id), profile)
+        return self._anonymized(self.index.get_image(image_id), profile, tag_values)
 
-    def anonymize_in_place(self, image_id: int, profile: Profile) -> IngestResult:
+    def anonymize_in_place(
+        self, image_id: int, profile: Profile, tag_values: Sequence[TagValue] = (), delete_original: bool = True
+    ) -> IngestResult:
         """Replace the image by its de-identified version, ingested under its series' source.
 
         The old image is deleted after the new one is durable, unless the result has the old
-        image's identity (then the ingest already replaced its file).
+        image's identity (then the ingest already replaced its file).  The result is not
+        re-identified on its way in (it matches the key just recorded).
         """
         image = self.index.get_image(image_id)
+        return self._replace(image, self._anonymized(image, profile, tag_values), delete_original)
+
+    def modify(self, image_id: int, tag_values: Sequence[TagValue]) -> IngestResult:
+        """Replace the image by a copy with ``tag_values`` applied (nested paths allowed)."""
+        if not tag_values:
+            raise InvalidInput("nothing to modify: give at least one tag value")
+        image = self.index.get_image(image_id)
+        dataset = dicom.parse_part10(self.storage.read(image.storage_key)).dataset
+        apply_tag_values(dataset, tag_values)
+        if "SOPInstanceUID" in dataset and getattr(dataset, "file_meta", None) is not None:
+            dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        return self._replace(image, _part10(dataset))
+
+    def _replace(self, image: Image, data: bytes, delete_original: bool = True) -> IngestResult:
+        """Ingest ``data`` under the source of ``image``'s series, then delete ``image`` unless the result
+        is ``image`` itself (``delete_original=False``: the caller deletes originals in batches)."""
         source = self.index.series_source(image.series_id)
-        result = self.ingest(self._anonymized(image, profile), source)
-        if result.image.id != image.id:
+        result = self.ingest(data, source, reidentify=False)
+        if result.image.id != image.id and delete_original:
             self.delete_images([image.id])
         return result
 
-    def _anonymized(self, image: Image, profile: Profile) -> bytes:
+    def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
         dataset = dicom.parse_part10(self.storage.read(image.storage_key)).dataset
-        buffer = io.BytesIO()
-        dcmwrite(buffer, anonymize(dataset, profile, self.pseudonym_keys), enforce_file_format=True)
-        return buffer.getvalue()
+        profile = profile.with_pixel_masks(self.pixel_masks)
+        if not self.secondary_capture_burned_in:
+            profile = dataclasses.replace(profile, secondary_capture_burned_in=False)
+        anonymized = anonymize(dataset, profile, self.pseudonym_keys)
+        if tag_values:
+            apply_tag_values(anonymized, tag_values)
+        keystore.record_key(self.index, dataset, anonymized, image.id, profile, self.key_attributes)
+        return _part10(anonymized)
 
     # ------------------------------------------------------------------ deleting
 
@@ -281,6 +360,20 @@ class SliceboxContext:
                 f"{series.id}_{series.SeriesDate}_{series.Modality}",
             ]
             yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
+
+
+def _settle(future: Future[None]) -> None:
+    """Wait for a background write whose outcome no longer matters (the ingest failed anyway)."""
+    try:
+        future.result()
+    except BaseException:  # noqa: S110 - the ingest's own error is the one to report
+        pass
+
+
+def _part10(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _safe_path_part(part: str) -> str:

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from . import anonymization, images, imports, jobs, metadata, scps, system, watches
+from . import (
+    anonymization,
+    anonymization_report,
+    boxes,
+    filtering,
+    forwarding,
+    images,
+    imports,
+    jobs,
+    metadata,
+    scps,
+    seriestags,
+    seriestypes,
+    system,
+    users,
+    watches,
+)
 
 default_handlers = [*system.default_handlers, *metadata.default_handlers, *images.default_handlers]
 default_handlers += [*imports.default_handlers, *watches.default_handlers]
 default_handlers += jobs.default_handlers
 default_handlers += scps.default_handlers
 default_handlers += anonymization.default_handlers
+default_handlers += anonymization_report.default_handlers
+default_handlers += filtering.default_handlers
+default_handlers += forwarding.default_handlers
+default_handlers += boxes.default_handlers
+default_handlers += seriestags.default_handlers
+default_handlers += seriestypes.default_handlers
+default_handlers += users.default_handlers
 
 __all__ = ["default_handlers"]

@@ -200,4 +200,357 @@ jobs = sa.Table(
 )
 
 
+#: identity values an anonymization key holds, each as real ``X`` and anonymous ``AnonX``
+KEY_IDENTITY_ATTRIBUTES: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+)
+
+anonymization_keys = sa.Table(
+    "anonymization_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _timestamp("created"),
+    #: the image that was anonymized (no foreign key: the key outlives the image, e.g. after an
+    #: in-place anonymization, so data coming back can still be re-identified)
+    sa.Column("image_id", sa.Integer, nullable=True),
+    #: the options of the profile, space-separated
+    sa.Column("profile", sa.String(), nullable=False, server_default=""),
+    *(
+        sa.Column(name, sa.String(), nullable=False, server_default="")
+        for attribute in KEY_IDENTITY_ATTRIBUTES
+        for name in (attribute, f"Anon{attribute}")
+    ),
+    sa.UniqueConstraint("SOPInstanceUID", "AnonSOPInstanceUID"),
+    sa.Index(None, "AnonSOPInstanceUID"),
+    sa.Index(None, "AnonSeriesInstanceUID"),
+    sa.Index(None, "AnonStudyInstanceUID"),
+    sa.Index(None, "AnonPatientID"),
+    sa.Index(None, "PatientID"),
+    sqlite_autoincrement=True,
+)
+
+anonymization_key_values = sa.Table(
+    "anonymization_key_values",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("anonymization_keys.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tag_path", sa.String(), nullable=False),
+    #: PATIENT, STUDY, SERIES or IMAGE: restored only by a key matching at that level or below
+    sa.Column("level", sa.String(), nullable=False),
+    sa.Column("value", sa.String(), nullable=False, server_default=""),
+    sa.Column("anonymized_value", sa.String(), nullable=False, server_default=""),
+    sa.UniqueConstraint("key_id", "tag_path"),
+    sqlite_autoincrement=True,
+)
+
 LEVEL_TABLES: dict[str, sa.Table] = {"patient": patients, "study": studies, "series": series, "image": images}
+
+# ---------------------------------------------------------------------------------------------- boxes
+# Partner nodes and their transactions (slicebox_lab/box).  No foreign key from a transaction to its
+# box: deleting a box revokes its token but keeps the history of what was sent and received.
+
+boxes = sa.Table(
+    "boxes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    #: POLL: the partner calls us with our token (we keep only its SHA-256); PUSH: we call the partner
+    sa.Column("send_method", sa.String(), nullable=False),
+    sa.Column("token_hash", sa.String(), nullable=False, server_default=""),
+    #: PUSH boxes: the partner's transaction URL, whose last segment is the partner's token
+    sa.Column("base_url", sa.String(), nullable=False, server_default=""),
+    #: JSON of ``Profile.from_json``
+    sa.Column("default_profile", sa.Text, nullable=False, server_default="{}"),
+    #: images flagged PatientIdentityRemoved=YES leave as they are (results going back to the node that
+    #: can re-identify them) instead of being anonymized again; off by default
+    sa.Column("send_anonymous_as_is", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_contact", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.String(), nullable=False, server_default=""),
+    sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sa.Index(None, "token_hash"),
+    sqlite_autoincrement=True,
+)
+
+box_outgoing_transactions = sa.Table(
+    "box_outgoing_transactions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("box_id", sa.Integer, nullable=False),
+    sa.Column("box_name", sa.String(), nullable=False),
+    sa.Column("profile", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("reason", sa.String(), nullable=False, server_default=""),
+    sa.Column("total_image_count", sa.Integer, nullable=False),
+    sa.Column("sent_image_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed_image_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    _timestamp("created"),
+    _timestamp("updated"),
+    sa.Index(None, "box_id", "status"),
+    sqlite_autoincrement=True,
+)
+
+box_outgoing_images = sa.Table(
+    "box_outgoing_images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "transaction_id",
+        sa.Integer,
+        sa.ForeignKey("box_outgoing_transactions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("image_id", sa.Integer, nullable=False),
+    sa.Column("sequence_number", sa.Integer, nullable=False),
+    #: PENDING, SENT (the receiver confirmed it durable) or FAILED (``reason`` says why)
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("reason", sa.String(), nullable=False, server_default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    #: JSON list of tag values written after the profile (``[{"tagPath", "value", "vr"?}]``)
+    sa.Column("tag_values", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("sha256", sa.String(), nullable=False, server_default=""),
+    sa.UniqueConstraint("transaction_id", "sequence_number"),
+    sa.Index(None, "image_id"),
+    sqlite_autoincrement=True,
+)
+
+box_incoming_transactions = sa.Table(
+    "box_incoming_transactions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("box_id", sa.Integer, nullable=False),
+    sa.Column("box_name", sa.String(), nullable=False),
+    #: the sender's id of its outgoing transaction
+    sa.Column("outgoing_transaction_id", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("total_image_count", sa.Integer, nullable=False),
+    sa.Column("received_image_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("added_image_count", sa.Integer, nullable=False, server_default="0"),
+    _timestamp("created"),
+    _timestamp("updated"),
+    sa.UniqueConstraint("box_id", "outgoing_transaction_id"),
+    sqlite_autoincrement=True,
+)
+
+box_incoming_images = sa.Table(
+    "box_incoming_images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "transaction_id",
+        sa.Integer,
+        sa.ForeignKey("box_incoming_transactions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("sequence_number", sa.Integer, nullable=False),
+    #: the stored image (no foreign key: the image may be deleted later, the record of receipt stays)
+    sa.Column("image_id", sa.Integer, nullable=False),
+    #: the image replaced one that was already stored (same identity)
+    sa.Column("overwrite", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("sha256", sa.String(), nullable=False, server_default=""),
+    sa.UniqueConstraint("transaction_id", "sequence_number"),
+    sa.Index(None, "image_id"),
+    sqlite_autoincrement=True,
+)
+
+# ---------------------------------------------------------------------------------------------- tag filters
+# Blacklists and whitelists of tag paths, attached to sources by type and name (slicebox_lab/filtering.py).
+
+tag_filters = sa.Table(
+    "tag_filters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    #: WHITELIST or BLACKLIST
+    sa.Column("filter_type", sa.String(), nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+tag_filter_paths = sa.Table(
+    "tag_filter_paths",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("filter_id", sa.Integer, sa.ForeignKey("tag_filters.id", ondelete="CASCADE"), nullable=False),
+    #: canonical tag path text (dicom/tagpath.py)
+    sa.Column("tag_path", sa.String(), nullable=False),
+    sa.UniqueConstraint("filter_id", "tag_path"),
+    sqlite_autoincrement=True,
+)
+
+#: a source need not have sent anything yet, so it is named by type and name, not by ``sources.id``
+source_tag_filters = sa.Table(
+    "source_tag_filters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source_type", sa.String(), nullable=False),
+    sa.Column("source_name", sa.String(), nullable=False),
+    sa.Column("filter_id", sa.Integer, sa.ForeignKey("tag_filters.id", ondelete="CASCADE"), nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("source_type", "source_name", "filter_id"),
+    sa.Index(None, "filter_id"),
+    sqlite_autoincrement=True,
+)
+
+# ---------------------------------------------------------------------------------------------- organizing series
+# Series tags (free-form labels) and series types (classes assigned by rules over attribute values),
+# slicebox_lab/organize.  Links cascade with the series: deleting the images of a series removes its
+# links, never the tags or types themselves.
+
+series_tags = sa.Table(
+    "series_tags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+#: primary key (tag, series): the listing by tag reads one index range
+series_series_tags = sa.Table(
+    "series_series_tags",
+    metadata,
+    sa.Column("series_tag_id", sa.Integer, sa.ForeignKey("series_tags.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("series_id", sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index(None, "series_id"),
+)
+
+series_types = sa.Table(
+    "series_types",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+series_type_rules = sa.Table(
+    "series_type_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("series_type_id", sa.Integer, sa.ForeignKey("series_types.id", ondelete="CASCADE"), nullable=False),
+    #: JSON list of ``{"tag": <canonical tag path>, "values": [str]}``; all must match (organize/seriestypes.py)
+    sa.Column("attributes", sa.Text, nullable=False, server_default="[]"),
+    _timestamp("created"),
+    sa.Index(None, "series_type_id"),
+    sqlite_autoincrement=True,
+)
+
+series_series_types = sa.Table(
+    "series_series_types",
+    metadata,
+    sa.Column("series_type_id", sa.Integer, sa.ForeignKey("series_types.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("series_id", sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True),
+    #: assigned by hand (kept by re-classification) rather than by a rule
+    sa.Column("manual", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index(None, "series_id"),
+)
+
+# ---------------------------------------------------------------------------------------------- forwarding
+# Forwarding rules (slicebox_lab/forwarding.py): images from a source are queued per rule, sent in
+# batches once the source is quiet, and (keepImages=false) deleted here once delivery is confirmed.
+
+forwarding_rules = sa.Table(
+    "forwarding_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source_type", sa.String(), nullable=False),
+    sa.Column("source_name", sa.String(), nullable=False),
+    #: "box" or "scu"
+    sa.Column("destination_type", sa.String(), nullable=False),
+    sa.Column("destination_id", sa.Integer, nullable=False),
+    sa.Column("destination_name", sa.String(), nullable=False),
+    sa.Column("keep_images", sa.Boolean, nullable=False),
+    sa.Column("quiet_seconds", sa.Float, nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("source_type", "source_name", "destination_type", "destination_id",
+                        name="uq_forwarding_rules_source_destination"),  # fmt: skip
+    sqlite_autoincrement=True,
+)
+
+#: images waiting for their rule's source to be quiet; gone with the image or the rule
+forwarding_queue = sa.Table(
+    "forwarding_queue",
+    metadata,
+    sa.Column("rule_id", sa.Integer, sa.ForeignKey("forwarding_rules.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    _timestamp("added"),
+    sa.Index(None, "image_id"),
+)
+
+forwarding_batches = sa.Table(
+    "forwarding_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("rule_id", sa.Integer, sa.ForeignKey("forwarding_rules.id", ondelete="CASCADE"), nullable=False),
+    #: QUEUED, SENDING, DELIVERED, FAILED
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("image_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    sa.Column("transaction_id", sa.Integer, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("not_before", sa.DateTime(timezone=True), nullable=True),
+    _timestamp("created"),
+    _timestamp("updated"),
+    sa.Index(None, "rule_id"),
+    sa.Index(None, "state"),
+    sqlite_autoincrement=True,
+)
+
+#: no foreign key to images: the history of a batch outlives its images (deleted after delivery)
+forwarding_batch_images = sa.Table(
+    "forwarding_batch_images",
+    metadata,
+    sa.Column("batch_id", sa.Integer, sa.ForeignKey("forwarding_batches.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("image_id", sa.Integer, primary_key=True),
+    #: PENDING, DELIVERED, DELETED, KEPT, RETRIED, FAILED, SKIPPED
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Index(None, "image_id"),
+    sa.Index(None, "state"),
+)
+
+# Node-local users (slicebox_lab/auth.py) and the audit trail (slicebox_lab/audit.py).  The audit
+# table is append-only: no route updates or deletes its rows.
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("role", sa.String(), nullable=False),
+    #: argon2id hash (PHC string); never leaves the server
+    sa.Column("password_hash", sa.String(), nullable=False),
+    _timestamp("created"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _timestamp("created"),
+    #: who: a user name, or "scp:<name>", "directory:<name>", "box:<name>" for non-REST sources
+    sa.Column("user", sa.String(), nullable=False),
+    #: what, as a category: ingest, delete, export, anonymize, send, receive, reidentify, key-export, login, ...
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("method", sa.String(), nullable=False, server_default=""),
+    sa.Column("path", sa.String(), nullable=False, server_default=""),
+    sa.Column("status", sa.Integer, nullable=False, server_default="0"),
+    #: from where: the client's address, or the source's description
+    sa.Column("remote_ip", sa.String(), nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index(None, "created"),
+    sa.Index(None, "user"),
+    sqlite_autoincrement=True,
+)
