@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import InvalidInput
-from .events import EventBus, ImageAdded
+from .events import EventBus, ImageAdded, ImagesDeleted
 from .index.schema import audit
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,14 @@ class AuditTrail:
         """Record images arriving from SCPs, folder watches and partner boxes (REST ones are recorded by
         handlers), and every re-identification on ingest."""
         self._unsubscribe.append(events.subscribe(ImageAdded, self._image_added))
+        self._unsubscribe.append(events.subscribe(ImagesDeleted, self._images_deleted))
+
+    def _images_deleted(self, event: ImagesDeleted) -> None:
+        """Every deletion, whoever caused it (a REST request also has its own entry with the user; a
+        forwarding rule or a bulk anonymization deletes without one), with the ids deleted."""
+        ids = event.image_ids
+        shown = ", ".join(str(i) for i in ids[:50]) + (f" and {len(ids) - 50} more" if len(ids) > 50 else "")
+        self.record("node", "images-deleted", remote_ip="node", detail=f"{len(ids)} images: {shown}")
 
     def _image_added(self, event: ImageAdded) -> None:
         source = event.source

@@ -138,4 +138,5 @@ default_handlers = [
     (rf"{API}/users/logout", LogoutHandler),
     (rf"{API}/users/current", CurrentUserHandler),
     (rf"{API}/audit", AuditHandler),
+    (rf"{API}/log/audit", AuditHandler),  # the same trail, next to the node's log
 ]

@@ -181,6 +181,7 @@ def test_re_identification_is_audited(context: SliceboxContext):
         back = context.ingest(anonymous, Source("box", "university"))
         trail.flush()
         assert [(e.user, e.action, e.detail) for e in trail.list(newest_first=False)] == [
+            ("node", "images-deleted", f"1 images: {image.image.id}"),
             ("box:university", "reidentify", f"image {back.image.id}"),
             ("box:university", "receive", f"image {back.image.id}"),
         ]

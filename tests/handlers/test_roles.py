@@ -173,6 +173,10 @@ async def test_audit_trail_of_a_scripted_session(api, call):
     ]
     entries = body_json(r)
     assert all(e["remote_ip"] for e in entries)
+    deletions = [e["detail"] for e in entries if (e["user"], e["action"]) == ("node", "images-deleted")]
+    assert deletions == [f"1 images: {image_id}"]  # whoever deletes (REST, forwarding, a job), the ids are kept
+    beside_the_log = await call("GET", "/slicebox/api/log/audit?newestfirst=false&count=100", bob)
+    assert [e["id"] for e in body_json(beside_the_log)] == [e["id"] for e in entries]
     assert not any("pw" in json.dumps(e) for e in entries)
     only_bob = body_json(await call("GET", "/slicebox/api/audit?user=bob&action=export", bob))
     assert [(e["user"], e["action"]) for e in only_bob] == [("bob", "export")]
