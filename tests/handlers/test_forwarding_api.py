@@ -5,44 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from generators import ct_bytes
 from helpers import body_json
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "net"))
-from netutil import DCMTK_ENV, dcmtk, free_port, wait_listening  # noqa: E402
+import netutil  # noqa: E402
+
+storescp = netutil.storescp
 
 DICOM = {"Content-Type": "application/dicom"}
 
 
 async def _post(api: Any, *path: object, body: object) -> Any:
     return await api(*path, method="POST", body=json.dumps(body))
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    out = tmp_path / "received"
-    out.mkdir()
-    port = free_port()
-    process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(out), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port)
-        yield port, out
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def _scu(api: Any, port: int) -> int:

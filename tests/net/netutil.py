@@ -105,3 +105,23 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield int(s.getsockname()[1])
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """dcmtk storescp (AE STORESCP) writing what it receives into a folder: (port, folder)."""
+    out = tmp_path / "received"
+    out.mkdir()
+    port = free_port()
+    process = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port)
+        yield port, out
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -4,17 +4,14 @@ the rest)."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import netutil
 import pydicom
 import pytest
 from generators import ct_bytes
-from netutil import DCMTK_ENV, dcmtk, free_port, wait_listening
 from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
@@ -26,6 +23,7 @@ from slicebox_lab.net.scu_jobs import register_scu_jobs, submit_send
 
 context = netutil.context
 refused_port = netutil.refused_port
+storescp = netutil.storescp
 
 
 @pytest.fixture
@@ -41,26 +39,6 @@ def _ingest_series(context: SliceboxContext, count: int) -> list[int]:
         data = ct_bytes(PatientID="SEND", StudyInstanceUID=study, SeriesInstanceUID=series, InstanceNumber=n + 1)
         ids.append(context.ingest(data, Source("user", "test")).image.id)
     return ids
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """dcmtk storescp (AE STORESCP) writing into a folder: (port, folder)."""
-    out = tmp_path / "received"
-    out.mkdir()
-    port = free_port()
-    process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(out), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port)
-        yield port, out
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_send_20_images_to_storescp(jobs_context: SliceboxContext, storescp: tuple[int, Path]):
