@@ -22,7 +22,6 @@ event loop go through ``asyncio_bridge.run_blocking``.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import re
 import threading
@@ -35,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
 from . import dicom, filtering
@@ -212,7 +210,7 @@ class SliceboxContext:
                 restored = self._reidentified(parsed, source) if reidentify else None
                 reidentified = restored is not None
                 if restored is None and filtered:
-                    restored = _part10(parsed.dataset)
+                    restored = dicom.write_part10(parsed.dataset)
                 if restored is None:
                     attributes = dicom.extract_attributes(parsed)
             except BaseException:
@@ -246,7 +244,7 @@ class SliceboxContext:
         if level is None:
             return None
         log.info("re-identified an image from %s %s at %s level", source.source_type, source.source_name, level)
-        return _part10(dataset)
+        return dicom.write_part10(dataset)
 
     # ------------------------------------------------------------------ reading
 
@@ -309,7 +307,7 @@ class SliceboxContext:
         apply_tag_values(dataset, tag_values)
         if "SOPInstanceUID" in dataset and getattr(dataset, "file_meta", None) is not None:
             dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
-        return self._replace(image, _part10(dataset))
+        return self._replace(image, dicom.write_part10(dataset))
 
     def _replace(self, image: Image, data: bytes, delete_original: bool = True) -> IngestResult:
         """Ingest ``data`` under the source of ``image``'s series, then delete ``image`` unless the result
@@ -329,7 +327,7 @@ class SliceboxContext:
         if tag_values:
             apply_tag_values(anonymized, tag_values)
         keystore.record_key(self.index, dataset, anonymized, image.id, profile, self.key_attributes)
-        return _part10(anonymized)
+        return dicom.write_part10(anonymized)
 
     # ------------------------------------------------------------------ deleting
 
@@ -368,12 +366,6 @@ def _settle(future: Future[None]) -> None:
         future.result()
     except BaseException:  # noqa: S110 - the ingest's own error is the one to report
         pass
-
-
-def _part10(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _safe_path_part(part: str) -> str:

@@ -40,7 +40,7 @@ from pydicom.multival import MultiValue
 
 from slicebox_lab.errors import InvalidInput, NotFound
 from slicebox_lab.index import Index
-from slicebox_lab.index.query import row_id
+from slicebox_lab.index.query import escape_like, row_id
 from slicebox_lab.index.schema import KEY_IDENTITY_ATTRIBUTES, anonymization_key_values, anonymization_keys
 
 from .profile import Profile
@@ -310,10 +310,6 @@ _ORDER_COLUMNS = {
 }
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def list_keys(
     index: Index,
     start_index: int = 0,
@@ -327,7 +323,7 @@ def list_keys(
         raise InvalidInput(f"startindex must be ≥ 0 and count between 0 and {MAX_COUNT}")
     statement = sa.select(anonymization_keys)
     if filter:
-        pattern = _escape_like(filter.lower()) + "%"
+        pattern = escape_like(filter.lower()) + "%"
         statement = statement.where(
             sa.or_(
                 *(

@@ -53,6 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, repeater_has_tag
@@ -219,6 +220,10 @@ def _dictionary_vr(tag: BaseTag) -> str | None:
         return None
 
 
+#: the resolved (action, action-for-non-dates) tables of each option set, shared by every Profile of it
+_RESOLVED: dict[frozenset[Option], tuple[Mapping[str, Action], Mapping[str, Action]]] = {}
+
+
 @dataclass(frozen=True)
 class Profile:
     """The basic profile plus a set of options; :meth:`action` says what to do with one attribute."""
@@ -230,8 +235,8 @@ class Profile:
     secondary_capture_burned_in: bool = True
     #: masks that blank burned-in text; an image one matches is cleaned instead of refused
     pixel_masks: tuple[PixelMask, ...] = ()
-    _actions: dict[str, Action] = field(init=False, repr=False, compare=False)
-    _not_dates: dict[str, Action] = field(init=False, repr=False, compare=False)
+    _actions: Mapping[str, Action] = field(init=False, repr=False, compare=False)
+    _not_dates: Mapping[str, Action] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         options = frozenset(self.options)
@@ -244,15 +249,18 @@ class Profile:
         if self.burned_in not in BURNED_IN_POLICIES:
             raise ValueError(f"burned_in must be one of {', '.join(BURNED_IN_POLICIES)}, not {self.burned_in!r}")
         object.__setattr__(self, "pixel_masks", tuple(self.pixel_masks))
-        actions: dict[str, Action] = {}
-        not_dates: dict[str, Action] = {}  # for a C that meets a value which is not a date or time
-        for row in confidentiality_table():
-            basic = resolve_basic(row["basicProfile"])
-            actions[row["id"]] = self._resolve(row, basic)
-            retained = any(row.get(option.column) == "K" for option in self.options)
-            not_dates[row["id"]] = Action.K if retained else basic
-        object.__setattr__(self, "_actions", actions)
-        object.__setattr__(self, "_not_dates", not_dates)
+        tables = _RESOLVED.get(options)
+        if tables is None:  # resolving the table costs about as much as anonymizing an image: once per option set
+            actions: dict[str, Action] = {}
+            not_dates: dict[str, Action] = {}  # for a C that meets a value which is not a date or time
+            for row in confidentiality_table():
+                basic = resolve_basic(row["basicProfile"])
+                actions[row["id"]] = self._resolve(row, basic)
+                retained = any(row.get(option.column) == "K" for option in self.options)
+                not_dates[row["id"]] = Action.K if retained else basic
+            tables = _RESOLVED.setdefault(options, (MappingProxyType(actions), MappingProxyType(not_dates)))
+        object.__setattr__(self, "_actions", tables[0])
+        object.__setattr__(self, "_not_dates", tables[1])
 
     def _resolve(self, row: Mapping[str, str], basic: Action) -> Action:
         if (
@@ -301,8 +309,7 @@ class Profile:
     def with_pixel_masks(self, masks: Iterable[PixelMask]) -> Profile:
         """A copy that also applies ``masks`` (after its own), e.g. the node's configured masks.
 
-        No masks: the profile itself (it is frozen), not a copy whose table is resolved again (about
-        3 ms, paid for every image anonymized)."""
+        No masks: the profile itself (it is frozen)."""
         extra = tuple(masks)
         if not extra:
             return self

@@ -12,15 +12,10 @@ they are; the hash is always that of the uncompressed DICOM file.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
-import json
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from pydicom import dcmwrite
 
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
@@ -78,30 +73,10 @@ _UNCOMPRESSED_SYNTAXES = frozenset(
 def wire_encoding(data: bytes, preferred: str = "deflate") -> str:
     """``preferred``, or ``identity`` for an image whose transfer syntax is compressed already (read
     from the file meta group, without parsing the data set): deflating it again costs CPU for nothing."""
-    syntax = _transfer_syntax(data)
+    syntax = dicom.transfer_syntax_of(data)
     if syntax is not None and syntax not in _UNCOMPRESSED_SYNTAXES:
         return "identity"
     return preferred
-
-
-def _transfer_syntax(data: bytes) -> str | None:
-    """(0002,0010) from the Part-10 file meta group (explicit VR little endian), or None."""
-    if len(data) < 144 or data[128:132] != b"DICM":
-        return None
-    position, end = 132, min(len(data), 132 + 4096)
-    while position + 8 <= end:
-        group, element = int.from_bytes(data[position : position + 2], "little"), data[position + 2 : position + 4]
-        if group != 0x0002:
-            return None
-        vr = data[position + 4 : position + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
-            length, value_at = int.from_bytes(data[position + 8 : position + 12], "little"), position + 12
-        else:
-            length, value_at = int.from_bytes(data[position + 6 : position + 8], "little"), position + 8
-        if element == b"\x10\x00":
-            return data[value_at : value_at + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        position = value_at + length
-    return None
 
 
 def decompress(data: bytes, encoding: str) -> bytes:
@@ -142,17 +117,8 @@ def outgoing_bytes(context: SliceboxContext, item: store.OutgoingItem, send_anon
             if not values:
                 return data
             apply_tag_values(dataset, values)
-            buffer = io.BytesIO()
-            dcmwrite(buffer, dataset, enforce_file_format=True)
-            return buffer.getvalue()
-    return context.anonymized_bytes(item.image_id, _profile(json.dumps(item.profile, sort_keys=True)), values)
-
-
-@functools.lru_cache(maxsize=64)
-def _profile(body: str) -> Profile:
-    """``Profile.from_json`` of a transaction's profile, made once: resolving a profile's table costs
-    about as much as anonymizing an image, and every image of a transaction has the same one."""
-    return Profile.from_json(json.loads(body))
+            return dicom.write_part10(dataset)
+    return context.anonymized_bytes(item.image_id, Profile.from_json(item.profile), values)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from slicebox_lab.dicom.reading import (
     ParsedDicom,
     extract_attributes,
     parse_part10,
+    transfer_syntax_of,
+    write_part10,
 )
 from slicebox_lab.dicom.render import image_information, render_png, verify_pixel_data
 
@@ -27,7 +29,9 @@ __all__ = [
     "parse_part10",
     "render_png",
     "tag",
+    "transfer_syntax_of",
     "verify_pixel_data",
     "vm",
     "vr",
+    "write_part10",
 ]

@@ -119,7 +119,7 @@ def parse_part10(data: bytes) -> ParsedDicom:
     except InvalidDicom:
         raise
     except Exception as exc:  # pydicom raises many types on bad input
-        ts = _transfer_syntax_of(data)
+        ts = transfer_syntax_of(data)
         if ts is not None and ts not in ACCEPTED_TRANSFER_SYNTAXES:
             raise InvalidDicom(_unsupported_ts_message(ts)) from exc
         raise InvalidDicom(
@@ -186,8 +186,8 @@ def _describe_non_part10(data: bytes) -> str:
     )
 
 
-def _transfer_syntax_of(data: bytes) -> str | None:
-    """The file's transfer syntax from its file meta only, for messages after a failed read."""
+def transfer_syntax_of(data: bytes) -> str | None:
+    """The file's transfer syntax from its file meta only (no data set parsed), or None."""
     try:
         meta = read_partial(io.BytesIO(data), stop_when=lambda tag, vr, length: True).file_meta
         ts = meta.get("TransferSyntaxUID")
@@ -427,3 +427,10 @@ def extract_attributes(parsed: ParsedDicom) -> IndexedAttributes:
         transfer_syntax_uid=parsed.transfer_syntax_uid,
         number_of_frames=max(frames, 1),
     )
+
+
+def write_part10(dataset: Dataset) -> bytes:
+    """``dataset`` (with its file meta) as Part-10 bytes, the way every rewritten file of the node is made."""
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()

@@ -10,21 +10,20 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from .. import forwarding
-from .base import API, SliceboxHandler
+from .base import ADMIN_RESOURCE, API, SliceboxHandler
 
 #: configuration routes are for administrators (the role model keys on this name)
-ADMIN = "slicebox-admin"
 
 
 class _ForwardingHandler(SliceboxHandler):
-    auth_resource = ADMIN
+    auth_resource = ADMIN_RESOURCE
 
     def page(self) -> tuple[int, int]:
         return self.int_argument("startindex", 0, minimum=0), min(self.int_argument("count", 20, minimum=0), 10000)
 
 
 class RulesHandler(_ForwardingHandler):
-    auth_resource = ADMIN
+    auth_resource = ADMIN_RESOURCE
 
     @web.authenticated
     @authorized
@@ -42,7 +41,7 @@ class RulesHandler(_ForwardingHandler):
 
 
 class RuleHandler(_ForwardingHandler):
-    auth_resource = ADMIN
+    auth_resource = ADMIN_RESOURCE
 
     @web.authenticated
     @authorized
@@ -59,7 +58,7 @@ class RuleHandler(_ForwardingHandler):
 
 
 class BatchesHandler(_ForwardingHandler):
-    auth_resource = ADMIN
+    auth_resource = ADMIN_RESOURCE
 
     @web.authenticated
     @authorized

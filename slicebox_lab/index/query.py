@@ -177,13 +177,13 @@ def _organizing_ids(values: Sequence[Any], what: str) -> list[int]:
 # conditions
 
 
-def _escape_like(value: str) -> str:
+def escape_like(value: str) -> str:
     return value.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
 
 
 def wildcard_pattern(value: str) -> str:
     """A DICOM wildcard value (``*``, ``?``) as a LIKE pattern with everything else literal."""
-    return _escape_like(value).replace("*", "%").replace("?", "_")
+    return escape_like(value).replace("*", "%").replace("?", "_")
 
 
 def _as_text(column: sa.ColumnElement[Any], name: str, operator: str) -> sa.ColumnElement[Any]:
@@ -220,7 +220,7 @@ def condition(column: sa.ColumnElement[Any], name: str, operator: str, value: An
     if operator == "=":
         return _equals(column, name, text)
     if operator == "like":
-        pattern = "%" + _escape_like(text) + "%"
+        pattern = "%" + escape_like(text) + "%"
         return _as_text(column, name, operator).ilike(pattern, escape=_ESCAPE)
     if operator == "wildcard":
         target = _as_text(column, name, operator)
@@ -231,7 +231,7 @@ def condition(column: sa.ColumnElement[Any], name: str, operator: str, value: An
 
 
 def _substring_filter(columns: Sequence[sa.ColumnElement[Any]], text: str) -> sa.ColumnElement[bool]:
-    pattern = "%" + _escape_like(text) + "%"
+    pattern = "%" + escape_like(text) + "%"
     return sa.or_(*(c.ilike(pattern, escape=_ESCAPE) for c in columns))
 
 
