@@ -44,6 +44,7 @@ from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
 from .jobs import JobManager
+from .leader import Leadership
 from .model import SOURCE_TYPES, Image, IngestResult, Source
 from .storage import FileSystemStorage, StorageArea
 
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNNING_MARKER = "slicebox.running"
+#: seconds a blob or temp file must have existed before a crash repair removes it while other servers
+#: share database and storage (it may be their ingest in flight, between blob and row)
+SHARED_RECONCILE_GRACE_S = 600.0
 #: the node's pseudonym secret (mode 0600) in the data directory; never in storage, never served
 PSEUDONYM_KEY_FILE = "anonymization.key"
 
@@ -81,6 +85,8 @@ class SliceboxContext:
         self.events = events or EventBus()
         self.exports = ExportSets()
         self.jobs = JobManager(index)
+        #: whether this server runs the once-per-database work (box loop, forwarding) among those sharing the database
+        self.leader = Leadership(index.engine)
         self._marker: Path | None = None
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
         self._pseudonym_keys: PseudonymKeys | None = None
@@ -120,7 +126,14 @@ class SliceboxContext:
         context.pseudonym_keys = PseudonymKeys.load_or_create(data / PSEUDONYM_KEY_FILE)
         marker = data / RUNNING_MARKER
         if marker.exists():
-            report = context.reconcile()
+            # other servers on this database may be ingesting into the same storage right now: leave
+            # their young blobs and temp files alone (a server registers before it ingests, so one that
+            # starts after this look writes only files newer than ``now``).  Servers of this very process
+            # are earlier contexts a test left behind to simulate a crash, not ingesting now.
+            now = time.time()
+            ours = context.jobs.server.rsplit(":", 1)[0] + ":"
+            shared = any(not server.startswith(ours) for server in context.jobs.settled_live_servers())
+            report = context.reconcile(written_before=now - SHARED_RECONCILE_GRACE_S if shared else now)
             context.index.add_log(
                 "WARN",
                 "System",
@@ -137,6 +150,7 @@ class SliceboxContext:
     def close(self) -> None:
         """Clean shutdown: the next start skips the crash repair."""
         self.jobs.shutdown(timeout=10)
+        self.leader.close()
         if self._marker is not None:
             self.index.add_log("INFO", "System", "node stopped")
             self._marker.unlink(missing_ok=True)
@@ -144,19 +158,25 @@ class SliceboxContext:
         self._writer.shutdown(wait=True)
         self.index.engine.dispose()
 
-    def reconcile(self) -> ReconcileReport:
+    def reconcile(self, written_before: float | None = None) -> ReconcileReport:
         """Make storage and index agree: every row has its blob and every blob its row.
 
-        Must run before anything is ingested (a blob being written has no row yet).
+        Only blobs and temp files written before ``written_before`` (a ``time.time()``; None: all)
+        are candidates for removal: a blob being written has no row yet, so with ``None`` this must
+        run before anything is ingested, here or by another server sharing the storage.
         """
-        report = ReconcileReport(temporary_files_removed=self.storage.remove_incomplete())
+        report = ReconcileReport(temporary_files_removed=self.storage.remove_incomplete(written_before))
+        # blobs listed before the rows are read: a row committed meanwhile keeps its blob
+        stored = list(self.storage.keys(written_before))
         indexed = set(self.index.storage_keys())
-        for key in list(self.storage.keys()):
+        for key in stored:
             if key not in indexed:
                 self.storage.delete(key)
                 report.orphan_blobs_removed += 1
         missing = [key for key in indexed if not self.storage.exists(key)]
         if missing:
+            # looked up after the blob check: an image another server re-ingested meanwhile (new blob, old
+            # one deleted) no longer has the missing key and stays
             lost = self.index.images_by_storage_keys(missing)
             self.index.delete_images(image.id for image in lost)
             report.rows_without_blob_removed = len(lost)

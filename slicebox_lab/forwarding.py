@@ -494,6 +494,8 @@ class ForwardingService:
 
     def run_once(self) -> None:
         """Batch the queues of quiet sources, submit due batches, settle finished ones, delete what may go."""
+        if not self._context.leader.is_leader():  # another server sharing the database forwards
+            return
         with self._run_lock:
             self._make_batches()
             self._submit_due()

@@ -28,9 +28,21 @@ Persistence.  Jobs are rows of the ``jobs`` table, written through ``Index.writi
 writer serialisation as the index).  Progress and count updates are kept in memory and written at
 most every ``persist_interval`` seconds, and always with the final state, so a job reporting
 10,000 steps does not commit 10,000 times; :meth:`JobManager.get` shows the live values of the
-jobs running in this process.  Jobs a previous process left ``PENDING``/``RUNNING`` (crash or stop)
-are marked ``FAILED`` when the manager starts, ready to be resumed.  (One manager per database:
-a second process on the same database would mark the first one's running jobs as interrupted.)
+jobs running in this process.
+
+Several servers, one database (e.g. one Jupyter server per user of a JupyterHub on one PostgreSQL
+index).  Every manager has a server id, ``host:pid:random``, recorded on the jobs it accepts, and a
+heartbeat thread that stamps ``heartbeat`` on its unfinished jobs every ``heartbeat_interval``
+seconds.  A job left ``PENDING``/``RUNNING`` by a server that is gone (crash, kill, stop) is marked
+``FAILED`` ("interrupted by a restart of the node"), ready to be resumed, by whichever manager
+notices first: at its start and then at every heartbeat.  Gone means: a process of our host whose
+pid is not alive and that missed a beat, or a heartbeat older than ``stale_after`` seconds (other
+hosts, or a reused pid); a live server's jobs are never touched.  Listing shows the jobs of all
+servers; a cancel of a job running on another server is stored (``cancel_requested``) and acted on
+by that server at its next heartbeat.  Rows of :data:`DATABASE_SERVER` (box transactions) are nobody's to recover.
+Heartbeats use each host's clock: ``stale_after`` must exceed the clock skew.  The manager also
+registers its server in the ``servers`` table (beating with the jobs, removed at shutdown), so
+:meth:`JobManager.live_servers` tells whether other servers use the database now.
 
 Threads.  Jobs run on a bounded pool of daemon threads of their own (never the request pool), so
 a runner that ignores cancellation cannot hold up the process's exit; :meth:`JobManager.shutdown`
@@ -44,20 +56,23 @@ import builtins
 import json
 import logging
 import operator
+import os
 import queue
 import re
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
 from .errors import Conflict, InvalidInput, NotFound, SliceboxError
 from .index import Index
-from .index.schema import jobs
+from .index.schema import jobs, servers
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +86,9 @@ FINISHED_STATES: frozenset[str] = frozenset({SUCCEEDED, FAILED, CANCELLED})
 RESUMABLE_STATES: frozenset[str] = frozenset({FAILED, CANCELLED})
 
 INTERRUPTED_BY_RESTART = "interrupted by a restart of the node"
+#: the server of a job row whose state lives in the database (a box transaction's mirror): whichever
+#: server serves the box continues it, so it is never recovered as interrupted
+DATABASE_SERVER = "*"
 INTERRUPTED_BY_SHUTDOWN = "interrupted by shutdown"
 
 #: largest page of :meth:`JobManager.list`
@@ -102,6 +120,8 @@ class Job:
     created: str
     started: str | None
     finished: str | None
+    #: the server process that accepted the job (``host:pid:random``; "" for jobs of older versions)
+    server: str = ""
 
     @property
     def is_finished(self) -> bool:
@@ -205,11 +225,25 @@ Runner = Callable[[JobContext], dict[str, Any] | None]
 class JobManager:
     """Runs, records, cancels and resumes jobs; thread-safe, blocking (call it off the event loop)."""
 
-    def __init__(self, index: Index, workers: int = 2, persist_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        index: Index,
+        workers: int = 2,
+        persist_interval: float = 0.5,
+        heartbeat_interval: float = 5.0,
+        stale_after: float = 60.0,
+    ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InvalidInput("a job manager needs at least one worker")
+        if not 0 < heartbeat_interval < stale_after:
+            raise InvalidInput("a job manager's heartbeat interval must be positive and below stale_after")
         self._index = index
         self._persist_interval = persist_interval
+        self._heartbeat_interval = heartbeat_interval
+        self._stale_after = stale_after
+        #: who runs the jobs this manager accepts; unique even for two managers in one process
+        self.server = server_id()
+        self._stopping = threading.Event()
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -217,12 +251,15 @@ class JobManager:
         self._contexts: dict[int, JobContext] = {}
         self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._closing = False
-        self._interrupt_leftovers()
+        self._register()
+        self.recover()
         self._threads = [
             threading.Thread(target=self._work, name=f"slicebox-job-{n}", daemon=True) for n in range(workers)
         ]
         for thread in self._threads:
             thread.start()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeats, name="slicebox-job-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
 
     # ------------------------------------------------------------------ registration and submission
 
@@ -271,6 +308,8 @@ class JobManager:
             "error": "",
             "owner": _text(owner),
             "created": _now(),
+            "server": self.server,
+            "heartbeat": _now(),
         }
         with self._index.writing() as conn:
             job_id = int(conn.execute(jobs.insert().values(values).returning(jobs.c.id)).scalar_one())
@@ -344,6 +383,11 @@ class JobManager:
             with self._lock:
                 self._contexts.pop(key, None)
             return self.get(key)
+        if context is None:  # running on another server (or finished): that server acts on the flag
+            with self._index.writing() as conn:
+                conn.execute(
+                    jobs.update().where(jobs.c.id == key, jobs.c.state == RUNNING).values(cancel_requested=True)
+                )
         job = self.get(key)
         # CANCELLED with our flag set: the job stopped at once (after our request), not before it
         if job.is_finished and not (context is not None and job.state == CANCELLED):
@@ -384,6 +428,7 @@ class JobManager:
                 return
             self._closing = True
             contexts = dict(self._contexts)
+        self._stopping.set()
         for context in contexts.values():
             context._request_cancel(by_user=False)
         # jobs still in the queue never start: the workers skip them once closing
@@ -400,6 +445,140 @@ class JobManager:
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning("jobs did not stop within %.1f s (threads %s): marked as interrupted", timeout, stuck)
+        self._heartbeat_thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        try:
+            with self._index.writing() as conn:
+                conn.execute(servers.delete().where(servers.c.server == self.server))
+        except Exception:  # the database is gone: the others will find our heartbeat stale
+            log.warning("jobs: could not unregister this server", exc_info=True)
+
+    # ------------------------------------------------------------------ servers sharing the database
+
+    def _heartbeats(self) -> None:
+        """Stamp our unfinished jobs, pass on cancels asked elsewhere, recover the jobs of gone servers."""
+        while not self._stopping.wait(self._heartbeat_interval):
+            try:
+                self.heartbeat()
+                self.recover()
+            except Exception:  # the database may be down for a while: try again at the next beat
+                log.warning("jobs: heartbeat failed", exc_info=True)
+
+    def heartbeat(self) -> None:
+        """Stamp this server and its jobs as alive and act on cancels stored by other servers."""
+        with self._lock:
+            busy = bool(self._contexts)
+        with self._index.writing() as conn:
+            beaten = conn.execute(
+                servers.update().where(servers.c.server == self.server).values(heartbeat=_now())
+            ).rowcount
+            if busy:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.server == self.server, jobs.c.state.in_((PENDING, RUNNING)))
+                    .values(heartbeat=_now())
+                )
+        if not beaten:  # removed by a server that took us for gone (a long pause): register again
+            self._register()
+        if not busy:
+            return
+        with self._index.reading() as conn:
+            asked = (
+                conn.execute(
+                    sa.select(jobs.c.id).where(
+                        jobs.c.server == self.server, jobs.c.state == RUNNING, jobs.c.cancel_requested.is_(True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for job_id in asked:
+            with self._lock:
+                context = self._contexts.get(job_id)
+            if context is not None:
+                context._request_cancel(by_user=True)
+
+    def _register(self) -> None:
+        host, pid = _host_and_pid(self.server)
+        now = _now()
+        with self._index.writing() as conn:
+            conn.execute(servers.insert().values(server=self.server, host=host, pid=pid or 0, started=now,
+                                                 heartbeat=now))  # fmt: skip
+
+    def live_servers(self) -> builtins.list[str]:
+        """The other servers using this database now (registered and not gone), by id."""
+        with self._index.reading() as conn:
+            rows = conn.execute(
+                sa.select(servers.c.server, servers.c.heartbeat).where(servers.c.server != self.server)
+            ).all()
+        now = _now()
+        return sorted(server for server, beat in rows if not self._gone(server, beat, now))
+
+    def settled_live_servers(self) -> builtins.list[str]:
+        """:meth:`live_servers`, once servers of this host whose process is dead have missed their beats.
+
+        Right after a crash the dead server's last beat is still fresh, so it would count as live for
+        up to two heartbeat intervals; the crash repair waits that out rather than leave the dead
+        server's half-written files for ever.
+        """
+        deadline = time.monotonic() + 2 * self._heartbeat_interval + 1
+        while True:
+            live = self.live_servers()
+            doubtful = [s for s in live if _host_and_pid(s)[0] == socket.gethostname() and not _alive(s)]
+            if not doubtful or time.monotonic() > deadline:
+                return live
+            time.sleep(0.25)
+
+    def recover(self) -> int:
+        """Mark FAILED the unfinished jobs whose server is gone (module docstring); how many."""
+        self._forget_gone_servers()
+        with self._index.reading() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.id, jobs.c.server, jobs.c.heartbeat).where(
+                    jobs.c.state.in_((PENDING, RUNNING)), jobs.c.server.not_in((self.server, DATABASE_SERVER))
+                )
+            ).all()
+        now = _now()
+        count = 0
+        for job_id, server, beat in rows:
+            if not self._gone(server, beat, now):
+                continue
+            with self._index.writing() as conn:
+                count += conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.state.in_((PENDING, RUNNING)),
+                        jobs.c.server == server,
+                        jobs.c.heartbeat.is_not_distinct_from(beat),  # not if it beat since we looked
+                    )
+                    .values(state=FAILED, error=INTERRUPTED_BY_RESTART, finished=now)
+                ).rowcount
+        if count:
+            log.warning("%d jobs were interrupted by a restart of their node: marked as failed", count)
+        return count
+
+    def _forget_gone_servers(self) -> None:
+        with self._index.reading() as conn:
+            rows = conn.execute(
+                sa.select(servers.c.server, servers.c.heartbeat).where(servers.c.server != self.server)
+            ).all()
+        now = _now()
+        for server, beat in rows:
+            if self._gone(server, beat, now):
+                with self._index.writing() as conn:
+                    conn.execute(servers.delete().where(servers.c.server == server, servers.c.heartbeat == beat))
+
+    def _gone(self, server: str, beat: datetime | None, now: datetime) -> bool:
+        if beat is None:
+            return True
+        age = now - _aware(beat)
+        if age > timedelta(seconds=self._stale_after):
+            return True
+        # a dead pid of our host counts only once a beat or two were missed: containers sharing a
+        # host name (host networking) have pid namespaces of their own
+        host, pid = _host_and_pid(server)
+        missed = age > timedelta(seconds=2 * self._heartbeat_interval)
+        return missed and host == socket.gethostname() and pid is not None and not _pid_alive(pid)
 
     # ------------------------------------------------------------------ running
 
@@ -428,7 +607,7 @@ class JobManager:
             started = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == key, jobs.c.state == PENDING)
-                .values(state=RUNNING, started=_now())
+                .values(state=RUNNING, started=_now(), heartbeat=_now())
             ).rowcount
         if not started:
             return  # cancelled between the queue and here
@@ -495,16 +674,6 @@ class JobManager:
             self._changed.notify_all()
         return bool(changed)
 
-    def _interrupt_leftovers(self) -> None:
-        with self._index.writing() as conn:
-            count = conn.execute(
-                jobs.update()
-                .where(jobs.c.state.in_((PENDING, RUNNING)))
-                .values(state=FAILED, error=INTERRUPTED_BY_RESTART, finished=_now())
-            ).rowcount
-        if count:
-            log.warning("%d jobs were interrupted by a restart of the node: marked as failed", count)
-
     def _record(self, row: Any) -> Job:
         m = row._mapping
         done, total, counts = m["progress_done"], m["progress_total"], _loads(m["counts"])
@@ -528,6 +697,7 @@ class JobManager:
             created=_iso(m["created"]),
             started=None if m["started"] is None else _iso(m["started"]),
             finished=None if m["finished"] is None else _iso(m["finished"]),
+            server=m["server"],
         )
 
 
@@ -536,6 +706,43 @@ class JobManager:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def server_id() -> str:
+    """``host:pid:random``: names this server process among all that share the database."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _host_and_pid(server: str) -> tuple[str, int | None]:
+    """The host and pid of a server id (None for a malformed or empty one)."""
+    parts = server.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return server, None
+    return parts[0], int(parts[1])
+
+
+def _alive(server: str) -> bool:
+    """Whether the process of a server id of this host exists."""
+    pid = _host_and_pid(server)[1]
+    return pid is not None and _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (signal 0 delivers nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, under another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes, which were written as UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _iso(value: datetime) -> str:

@@ -246,6 +246,8 @@ class BoxService:
 
     def run_once(self) -> bool:
         """Serve every PUSH box that is due once; True if any image moved."""
+        if not self.context.leader.is_leader():  # another server sharing the database serves the boxes
+            return False
         busy = False
         boxes = store.list_boxes(self.context.index)
         for gone in set(self._transports) - {box.id for box in boxes}:

@@ -37,6 +37,7 @@ from slicebox_lab.index.schema import (
     images,
     jobs,
 )
+from slicebox_lab.jobs import DATABASE_SERVER
 
 PUSH = "PUSH"
 POLL = "POLL"
@@ -374,6 +375,7 @@ def create_outgoing(
                     owner=owner,
                     created=stamp,
                     started=stamp,
+                    server=DATABASE_SERVER,  # any server's box loop continues it: never "interrupted"
                 )
                 .returning(jobs.c.id)
             ).scalar_one()

@@ -16,9 +16,12 @@ from .base import API, SliceboxHandler
 
 class _ListHandler(SliceboxHandler):
     def paging(self) -> dict[str, Any]:
+        """``startindex``/``count``, and ``afterid`` (keyset: the rows after that id, in id order)."""
+        after = self.get_argument("afterid", "")
         return {
             "start_index": self.int_argument("startindex", 0, minimum=0),
             "count": self.int_argument("count", 20, minimum=0),
+            "after_id": self.int_argument("afterid", minimum=0) if after else None,
         }
 
     def ordering(self) -> dict[str, Any]:
@@ -220,6 +223,7 @@ def query_from_json(body: Any) -> Query:
         ]
         start_index = int(body.get("start_index", 0))
         count = int(body.get("count", 20))
+        after_id = None if body.get("after_id") is None else int(body["after_id"])
         sources = [int(s) for s in filters.get("sources", [])]
         series_types = _ids(filters.get("series_types") or filters.get("seriesTypeIds") or [], "series_types")
         series_tags = _ids(filters.get("series_tags") or filters.get("seriesTagIds") or [], "series_tags")
@@ -236,6 +240,7 @@ def query_from_json(body: Any) -> Query:
         series_types=series_types,
         series_tags=series_tags,
         series_tags_match=str(filters.get("series_tags_match", "any")),
+        after_id=after_id,
     )
 
 

@@ -7,10 +7,12 @@ only ever looked up among the columns of the tables, never pasted into SQL.  Bad
 Rules shared by every list and query:
 
 * ``start_index``/``count`` page the result (``OFFSET``/``LIMIT``); ``count`` is capped at
-  :data:`MAX_COUNT` so one request cannot pull the whole index into memory.
+  :data:`MAX_COUNT` so one request cannot pull the whole index into memory.  ``after_id`` pages by
+  keyset instead (rows after that id in id order, the next page starting at the last id seen): an
+  index range however deep the page, where an offset walks past every row before it.
 * Default order is ``id`` ascending; any ``order_by`` is followed by ``id`` ascending, so paging
   is stable when values tie.
-* A level may be constrained by columns of the levels above it (joined, one row each) and, in
+* A level may be constrained by columns of the levels above it (a semi-join up, one row each) and, in
   queries, below it: a patient qualifies when *one* of its series (with its study and, for image
   queries, one of its images) meets all the lower-level properties together (a semi-join, so
   results are distinct without ``DISTINCT``).
@@ -23,7 +25,10 @@ Rules shared by every list and query:
 Operators: ``"="`` exact (case-sensitive); ``"like"`` case-insensitive substring, the user's ``%``
 and ``_`` taken literally; ``"wildcard"`` DICOM matching as in C-FIND: ``*`` any run, ``?`` one
 character, case-insensitive, an empty value matches everything.  SQLite folds case for ASCII
-letters only.
+letters only.  A wildcard is ``lower(column) LIKE lower(pattern)``: with a literal prefix it reads
+a range of the ``lower()`` indexes of PatientName and PatientID (schema.py) -- on PostgreSQL by the
+planner's own LIKE prefix rule (``text_pattern_ops``), on SQLite, whose LIKE optimisation never
+applies to an expression, through an explicit ``lower(column) >= prefix AND < prefix+1`` range.
 
 The functions take an open :class:`~sqlalchemy.Connection`; :class:`~slicebox_lab.index.Index`
 exposes each of them as a method.
@@ -108,6 +113,8 @@ class Query:
     series_types: list[int] = field(default_factory=list)
     series_tags: list[int] = field(default_factory=list)
     series_tags_match: str = "any"
+    #: keyset paging: only rows with a larger id (a smaller one when ordered by id descending)
+    after_id: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +221,10 @@ def _equals(column: sa.ColumnElement[Any], name: str, value: str) -> sa.ColumnEl
     return column == value
 
 
-def condition(column: sa.ColumnElement[Any], name: str, operator: str, value: Any) -> sa.ColumnElement[bool]:
-    """``column <operator> value`` with the value bound as a parameter."""
+def condition(
+    column: sa.ColumnElement[Any], name: str, operator: str, value: Any, dialect: str = ""
+) -> sa.ColumnElement[bool]:
+    """``column <operator> value`` with the value bound as a parameter; ``dialect`` the database's name."""
     text = _text_value(value, f"The value of property {name}")
     if operator == "=":
         return _equals(column, name, text)
@@ -226,8 +235,40 @@ def condition(column: sa.ColumnElement[Any], name: str, operator: str, value: An
         target = _as_text(column, name, operator)
         if text == "" or text.strip("*") == "":
             return sa.true()  # universal matching
-        return target.ilike(wildcard_pattern(text), escape=_ESCAPE)
+        return case_insensitive_match(target, text, dialect)
     raise errors.InvalidInput(f"Unknown operator {operator!r}: use one of {', '.join(OPERATORS)}")
+
+
+def _ascii_lower(text: str) -> str:
+    """SQLite's ``lower()``: ASCII letters only."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _literal_prefix(value: str) -> str:
+    """The characters a DICOM wildcard value starts with before its first ``*`` or ``?``."""
+    end = min((i for i in (value.find("*"), value.find("?")) if i >= 0), default=len(value))
+    return value[:end]
+
+
+def case_insensitive_match(column: sa.ColumnElement[Any], value: str, dialect: str = "") -> sa.ColumnElement[bool]:
+    """``column`` matches the DICOM wildcard ``value`` (``*``, ``?``) whatever the case, index-friendly.
+
+    ``lower(column) LIKE lower(pattern)`` (PostgreSQL turns a literal prefix into a range of a
+    ``lower(column) text_pattern_ops`` index); on SQLite (``dialect="sqlite"``) with the range of the
+    prefix spelled out, which an index on ``lower(column)`` serves.
+    """
+    target = sa.func.lower(column)
+    clause = target.like(sa.func.lower(sa.literal(wildcard_pattern(value), sa.String())), escape=_ESCAPE)
+    prefix = _ascii_lower(_literal_prefix(value))
+    if dialect != "sqlite" or not prefix:
+        return clause
+    bounds = [target >= prefix]
+    if ord(prefix[-1]) < 0x10FFFF:
+        bounds.append(target < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    return sa.and_(*bounds, clause)
 
 
 def _substring_filter(columns: Sequence[sa.ColumnElement[Any]], text: str) -> sa.ColumnElement[bool]:
@@ -240,13 +281,22 @@ def _substring_filter(columns: Sequence[sa.ColumnElement[Any]], text: str) -> sa
 
 
 class _Plan:
-    """A select over one level, with joins up and semi-joins down added as conditions need them."""
+    """A select over one level, with semi-joins up and down added as conditions need them.
 
-    def __init__(self, level: int, *, top: int | None = None) -> None:
+    A condition on a level above is ``parent_key IN (SELECT id FROM parent [JOIN ...] WHERE ...)``
+    rather than a join: without statistics (SQLite) a join ordered by this level's id makes the
+    planner walk this level's whole table in id order, testing each row's parents; the semi-join
+    makes it read the parents' index first, then this level's rows by their parent key.  Joins up
+    remain for the columns of flat series and for an ``order_by`` above.
+    """
+
+    def __init__(self, level: int, *, top: int | None = None, dialect: str = "") -> None:
         self.level = level
+        self.dialect = dialect
         self.own = _HIERARCHY[level]
         self.top = level if top is None else top  # the highest table joined in
         self.where: list[sa.ColumnElement[bool]] = []
+        self.above: dict[int, list[sa.ColumnElement[bool]]] = {}
         self.below: dict[int, list[sa.ColumnElement[bool]]] = {}
 
     def resolve(self, name: Any, lowest: int) -> tuple[int, sa.Column[Any]]:
@@ -268,8 +318,9 @@ class _Plan:
     def add(self, index: int, clause: sa.ColumnElement[bool]) -> None:
         if index > self.level:
             self.below.setdefault(index, []).append(clause)
+        elif index < self.level:
+            self.above.setdefault(index, []).append(clause)
         else:
-            self.top = min(self.top, index)
             self.where.append(clause)
 
     def add_sources(self, ids: Sequence[Any]) -> None:
@@ -308,6 +359,15 @@ class _Plan:
 
     def conditions(self) -> list[sa.ColumnElement[bool]]:
         clauses = list(self.where)
+        if self.above:
+            parent = _HIERARCHY[self.level - 1]
+            upward: sa.FromClause = parent
+            for index in range(self.level - 2, min(self.above) - 1, -1):
+                child, table = _HIERARCHY[index + 1], _HIERARCHY[index]
+                upward = upward.join(table, child.c[_PARENT_KEY[index + 1]] == table.c.id)
+            inner_above = [clause for index in sorted(self.above) for clause in self.above[index]]
+            owners = sa.select(parent.c.id).select_from(upward).where(*inner_above)
+            clauses.append(self.own.c[_PARENT_KEY[self.level]].in_(owners))
         if self.below:
             first = _HIERARCHY[self.level + 1]
             chain: sa.FromClause = first
@@ -329,11 +389,23 @@ class _Plan:
         order_by: str | None,
         order_ascending: bool,
         order_levels: int,
+        after_id: Any = None,
     ) -> sa.Select[Any]:
-        """The paged statement; ``order_by`` may name a column of this level or ``order_levels`` above."""
+        """The paged statement; ``order_by`` may name a column of this level or ``order_levels`` above.
+
+        ``after_id`` (keyset paging) needs the id order: rows after it in that order.
+        """
         start, limit = _page(start_index, count)
         if not isinstance(order_ascending, bool):
             raise errors.InvalidInput("orderascending must be true or false")
+        if after_id is not None:
+            if order_by not in (None, "id"):
+                raise errors.InvalidInput("afterid pages in id order: leave orderby empty or set it to id")
+            if not _is_int(after_id) or after_id < 0:
+                raise errors.InvalidInput("afterid must be a non-negative integer")
+            bound = min(int(after_id), MAX_ID + 1)
+            self.where.append(self.own.c.id > bound if order_ascending else self.own.c.id < bound)
+            order_by = "id"  # orderascending=false: the page before after_id, newest first
         ordering: list[sa.ColumnElement[Any]] = []
         by_id = False
         if order_by is not None:
@@ -364,7 +436,7 @@ def _apply_properties(plan: _Plan, properties: Sequence[Any], lowest: int) -> No
         if not isinstance(prop, QueryProperty):
             raise errors.InvalidInput("query properties must have property_name, operator, property_value")
         index, column = plan.resolve(prop.property_name, lowest)
-        plan.add(index, condition(column, prop.property_name, prop.operator, prop.property_value))
+        plan.add(index, condition(column, prop.property_name, prop.operator, prop.property_value, plan.dialect))
 
 
 def _query(
@@ -378,7 +450,7 @@ def _query(
 ) -> list[R]:
     if not isinstance(q, Query):
         raise errors.InvalidInput("a query is needed")
-    plan = _Plan(level, top=_PATIENT if flat else None)
+    plan = _Plan(level, top=_PATIENT if flat else None, dialect=conn.dialect.name)
     lowest = _IMAGE if level == _IMAGE else _SERIES
     _apply_properties(plan, q.query_properties, lowest)
     plan.add_sources(q.sources)
@@ -390,6 +462,7 @@ def _query(
         order_by=q.order_by,
         order_ascending=q.order_ascending,
         order_levels=level,
+        after_id=q.after_id,
     )
     return _run(conn, statement, record)
 
@@ -439,6 +512,7 @@ def list_patients(
     series_types: Sequence[int] = (),
     series_tags: Sequence[int] = (),
     series_tags_match: str = "any",
+    after_id: int | None = None,
 ) -> list[Patient]:
     """Patients, ``filter`` a case-insensitive substring of name, ID, birth date or sex."""
     plan = _Plan(_PATIENT)
@@ -454,6 +528,7 @@ def list_patients(
         order_by=order_by,
         order_ascending=order_ascending,
         order_levels=0,
+        after_id=after_id,
     )
     return _run(conn, statement, _records.patient)
 
@@ -472,6 +547,7 @@ def _list_children(
     order_ascending: bool,
     sources: Sequence[int],
     organizing: tuple[Sequence[int], Sequence[int], str] = ((), (), "any"),
+    after_id: int | None = None,
 ) -> list[R]:
     """The rows of one level below a parent (studies of a patient, series of a study)."""
     plan = _Plan(level)
@@ -486,6 +562,7 @@ def _list_children(
         order_by=order_by,
         order_ascending=order_ascending,
         order_levels=0,
+        after_id=after_id,
     )
     return _run(conn, statement, record)
 
@@ -501,11 +578,13 @@ def list_studies(
     series_types: Sequence[int] = (),
     series_tags: Sequence[int] = (),
     series_tags_match: str = "any",
+    after_id: int | None = None,
 ) -> list[Study]:
     """The studies of one patient."""
     return _list_children(
         conn, _STUDY, studies.c.patient_id, patient_id, "patient id", _records.STUDY_COLUMNS, _records.study,
         start_index, count, order_by, order_ascending, sources, (series_types, series_tags, series_tags_match),
+        after_id,
     )  # fmt: skip
 
 
@@ -520,11 +599,13 @@ def list_series(
     series_types: Sequence[int] = (),
     series_tags: Sequence[int] = (),
     series_tags_match: str = "any",
+    after_id: int | None = None,
 ) -> list[Series]:
     """The series of one study."""
     return _list_children(
         conn, _SERIES, series.c.study_id, study_id, "study id", _records.SERIES_COLUMNS, _records.series_record,
         start_index, count, order_by, order_ascending, sources, (series_types, series_tags, series_tags_match),
+        after_id,
     )  # fmt: skip
 
 
@@ -536,6 +617,7 @@ def list_images(
     order_by: str | None = None,
     order_ascending: bool = True,
     filter: str = "",
+    after_id: int | None = None,
 ) -> list[Image]:
     """The images of one series, ``filter`` a substring of SOPInstanceUID, ImageType or InstanceNumber."""
     plan = _Plan(_IMAGE)
@@ -551,6 +633,7 @@ def list_images(
         order_by=order_by,
         order_ascending=order_ascending,
         order_levels=0,
+        after_id=after_id,
     )
     return _run(conn, statement, _records.image)
 
@@ -566,13 +649,14 @@ def list_flat_series(
     series_types: Sequence[int] = (),
     series_tags: Sequence[int] = (),
     series_tags_match: str = "any",
+    after_id: int | None = None,
 ) -> list[FlatSeries]:
     """Series with their study and patient; ``order_by`` any of their columns, ``id`` = series id."""
     plan = _Plan(_SERIES, top=_PATIENT)
     text = _filter_text(filter)
     if text:
         columns = [_HIERARCHY[level].c[name] for level, name in FLAT_SERIES_FILTER_COLUMNS]
-        plan.add(_PATIENT, _substring_filter(columns, text))
+        plan.where.append(_substring_filter(columns, text))  # one clause over the joined levels
     plan.add_sources(sources)
     plan.add_organizing(series_types, series_tags, series_tags_match)
     statement = plan.select(
@@ -582,5 +666,6 @@ def list_flat_series(
         order_by=order_by,
         order_ascending=order_ascending,
         order_levels=_SERIES,
+        after_id=after_id,
     )
     return _run(conn, statement, _records.flat_series)

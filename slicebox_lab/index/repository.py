@@ -585,9 +585,12 @@ class Index:
         order_ascending: bool = True,
         filter: str = "",
         sources: Sequence[int] = (),
+        after_id: int | None = None,
     ) -> list[Patient]:
         with self._reading() as conn:
-            return query.list_patients(conn, start_index, count, order_by, order_ascending, filter, sources)
+            return query.list_patients(
+                conn, start_index, count, order_by, order_ascending, filter, sources, after_id=after_id
+            )
 
     def list_studies(
         self,
@@ -597,9 +600,12 @@ class Index:
         order_by: str | None = None,
         order_ascending: bool = True,
         sources: Sequence[int] = (),
+        after_id: int | None = None,
     ) -> list[Study]:
         with self._reading() as conn:
-            return query.list_studies(conn, patient_id, start_index, count, order_by, order_ascending, sources)
+            return query.list_studies(
+                conn, patient_id, start_index, count, order_by, order_ascending, sources, after_id=after_id
+            )
 
     def list_series(
         self,
@@ -609,9 +615,12 @@ class Index:
         order_by: str | None = None,
         order_ascending: bool = True,
         sources: Sequence[int] = (),
+        after_id: int | None = None,
     ) -> list[Series]:
         with self._reading() as conn:
-            return query.list_series(conn, study_id, start_index, count, order_by, order_ascending, sources)
+            return query.list_series(
+                conn, study_id, start_index, count, order_by, order_ascending, sources, after_id=after_id
+            )
 
     def list_images(
         self,
@@ -621,9 +630,12 @@ class Index:
         order_by: str | None = None,
         order_ascending: bool = True,
         filter: str = "",
+        after_id: int | None = None,
     ) -> list[Image]:
         with self._reading() as conn:
-            return query.list_images(conn, series_id, start_index, count, order_by, order_ascending, filter)
+            return query.list_images(
+                conn, series_id, start_index, count, order_by, order_ascending, filter, after_id=after_id
+            )
 
     def list_flat_series(
         self,
@@ -633,9 +645,12 @@ class Index:
         order_ascending: bool = True,
         filter: str = "",
         sources: Sequence[int] = (),
+        after_id: int | None = None,
     ) -> list[FlatSeries]:
         with self._reading() as conn:
-            return query.list_flat_series(conn, start_index, count, order_by, order_ascending, filter, sources)
+            return query.list_flat_series(
+                conn, start_index, count, order_by, order_ascending, filter, sources, after_id=after_id
+            )
 
     def query_patients(self, q: Query) -> list[Patient]:
         with self._reading() as conn:

@@ -59,6 +59,16 @@ patients = sa.Table(
     sqlite_autoincrement=True,
 )
 
+#: Case-insensitive wildcards on PatientName / PatientID read an index range (migration 0009): an index on
+#: ``lower(x)``, on PostgreSQL with ``text_pattern_ops`` (``lower(x) LIKE 'abc%'`` in any locale), on SQLite
+#: used by the ``lower(x) >= 'abc' AND lower(x) < 'abd'`` range that query.py adds to a prefix pattern.
+for _name in ("PatientName", "PatientID"):
+    sa.Index(
+        f"ix_patients_{_name}_lower",
+        sa.func.lower(patients.c[_name]).label(f"lower_{_name}"),
+        postgresql_ops={f"lower_{_name}": "text_pattern_ops"},
+    )
+
 studies = sa.Table(
     "studies",
     metadata,
@@ -66,6 +76,7 @@ studies = sa.Table(
     sa.Column("patient_id", sa.Integer, sa.ForeignKey("patients.id", ondelete="CASCADE"), nullable=False),
     *_attribute_columns(STUDY_ATTRIBUTES),
     sa.UniqueConstraint("patient_id", "StudyInstanceUID"),
+    sa.Index(None, "patient_id", "id"),
     sa.Index(None, "StudyInstanceUID"),
     sa.Index(None, "StudyDate"),
     sa.Index(None, "AccessionNumber"),
@@ -81,6 +92,7 @@ series = sa.Table(
     # the source of the latest ingest into this series (Slicebox's SeriesSource)
     sa.Column("source_id", sa.Integer, sa.ForeignKey("sources.id"), nullable=False),
     sa.UniqueConstraint("study_id", "SeriesInstanceUID"),
+    sa.Index(None, "study_id", "id"),
     sa.Index(None, "SeriesInstanceUID"),
     sa.Index(None, "Modality"),
     sa.Index(None, "source_id"),
@@ -102,6 +114,7 @@ images = sa.Table(
     _timestamp("updated"),
     sa.UniqueConstraint("series_id", "SOPInstanceUID"),
     sa.UniqueConstraint("storage_key"),
+    sa.Index(None, "series_id", "id"),
     sa.Index(None, "SOPInstanceUID"),
     sa.Index(None, "source_id"),
     sqlite_autoincrement=True,
@@ -195,8 +208,25 @@ jobs = sa.Table(
     _timestamp("created"),
     sa.Column("started", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
+    #: the server process running the job ("host:pid:random"), its last sign of life, and a cancel
+    #: asked for on another server (several servers share one database: see jobs.py)
+    sa.Column("server", sa.String(), nullable=False, server_default=""),
+    sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index(None, "state"),
     sqlite_autoincrement=True,
+)
+
+#: the server processes using this database, with their heartbeats (see jobs.py): a start after a
+#: crash repairs storage more carefully while other servers are live
+servers = sa.Table(
+    "servers",
+    metadata,
+    sa.Column("server", sa.String(), primary_key=True),
+    sa.Column("host", sa.String(), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    _timestamp("started"),
+    _timestamp("heartbeat"),
 )
 
 

@@ -26,8 +26,14 @@ class StorageArea(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def keys(self) -> Iterator[str]: ...
+    def keys(self, written_before: float | None = None) -> Iterator[str]:
+        """Every key; with ``written_before`` (a ``time.time()`` value), only blobs written before then."""
+        ...
 
-    def remove_incomplete(self) -> int:
-        """Remove leftovers of writes interrupted by a crash; returns how many."""
+    def remove_incomplete(self, written_before: float | None = None) -> int:
+        """Remove leftovers of writes interrupted by a crash; returns how many.
+
+        ``written_before``: only leftovers last written before that ``time.time()`` (other processes
+        sharing the storage may be writing the younger ones right now).
+        """
         ...

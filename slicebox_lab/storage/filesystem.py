@@ -139,21 +139,38 @@ class FileSystemStorage:
                 self._writing[key] = True
         path.unlink(missing_ok=True)
 
-    def keys(self) -> Iterator[str]:
+    def keys(self, written_before: float | None = None) -> Iterator[str]:
+        """Keys in order; ``written_before``: only blobs whose file was last modified before that time."""
         for folder in sorted(self.root.iterdir()):
             if folder.is_dir() and len(folder.name) == 2:
                 for entry in sorted(folder.iterdir()):
                     if not entry.name.startswith(_TMP_PREFIX) and entry.is_file():
+                        if written_before is not None and not _older(entry, written_before):
+                            continue
                         yield entry.name
 
-    def remove_incomplete(self) -> int:
+    def remove_incomplete(self, written_before: float | None = None) -> int:
+        """Remove temp files of interrupted writes; ``written_before``: only those last modified before then.
+
+        Several processes may share the folder: a young temp file may be another one's write in progress.
+        """
         removed = 0
         for folder in self.root.iterdir():
             if folder.is_dir():
                 for entry in folder.glob(f"{_TMP_PREFIX}*"):
+                    if written_before is not None and not _older(entry, written_before):
+                        continue
                     entry.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _older(path: Path, limit: float) -> bool:
+    """Whether ``path`` was last modified before the time ``limit`` (a vanished file is not)."""
+    try:
+        return path.stat().st_mtime < limit
+    except FileNotFoundError:
+        return False
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -378,6 +378,9 @@ def test_restart_marks_interrupted_jobs_failed_and_they_resume(
     crashed.register("c_store", hangs)
     running = crashed.submit("c_store", "send", {"node": 1}, total=20)
     wait_until(lambda: crashed.get(running.id).state == "RUNNING")
+    with engine.begin() as conn:  # its process is gone (this one lives on): a server that stopped beating long ago
+        old = datetime(2000, 1, 1, tzinfo=timezone.utc)
+        conn.execute(jobs.update().where(jobs.c.id == running.id).values(server="gone-host:1:0", heartbeat=old))
     with engine.begin() as conn:  # a job the crashed process had accepted but not started
         pending_id = conn.execute(
             jobs.insert()
