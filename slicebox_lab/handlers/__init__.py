@@ -6,6 +6,7 @@ from . import (
     anonymization,
     anonymization_report,
     boxes,
+    dicomweb,
     filtering,
     forwarding,
     images,
@@ -32,5 +33,6 @@ default_handlers += boxes.default_handlers
 default_handlers += seriestags.default_handlers
 default_handlers += seriestypes.default_handlers
 default_handlers += users.default_handlers
+default_handlers += dicomweb.default_handlers
 
 __all__ = ["default_handlers"]

@@ -11,7 +11,13 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from slicebox_lab.handlers import default_handlers
+from slicebox_lab.handlers import default_handlers as all_handlers
+from slicebox_lab.handlers.dicomweb import DICOMWEB
+
+# openapi.yaml documents the REST API under /slicebox/api; DICOMweb (/slicebox/dicom-web) is specified
+# by PS3.18 instead, and its routes are checked for authentication below (test_dicomweb_routes_...)
+default_handlers = [(p, h) for p, h in all_handlers if not p.startswith(DICOMWEB)]
+dicomweb_handlers = [(p, h) for p, h in all_handlers if p.startswith(DICOMWEB)]
 
 OPENAPI = Path(__file__).parents[2] / "server_extension" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -108,3 +114,29 @@ async def test_every_route_requires_authentication(jp_serverapp, http_server_cli
     # per-role checks of the same table: tests/handlers/test_roles.py
     assert response.code in (401, 403, 302), (method, url, response.code)
     assert b"PatientName" not in (response.body or b"")
+
+
+def _dicomweb_sample_urls():
+    """One concrete URL per DICOMweb route and method (UIDs and paths filled with sample values)."""
+    for pattern, handler in dicomweb_handlers:
+        url = pattern.replace(r"(\d+)", "1").replace("([^/]+)", "1.2.3").replace("(.+)", "7FE00010")
+        assert re.fullmatch(pattern, url), (pattern, url)
+        for method in sorted(_handler_methods(handler)):
+            yield method.upper(), url
+
+
+def test_dicomweb_routes_exist():
+    assert {m for m, _ in _dicomweb_sample_urls()} == {"GET", "POST"}
+
+
+@pytest.mark.parametrize("method,url", sorted(set(_dicomweb_sample_urls())))
+async def test_every_dicomweb_route_requires_authentication(jp_serverapp, http_server_client, jp_base_url, method, url):
+    response = await http_server_client.fetch(
+        jp_base_url.rstrip("/") + url,
+        method=method,
+        body=b"" if method == "POST" else None,
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=x'},
+        raise_error=False,
+        follow_redirects=False,
+    )
+    assert response.code in (401, 403, 302), (method, url, response.code)
