@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import SliceboxClient
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "connect"]
+
+
+def connect(url: str | None = None, token: str | None = None, **kwargs: Any) -> SliceboxClient:
+    """A client of a slicebox_lab node (see :func:`slicebox_lab.client.connect`); imported lazily so
+    importing slicebox_lab stays cheap."""
+    from .client import connect as _connect
+
+    return _connect(url, token, **kwargs)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
