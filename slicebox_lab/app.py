@@ -34,6 +34,17 @@ class SliceboxApp(ExtensionApp):
     # a headless node: no browser; CI and containers run as root
     serverapp_config: dict[str, Any] = {"open_browser": False, "allow_root": True}
 
+    @classmethod
+    def make_serverapp(cls, **kwargs: Any) -> Any:
+        """`jupyter slicebox` always serves Voila (``/voila/render/...``, the dashboards) when it is installed,
+        even where no config file enables it (the other enabled extensions still load)."""
+        import importlib.util
+
+        extensions = dict(kwargs.pop("jpserver_extensions", None) or {})
+        if importlib.util.find_spec("voila") is not None:
+            extensions.setdefault("voila.server_extension", True)
+        return super().make_serverapp(jpserver_extensions=extensions, **kwargs)
+
     data_dir = Unicode(
         help="Folder of the node's data: the SQLite index, stored DICOM files. Created on first start."
     ).tag(config=True)
@@ -143,6 +154,19 @@ class SliceboxApp(ExtensionApp):
         # jupyter's default, never over JupyterHub's or a configured one
         if self.node_users and serverapp.identity_provider_class is PasswordIdentityProvider:
             serverapp.identity_provider_class = SliceboxIdentityProvider
+        self._default_voila_template(serverapp)
+
+    @staticmethod
+    def _default_voila_template(serverapp: Any) -> None:
+        """Dashboards render with our Voila template (Voila's "lab" without its CDN links: nothing fetched
+        from outside the node), unless configured otherwise. Voila reads this config when it loads, after us."""
+        from jupyter_core.paths import jupyter_path
+
+        voila = serverapp.config.VoilaConfiguration
+        if "template" not in voila and any(
+            os.path.isdir(p) for p in jupyter_path("voila", "templates", "slicebox")
+        ):
+            voila.template = "slicebox"
 
     def _install_authorizer(self) -> None:
         """Roles on slicebox routes, over whatever Authorizer the server has (it keeps the rest)."""

@@ -1,0 +1,577 @@
+"""Writes the tutorial and dashboard notebooks of this folder (``python notebooks/_make_notebooks.py``).
+
+The notebooks are the product; this script only keeps them consistent (same first cells, no outputs,
+same kernel). Edit the cells here and run it again; tests/e2e/test_notebooks.py executes every
+``.ipynb`` under notebooks/ against a real node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).parent
+
+CONNECT = """\
+import slicebox_lab
+
+sbx = slicebox_lab.connect()  # the node of this Jupyter server (or $SLICEBOX_URL / $SLICEBOX_TOKEN)
+sbx.health()"""
+
+ENSURE_SAMPLE = """\
+import tempfile
+
+from slicebox_lab.sample import make_sample_files
+
+# the synthetic sample patients (made here, no download); uploading them again replaces, never duplicates
+sample_files = make_sample_files(tempfile.mkdtemp(prefix="sample-dicom-"))
+sbx.upload(sample_files, progress=False)"""
+
+
+def md(text: str) -> nbformat.NotebookNode:
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str) -> nbformat.NotebookNode:
+    return new_code_cell(text.strip("\n"))
+
+
+TUTORIALS: dict[str, list[nbformat.NotebookNode]] = {}
+DASHBOARDS: dict[str, list[nbformat.NotebookNode]] = {}
+
+TUTORIALS["01-getting-started"] = [
+    md("""
+# 1 · Getting started: upload, browse, query, view
+
+This Jupyter server is a DICOM node. A notebook talks to it with `slicebox_lab.connect()`: every call
+goes over the node's REST API (`slicebox/api/`), and listings come back as pandas DataFrames.
+"""),
+    code(CONNECT),
+    md("""
+## Upload
+
+`slicebox_lab.sample` makes synthetic patients with pydicom (a CT chest and an MR head of *Andersson^Anna*,
+a CT abdomen of *Berg^Erik*, a multi-frame and an RGB secondary capture of *Lindqvist^Maria*).
+`upload` takes a file, a folder or a list of files; what the node refuses is listed with its reason.
+"""),
+    code("""
+import tempfile
+
+from slicebox_lab.sample import make_sample_files
+
+files = make_sample_files(tempfile.mkdtemp(prefix="sample-dicom-"))
+summary = sbx.upload(files, progress=False)
+summary"""),
+    md("## Browse: patients, studies, series"),
+    code("""
+patients = sbx.patients()
+patients"""),
+    code("""
+anna = patients[patients.PatientName == "Andersson^Anna"].iloc[0]
+sbx.studies(patient_id=int(anna.id))"""),
+    md("""
+## Query as a DataFrame
+
+`flat_series` gives one row per series with its study and patient. Filter it with pandas, or let the
+node do the query with DICOM keywords (`Modality="CT"`).
+"""),
+    code("""
+series = sbx.flat_series()
+series[["series_id", "PatientName", "StudyDate", "Modality", "SeriesDescription", "source"]]"""),
+    code("""
+ct = sbx.flat_series(Modality="CT")
+ct[["series_id", "PatientName", "SeriesDescription"]]"""),
+    md("## View\n\nA PNG rendered by the node (with a window), and the widgets: a browser with a viewer."),
+    code("""
+from IPython.display import Image
+
+ct_series_id = int(ct.iloc[0].series_id)
+images = sbx.images(series_id=ct_series_id)
+Image(sbx.png(int(images.iloc[len(images) // 2].id), window=400, level=40))"""),
+    code("""
+from slicebox_lab.ui import Browser, Viewer
+
+viewer = Viewer(sbx, series_id=ct_series_id)
+browser = Browser(sbx, viewer=viewer)  # tick a series in the table: the viewer below shows it
+browser"""),
+    md("""
+## Pixels as numpy
+
+`to_numpy()` gives the series as a volume sorted along the slice normal, rescaled to HU for CT.
+"""),
+    code("""
+from slicebox_lab.client import plots
+
+volume = sbx.series_obj(ct_series_id).to_numpy()
+print(volume.array.shape, volume.spacing, volume.array.min(), volume.array.max())
+plots.montage(volume, columns=8, window=(40, 400));"""),
+]
+
+TUTORIALS["02-two-nodes-and-sending"] = [
+    md("""
+# 2 · Two nodes: send de-identified images to a partner
+
+Two nodes connect through a **box**. One node creates the connection and hands its URL to the other,
+which connects with it; images sent through the box are de-identified on the way out and verified on
+arrival.
+
+The partner here is a second `jupyter slicebox` started by this notebook on a free loopback port
+(set `SLICEBOX_PARTNER_URL` and `SLICEBOX_PARTNER_TOKEN` to use a real partner instead).
+"""),
+    code(CONNECT),
+    code(ENSURE_SAMPLE),
+    code("""
+import os
+
+from slicebox_lab.sample import DemoNode
+
+if os.environ.get("SLICEBOX_PARTNER_URL"):
+    partner_node = None
+    partner = slicebox_lab.connect(os.environ["SLICEBOX_PARTNER_URL"], token=os.environ.get("SLICEBOX_PARTNER_TOKEN"))
+else:
+    partner_node = DemoNode.start()  # its own data folder, its own token
+    partner = partner_node.client()
+partner.url"""),
+    md("""
+## Connect
+
+The partner (the university) creates a box for us; the answer holds the URL to hand over (a secret:
+it works as a password). We connect with it: our node pushes to the partner and polls it.
+"""),
+    code("""
+def delete_boxes(client, name):
+    \"\"\"Boxes left by an earlier run of this notebook.\"\"\"
+    boxes = client.boxes()
+    for box_id in boxes.loc[boxes["name"] == name, "id"] if len(boxes) else []:
+        client.delete_box(int(box_id))
+
+
+delete_boxes(partner, "hospital")
+delete_boxes(sbx, "university")
+connection = partner.create_box_connection("hospital")
+box = sbx.connect_box("university", connection["base_url"])
+sbx.boxes()"""),
+    md("""
+## Review, then send
+
+Before anything leaves, the review lists what the de-identification profile does to every attribute.
+"""),
+    code("""
+selection = sbx.select(sbx.flat_series(PatientName="Berg^Erik"))
+report = selection.review()
+report.attrs["summary"]["outcomes"]"""),
+    code("""
+# everything that does not leave as it is, and why
+report.loc[report.outcome != "kept", ["keyword", "outcome", "decided_by", "risk"]].head(25)"""),
+    code("""
+transfer = selection.send(box="university", wait=True, progress=False, timeout=300)
+transfer.transaction["status"], transfer.transaction["sent_image_count"]"""),
+    md("## What arrived at the partner\n\nNames, IDs and UIDs are pseudonyms; the key to them stays with us."),
+    code("""
+partner.transactions("incoming")"""),
+    code("""
+arrived = partner.flat_series()
+arrived[["PatientName", "PatientID", "StudyDate", "Modality", "SeriesDescription", "source"]]"""),
+    code("""
+keys = sbx.keys()
+keys.tail(3)"""),
+    md("## Clean up"),
+    code("""
+delete_boxes(sbx, "university")
+delete_boxes(partner, "hospital")
+if partner_node is not None:
+    partner_node.stop()"""),
+]
+
+TUTORIALS["03-pacs-query-retrieve"] = [
+    md("""
+# 3 · PACS query and retrieve (C-FIND, C-MOVE)
+
+A node speaks DICOM: its SCPs listen for C-STORE, C-FIND, C-MOVE; remote nodes (SCUs) are the PACS it
+queries. The "PACS" here is a second `jupyter slicebox` started by this notebook with the sample data,
+listening on a DICOM port; any PACS works the same way.
+"""),
+    code(CONNECT),
+    code(ENSURE_SAMPLE),
+    code("""
+from slicebox_lab.sample import DemoNode
+
+pacs_node = DemoNode.start()
+pacs = pacs_node.client()
+pacs.upload(sample_files, progress=False)"""),
+    md("""
+## Wire the two DICOM nodes
+
+The PACS listens (SCP `PACS`); our node listens too (SCP `SLICEBOX_TUT`), to receive what the PACS
+moves to it. Each one knows the other as a remote node. Port 0 lets the node pick a free port.
+"""),
+    code("""
+def delete_named(listing, delete, name):
+    \"\"\"Entries left by an earlier run of this notebook.\"\"\"
+    table = listing()
+    for entry_id in table.loc[table["name"] == name, "id"] if len(table) else []:
+        delete(int(entry_id))
+
+
+delete_named(sbx.scus, sbx.delete_scu, "tutorial-pacs")
+delete_named(sbx.scps, sbx.delete_scp, "tutorial-store")
+pacs_scp = pacs.add_scp("pacs", "PACS", 0, host="127.0.0.1")
+our_scp = sbx.add_scp("tutorial-store", "SLICEBOX_TUT", 0, host="127.0.0.1")
+pacs.add_scu("slicebox", "SLICEBOX_TUT", "127.0.0.1", our_scp["port"])
+sbx.add_scu("tutorial-pacs", "PACS", "127.0.0.1", pacs_scp["port"])
+sbx.echo_scu("tutorial-pacs")"""),
+    md("## C-FIND: what does the PACS have?"),
+    code("""
+studies = sbx.query_scu(
+    "tutorial-pacs", "STUDY",
+    PatientName="*", PatientID="", StudyInstanceUID="", StudyDate="", StudyDescription="",
+)
+studies"""),
+    code("""
+erik_study = studies[studies.PatientName == "Berg^Erik"].iloc[0].StudyInstanceUID
+sbx.query_scu(
+    "tutorial-pacs", "SERIES",
+    StudyInstanceUID=erik_study, SeriesInstanceUID="", Modality="", SeriesDescription="",
+)"""),
+    md("""
+## C-MOVE: bring a study here
+
+Our node has *Berg^Erik* from the sample upload; delete it here first, to watch it come back.
+"""),
+    code("""
+local = sbx.flat_series(PatientName="Berg^Erik")
+if len(local):
+    sbx.select(local).delete()
+job = sbx.retrieve_scu("tutorial-pacs", "STUDY", {"StudyInstanceUID": erik_study}, destination_scp_id=our_scp["id"])
+sbx.wait_job(int(job["id"]), progress=False, timeout=300)"""),
+    code("""
+back = sbx.flat_series(PatientName="Berg^Erik")
+back[["PatientName", "SeriesDescription", "Modality", "source"]]"""),
+    md("## Clean up"),
+    code("""
+delete_named(sbx.scus, sbx.delete_scu, "tutorial-pacs")
+delete_named(sbx.scps, sbx.delete_scp, "tutorial-store")
+pacs_node.stop()"""),
+]
+
+TUTORIALS["04-deidentification-options-and-keys"] = [
+    md("""
+# 4 · De-identification: profiles, options and keys
+
+Images leave a node de-identified by the DICOM Basic Application Level Confidentiality Profile
+(PS3.15 Annex E), plus the options you choose. Anonymous UIDs, pseudonyms and date shifts are derived
+from the node's secret: the same image always gives the same anonymous values. Every de-identification
+that is stored or sent records a **key**, the way back to the real patient, which never leaves the node.
+"""),
+    code(CONNECT),
+    code(ENSURE_SAMPLE),
+    code("""
+import pandas as pd
+
+pd.DataFrame(sbx.anonymization_options())[["name", "title"]]"""),
+    md("## One image, three ways"),
+    code("""
+import io
+
+import pydicom
+
+anna_ct = sbx.flat_series(PatientName="Andersson^Anna", Modality="CT")
+image_id = sbx.select(anna_ct).image_ids()[0]
+
+
+def read(data):
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+versions = {
+    "original": read(sbx.image_bytes(image_id)),
+    "basic profile": read(sbx.anonymized_bytes(image_id)),
+    "+ dates, patient characteristics": read(
+        sbx.anonymized_bytes(image_id, ["RETAIN_LONGITUDINAL_FULL_DATES", "RETAIN_PATIENT_CHARACTERISTICS"])
+    ),
+}
+keywords = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAddress", "StudyDate",
+            "AccessionNumber", "InstitutionName", "ReferringPhysicianName", "StudyInstanceUID",
+            "PatientIdentityRemoved"]
+pd.DataFrame({name: [str(ds.get(k, "—")) for k in keywords] for name, ds in versions.items()}, index=keywords)"""),
+    md("""
+## Review a selection before sending
+
+The report lists every attribute path of the selection and what the profile does to it, with the
+residual risk (free text kept, private attributes, burned-in pixels).
+"""),
+    code("""
+report = sbx.select(anna_ct).review(["RETAIN_PATIENT_CHARACTERISTICS"])
+report.loc[report.risk.astype(bool) | (report.outcome != "kept"), ["path", "outcome", "decided_by", "risk"]]"""),
+    code("""
+report.attrs["summary"]"""),
+    md("""
+## Keys
+
+Anonymizing in place (or sending through a box) records a key: real and anonymous identities side by
+side. Here Lindqvist^Maria's secondary captures are anonymized in place.
+"""),
+    code("""
+maria = sbx.select(sbx.flat_series(PatientName="Lindqvist^Maria"))
+job = maria.anonymize(wait=True, progress=False, timeout=300)
+job["state"], job.get("counts")"""),
+    code("""
+keys = sbx.keys(filter="Lindqvist")
+keys"""),
+    code("""
+sbx.key_values(int(keys.iloc[0].id))"""),
+    code("""
+print(sbx.export_keys_csv()[:600])"""),
+    md("Put the original sample images back (the anonymized copies stay, under their pseudonym):"),
+    code("""
+sbx.upload([f for f in sample_files if "lindqvist" in str(f)], progress=False)"""),
+]
+
+TUTORIALS["05-building-a-training-set"] = [
+    md("""
+# 5 · Building a training set: series types, tags, `to_numpy`
+
+Series **types** are rules the node applies to every series (e.g. *CT chest*: Modality CT and
+BodyPartExamined CHEST); **tags** are free-form labels you put on series. Both filter every listing.
+Then `to_numpy` turns the chosen series into arrays.
+"""),
+    code(CONNECT),
+    code(ENSURE_SAMPLE),
+    md("## A series type, by rule"),
+    code("""
+import time
+
+types = sbx.series_types()
+for type_id in types.loc[types["name"] == "CT chest/abdomen", "id"] if len(types) else []:
+    sbx.delete_series_type(int(type_id))
+ct_body = sbx.add_series_type("CT chest/abdomen")
+sbx.add_series_type_rule(ct_body["id"], [{"tag": "Modality", "values": ["CT"]},
+                                        {"tag": "BodyPartExamined", "values": ["CHEST", "ABDOMEN"]}])
+deadline = time.monotonic() + 120  # the node re-classifies every series in the background
+while len(sbx.flat_series(types="CT chest/abdomen")) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+sbx.flat_series(types="CT chest/abdomen")[["series_id", "PatientName", "SeriesDescription", "series_types"]]"""),
+    md("## Tags: pick what goes into the training set"),
+    code("""
+chosen = sbx.select(sbx.flat_series(types="CT chest/abdomen"))
+chosen.tag("training-set")
+sbx.flat_series(tags="training-set")[["series_id", "PatientName", "SeriesDescription", "tags"]]"""),
+    md("## Arrays"),
+    code("""
+import numpy as np
+
+volumes = chosen.to_numpy()
+for volume in volumes:
+    print(volume.array.shape, "spacing (z, y, x) mm:", volume.spacing)"""),
+    code("""
+from slicebox_lab.client import plots
+
+plots.histogram(volumes[0], bins=200);"""),
+    md("""
+Sample a fixed number of slices from each volume into one array, with the series id beside each
+slice (to join your own labels on), and save it for training.
+"""),
+    code("""
+import tempfile
+from pathlib import Path
+
+slices, labels = [], []
+for volume, series_id in zip(volumes, chosen.series_ids, strict=True):
+    picks = np.linspace(0, volume.array.shape[0] - 1, 8).astype(int)
+    slices.append(volume.array[picks])
+    labels += [series_id] * len(picks)
+x = np.concatenate(slices)
+y = np.array(labels)
+out = Path(tempfile.mkdtemp()) / "training-set.npz"
+np.savez_compressed(out, x=x, y=y)
+x.shape, y.shape, out.stat().st_size"""),
+    code("""
+plots.montage(x, columns=8, window=(40, 400));"""),
+    md("## Clean up"),
+    code("""
+chosen.untag("training-set")
+sbx.delete_series_type(int(ct_body["id"]))"""),
+]
+
+# ---------------------------------------------------------------------------------------- dashboards
+
+DASHBOARD_CONNECT = """\
+import ipywidgets as widgets
+from IPython.display import display
+
+import slicebox_lab
+from slicebox_lab.client import ClientError
+
+
+def problem(message):
+    \"\"\"A clear message on the page instead of a traceback.\"\"\"
+    return widgets.HTML(f'<div class="slicebox-problem" style="color:#c62828;font-size:1.1em">{message}</div>')
+
+
+try:
+    sbx = slicebox_lab.connect()
+except ClientError as e:
+    sbx = None
+    display(problem(f"The node cannot be reached: {e.message if hasattr(e, 'message') else e}"))"""
+
+DASHBOARDS["send-to-partner"] = [
+    md("""
+# Send to partner
+
+Find the patient's study, look at it, review what de-identification will do, and send it to the
+partner. The progress bar follows the transfer until the partner has every image.
+"""),
+    code(DASHBOARD_CONNECT),
+    code("""
+if sbx is not None:
+    from slicebox_lab.ui import Browser, Sender, Viewer
+
+    try:
+        boxes = sbx.boxes()
+    except ClientError as e:
+        boxes = None
+        display(problem(f"Boxes cannot be listed: {e.message}"))
+    if boxes is not None and not len(boxes):
+        display(problem("No partner is connected to this node yet: an administrator adds one (box) first."))
+    elif boxes is not None and "online" in boxes and not boxes["online"].any():
+        display(problem("No partner is online right now: sending waits until the partner answers."))
+    viewer = Viewer(sbx)
+    browser = Browser(sbx, viewer=viewer)
+    sender = Sender(sbx, browser)
+    display(widgets.VBox([browser, sender]))  # the browser shows the viewer below its table"""),
+]
+
+DASHBOARDS["incoming"] = [
+    md("""
+# Incoming
+
+What partners sent to this node: transactions received, images by source, series by type.
+"""),
+    code(DASHBOARD_CONNECT),
+    code("""
+def frame_to_html(frame, columns=None, max_rows=None):
+    frame = frame[list(columns)] if columns is not None else frame
+    return frame.to_html(index=False, border=0, max_rows=max_rows, na_rep="")
+
+
+status = widgets.HTML()
+transactions = widgets.HTML()
+by_source = widgets.HTML()
+by_type = widgets.HTML()
+refresh = widgets.Button(description="Refresh", icon="refresh")
+
+
+def show(_=None):
+    if sbx is None:
+        return
+    try:
+        incoming = sbx.transactions("incoming")
+        series = sbx.flat_series()
+    except ClientError as e:
+        status.value = problem(f"The node answered: {e.message}").value
+        return
+    status.value = f"{len(incoming)} transaction(s) received, {len(series)} series on this node"
+    columns = [c for c in ("id", "box_name", "status", "received_image_count", "added_image_count",
+                           "total_image_count", "created", "updated") if c in incoming]
+    transactions.value = "<h3>Transactions received</h3>" + (
+        frame_to_html(incoming, columns) if len(incoming) else "<i>nothing received yet</i>")
+    if len(series):
+        sources = series.groupby("source").size().rename("series").reset_index()
+        types = series.explode("series_types").groupby("series_types").size().rename("series").reset_index()
+    else:
+        sources = types = series.iloc[:0]
+    by_source.value = "<h3>Series by source</h3>" + frame_to_html(sources)
+    by_type.value = "<h3>Series by type</h3>" + (frame_to_html(types) if len(types) else "<i>no series types</i>")
+
+
+refresh.on_click(show)
+show()
+side_by_side = widgets.HBox([by_source, by_type], layout=widgets.Layout(gap="48px"))
+display(widgets.VBox([widgets.HBox([refresh, status]), transactions, side_by_side]))"""),
+]
+
+DASHBOARDS["node-status"] = [
+    md("""
+# Node status
+
+The node's DICOM listeners, folder watches, partners (boxes) online, jobs and recent log.
+"""),
+    code(DASHBOARD_CONNECT),
+    code("""
+def frame_to_html(frame, columns=None, max_rows=None):
+    frame = frame[list(columns)] if columns is not None else frame
+    return frame.to_html(index=False, border=0, max_rows=max_rows, na_rep="")
+
+
+# what each section lists, and the columns a person reads
+sections = {
+    "DICOM listeners (SCPs)": (lambda: sbx.scps(), ["name", "ae_title", "host", "port", "running"]),
+    "Folder watches": (lambda: sbx.watches(), ["name", "path", "created"]),
+    "Partners (boxes)": (lambda: sbx.boxes(), ["name", "send_method", "online", "last_contact", "last_error"]),
+    "Jobs": (lambda: sbx.jobs(limit=20), ["id", "kind", "description", "state", "progress_done", "progress_total",
+                                          "error", "finished"]),
+    "Recent log": (lambda: sbx.log(limit=20), ["created", "entry_type", "subject", "message"]),
+}
+panels = {title: widgets.HTML() for title in sections}
+health = widgets.HTML()
+refresh = widgets.Button(description="Refresh", icon="refresh")
+
+
+def show(_=None):
+    if sbx is None:
+        return
+    try:
+        info = sbx.information()
+        health.value = f"<b>Node up</b> — {info.get('version', '')} {sbx.url}"
+    except ClientError as e:
+        health.value = problem(f"The node cannot be reached: {e.message}").value
+        return
+    for title, (fetch, columns) in sections.items():
+        try:
+            frame = fetch()
+            shown = [c for c in columns if c in frame]
+            body = frame_to_html(frame, shown, max_rows=20) if len(frame) else "<i>none</i>"
+        except ClientError as e:  # e.g. a USER may not list everything: say so, show the rest
+            body = problem(e.message).value
+        panels[title].value = f"<h3>{title}</h3>{body}"
+
+
+refresh.on_click(show)
+show()
+display(widgets.VBox([widgets.HBox([refresh, health]), *panels.values()]))"""),
+]
+
+DASHBOARDS["viewer"] = [
+    md("# Viewer\n\nBrowse patients, studies and series; the selected series opens in the viewer."),
+    code(DASHBOARD_CONNECT),
+    code("""
+if sbx is not None:
+    from slicebox_lab.ui import Browser, Viewer
+
+    browser = Browser(sbx, viewer=Viewer(sbx))  # the viewer shows the first checked series
+    display(browser)"""),
+]
+
+
+def write(folder: Path, name: str, cells: list[nbformat.NotebookNode]) -> Path:
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.ipynb"
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+    return path
+
+
+def main() -> None:
+    for name, cells in TUTORIALS.items():
+        print(write(HERE, name, cells))
+    for name, cells in DASHBOARDS.items():
+        print(write(HERE / "dashboards", name, cells))
+
+
+if __name__ == "__main__":
+    main()
