@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from slicebox_lab.errors import InvalidInput
 from slicebox_lab.index import Index
-from slicebox_lab.index.query import case_insensitive_match, escape_like
+from slicebox_lab.index.query import HierarchyPlan, case_insensitive_match, escape_like
 from slicebox_lab.index.schema import images, patients, series, studies
 from slicebox_lab.model import IMAGE_ATTRIBUTES, PATIENT_ATTRIBUTES, SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from slicebox_lab.storage import StorageArea
@@ -246,53 +246,6 @@ def _condition(
     return column == value
 
 
-class _Plan:
-    def __init__(self, level: int) -> None:
-        self.level = level
-        self.own = _TABLES[level]
-        self.where: list[sa.ColumnElement[bool]] = []
-        self.above: dict[int, list[sa.ColumnElement[bool]]] = {}
-        self.below: dict[int, list[sa.ColumnElement[bool]]] = {}
-
-    def add(self, index: int, clause: sa.ColumnElement[bool]) -> None:
-        if index > self.level:
-            self.below.setdefault(index, []).append(clause)
-        elif index < self.level:
-            self.above.setdefault(index, []).append(clause)
-        else:
-            self.where.append(clause)
-
-    def from_clause(self) -> sa.FromClause:
-        joined: sa.FromClause = self.own
-        for index in range(self.level, _PATIENT, -1):
-            child, parent = _TABLES[index], _TABLES[index - 1]
-            joined = joined.join(parent, child.c[_PARENT_KEY[index]] == parent.c.id)
-        return joined
-
-    def conditions(self) -> list[sa.ColumnElement[bool]]:
-        """Own conditions; those above and below as semi-joins (as index/query.py, for the planner's sake:
-        the parents' index is read first instead of walking this level in id order)."""
-        clauses = list(self.where)
-        if self.above:
-            parent = _TABLES[self.level - 1]
-            upward: sa.FromClause = parent
-            for index in range(self.level - 2, min(self.above) - 1, -1):
-                child, table = _TABLES[index + 1], _TABLES[index]
-                upward = upward.join(table, child.c[_PARENT_KEY[index + 1]] == table.c.id)
-            inner_above = [c for index in sorted(self.above) for c in self.above[index]]
-            owners = sa.select(parent.c.id).select_from(upward).where(*inner_above)
-            clauses.append(self.own.c[_PARENT_KEY[self.level]].in_(owners))
-        if self.below:
-            first = _TABLES[self.level + 1]
-            chain: sa.FromClause = first
-            for index in range(self.level + 2, max(self.below) + 1):
-                chain = chain.join(_TABLES[index], _TABLES[index].c[_PARENT_KEY[index]] == _TABLES[index - 1].c.id)
-            inner = [c for index in sorted(self.below) for c in self.below[index]]
-            members = sa.select(first.c[_PARENT_KEY[self.level + 1]]).select_from(chain).where(*inner)
-            clauses.append(self.own.c.id.in_(members))
-        return clauses
-
-
 # ---------------------------------------------------------------------------------------------- search
 
 
@@ -310,7 +263,7 @@ def search(
     """
     query = parse(level, arguments)
     dialect = index.engine.dialect.name
-    plan = _Plan(query.level)
+    plan = HierarchyPlan(query.level, top=_PATIENT)
     returned: list[str] = []
     for keyword, value in [*query.matches, *(scope or {}).items()]:
         if keyword in INDEXED:

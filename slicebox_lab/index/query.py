@@ -427,6 +427,10 @@ class _Plan:
         )
 
 
+#: the level plan, for other searches over the hierarchy (DICOMweb QIDO)
+HierarchyPlan = _Plan
+
+
 def _run(conn: sa.Connection, statement: sa.Select[Any], record: Callable[[Any], R]) -> list[R]:
     return [record(row) for row in conn.execute(statement)]
 
