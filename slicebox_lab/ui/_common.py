@@ -20,9 +20,18 @@ import ipywidgets as widgets
 import pandas as pd
 from traitlets import Bool, Unicode
 
-__all__ = ["StatusLine", "Outcome", "Grid", "Progress", "ProgressWatcher", "frame_to_html", "error_message"]
+__all__ = ["StatusLine", "Outcome", "Grid", "Progress", "ProgressWatcher", "frame_to_html", "error_message", "records"]
 
 _COLOURS = {"info": "#555", "ok": "#1a7f37", "error": "#c62828", "busy": "#555"}
+
+
+def records(frame: pd.DataFrame | Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Rows of a client DataFrame (or a list of dicts) as plain dicts, for building widget options."""
+    if frame is None:
+        return []
+    if isinstance(frame, pd.DataFrame):
+        return [dict(r) for r in frame.to_dict(orient="records")]
+    return [dict(r) for r in frame]
 
 
 def error_message(exc: BaseException) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
 
 from ._common import Grid, StatusLine, reporting
+from ._common import records as _records
 
 __all__ = [
     "AdminPanel",
@@ -32,14 +33,6 @@ __all__ = [
 ]
 
 SOURCE_TYPES = ("scp", "directory", "box", "user", "import")
-
-
-def _records(frame: pd.DataFrame | Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    if frame is None:
-        return []
-    if isinstance(frame, pd.DataFrame):
-        return [dict(r) for r in frame.to_dict(orient="records")]
-    return [dict(r) for r in frame]
 
 
 def _text(description: str, placeholder: str = "") -> widgets.Text:

@@ -15,6 +15,7 @@ import pandas as pd
 from traitlets import Int, List, Unicode
 
 from ._common import Grid, StatusLine, reporting
+from ._common import records as _records
 
 __all__ = ["Browser", "SeriesTree", "SeriesTable"]
 
@@ -38,12 +39,6 @@ SORTABLE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "Study
             "StudyID", "AccessionNumber", "SeriesDescription", "SeriesDate", "Modality", "ProtocolName",
             "BodyPartExamined")  # fmt: skip
 PAGE_SIZES = (10, 20, 50, 100)
-
-
-def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
-    if frame is None or len(frame) == 0:
-        return []
-    return [dict(r) for r in frame.to_dict(orient="records")]
 
 
 def _label(record: dict[str, Any], first: str, second: str, noun: str) -> str:

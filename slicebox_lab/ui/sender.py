@@ -9,7 +9,6 @@ transaction (box) or job (SCU) from a background thread into a progress bar unti
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -17,6 +16,7 @@ import pandas as pd
 from traitlets import Bool, Unicode
 
 from ._common import Progress, ProgressWatcher, StatusLine, frame_to_html, reporting
+from ._common import records as _records
 
 __all__ = ["Sender"]
 
@@ -278,11 +278,3 @@ def _transaction_id(started: dict[str, Any]) -> int | None:
     parameters = started.get("parameters") or (started.get("job") or {}).get("parameters") or {}
     transaction_id = parameters.get("transaction_id")
     return int(transaction_id) if transaction_id is not None else None
-
-
-def _records(frame: pd.DataFrame | Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    if frame is None:
-        return []
-    if isinstance(frame, pd.DataFrame):
-        return [dict(r) for r in frame.to_dict(orient="records")]
-    return [dict(r) for r in frame]
