@@ -55,6 +55,7 @@ class HttpTransport:
 
     def __init__(self, base_url: str, timeout: float = 60.0, encoding: str = "deflate") -> None:
         self.base_url = base_url.rstrip("/")
+        self._token = self.base_url.rsplit("/", 1)[-1]
         self.timeout = timeout
         self.encoding = encoding
         self._local = threading.local()  # one session (connection pool) per sending thread
@@ -75,7 +76,9 @@ class HttpTransport:
             timeout = (min(10.0, self.timeout), self.timeout)  # connect fast or give up; reading may take longer
             response = self._session().request(method, self.base_url + path, timeout=timeout, **kwargs)
         except requests.RequestException as e:
-            raise PartnerUnavailable(f"the partner could not be reached: {type(e).__name__}: {e}") from None
+            # requests names the URL, and the URL holds the token: a box's last_error is shown over REST
+            reason = str(e).replace(self._token, "<token>") if self._token else str(e)
+            raise PartnerUnavailable(f"the partner could not be reached: {type(e).__name__}: {reason}") from None
         if response.status_code < 300:
             return response
         message, reason = _error(response)

@@ -433,3 +433,23 @@ def test_incoming_images_list_only_what_is_still_stored(tmp_path: Path):
     first, second = store.incoming_images(p.receiver.index, incoming["id"])
     p.receiver.delete_images([first["image_id"]])
     assert store.incoming_images(p.receiver.index, incoming["id"]) == [second]
+
+
+def test_an_unreachable_partner_error_never_carries_the_token():
+    """requests names the URL in its errors, and the URL holds the token; a box's last_error goes out over REST."""
+    import socket
+
+    from slicebox_lab.box.transport import HttpTransport
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "Secret-Token_" + "x" * 30
+    transport = HttpTransport(f"http://127.0.0.1:{port}/slicebox/api/transactions/{token}", timeout=2.0)
+    try:
+        with pytest.raises(PartnerUnavailable) as raised:
+            transport.poll(1)
+    finally:
+        transport.close()
+    assert "could not be reached" in raised.value.message and "<token>" in raised.value.message
+    assert token not in raised.value.message
