@@ -128,10 +128,15 @@ def submit_send(
         images.append((image.id, values))
     description = f"send {len(images)} images to box {box.name}"
     _, job_id = store.create_outgoing(context.index, box, profile, images, description, owner=owner)
+    wake_boxes(context)
+    return context.jobs.get(job_id)
+
+
+def wake_boxes(context: SliceboxContext) -> None:
+    """Start a round now rather than after the poll interval (a send, a new connection)."""
     service = _services.get(context)
     if service is not None:
         service.wake()
-    return context.jobs.get(job_id)
 
 
 def _image_ids(value: Any) -> list[int]:

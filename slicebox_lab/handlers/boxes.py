@@ -98,6 +98,7 @@ class ConnectHandler(_BoxHandler):
             body.get("defaultProfile"),
             body.get("sendAnonymousAsIs"),
         )
+        service.wake_boxes(self.context)  # contact the partner now: "online" within a second of connecting
         self.write_json(box.as_json(self.window()), status=201 if created else 200)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +72,24 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         sbx.add_scp("dicom-in", "HOSPITAL", 0, host="127.0.0.1")
         connection = partner.create_box_connection("hospital")
         sbx.connect_box("university", connection["base_url"])
+        # the dashboards say "no partner is online" until the first poll round has reached the partner
+        # (a few seconds; longer on a loaded machine): the tests start from two nodes that know each other
+        wait_until_online(sbx, partner)
         yield Nodes(hospital, university)
     finally:
         university.stop()
         hospital.stop()
+
+
+def wait_until_online(*clients: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        boxes = [client.boxes() for client in clients]
+        if all(len(frame) and bool(frame["online"].all()) for frame in boxes):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the partner boxes did not come online in {timeout:.0f} s: {boxes}")
+        time.sleep(0.5)
 
 
 @pytest.fixture
