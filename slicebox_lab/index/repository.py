@@ -219,21 +219,41 @@ class Index:
             yield conn
 
     @contextmanager
-    def _writing(self, hierarchy_lock: str | None = None) -> Iterator[sa.Connection]:
-        """One write transaction; ``hierarchy_lock`` "shared" (ingest) or "exclusive" (delete)."""
-        with self._serial(), self._writer(), write_connection(self._engine) as conn, conn.begin():
-            if self._pg and hierarchy_lock is not None:
-                function = "pg_advisory_xact_lock_shared" if hierarchy_lock == "shared" else "pg_advisory_xact_lock"
-                conn.execute(sa.select(getattr(sa.func, function)(PG_HIERARCHY_LOCK)))
-            yield conn
+    def _writing(self, hierarchy_lock: str | None = None, durable: bool = True) -> Iterator[sa.Connection]:
+        """One write transaction; ``hierarchy_lock`` "shared" (ingest) or "exclusive" (delete).
+
+        ``durable=False``: the commit returns without waiting for the disk (SQLite ``synchronous =
+        NORMAL`` for this transaction, PostgreSQL ``synchronous_commit = off``).  The rows are never
+        torn and survive a crash of the process; only a power cut or an OS crash can lose the last
+        ones, until the next durable commit (on SQLite's WAL it syncs them too) or checkpoint.
+        """
+        with self._serial(), self._writer(), write_connection(self._engine) as conn:
+            relaxed = not durable and not self._pg and self._serial_lock is None
+            if relaxed:
+                _sqlite_synchronous(conn, "NORMAL")
+            try:
+                with conn.begin():
+                    if self._pg and not durable:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    if self._pg and hierarchy_lock is not None:
+                        lock = "pg_advisory_xact_lock_shared" if hierarchy_lock == "shared" else "pg_advisory_xact_lock"
+                        conn.execute(sa.select(getattr(sa.func, lock)(PG_HIERARCHY_LOCK)))
+                    yield conn
+            finally:
+                if relaxed:
+                    _sqlite_synchronous(conn, "FULL")  # the pooled connection goes back as it came
 
     def reading(self) -> AbstractContextManager[sa.Connection]:
         """A read connection, for the node's other tables (SCPs, watches, jobs, ...)."""
         return self._reading()
 
-    def writing(self) -> AbstractContextManager[sa.Connection]:
-        """One write transaction with the same serialisation as the index's own writes."""
-        return self._writing()
+    def writing(self, durable: bool = True) -> AbstractContextManager[sa.Connection]:
+        """One write transaction with the same serialisation as the index's own writes.
+
+        ``durable=False`` is for records whose last entries may be lost in a power cut (the audit
+        trail): see :meth:`_writing`.
+        """
+        return self._writing(durable=durable)
 
     def _retrying(self, work: Callable[[], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -721,3 +741,11 @@ class Index:
             statement = statement.where(log.c.id == key)
         with self._writing() as conn:
             conn.execute(statement)
+
+
+def _sqlite_synchronous(conn: sa.Connection, level: str) -> None:
+    """Set ``PRAGMA synchronous`` on the DBAPI connection itself, outside any transaction (through
+    SQLAlchemy the statement would open one: our begin hook)."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    dbapi.execute(f"PRAGMA synchronous = {level}")
