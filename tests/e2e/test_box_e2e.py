@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import re
 import sqlite3
 import sys
 import time
@@ -129,6 +130,7 @@ def _check_receiver(receiver: NodeProcess, receiver_dir: Path, markers: list[byt
             # a short marker (e.g. an age "585W") can occur by chance across the record boundaries of a
             # database page (a UID ending in 585 before a header byte "W"): the database is searched raw
             # for the longer markers, and value by value (below) for all of them
+            content = _without_pseudonymous_uids(content)
             leaks |= {m for m in markers if m in content and (path in stored or len(m) >= 8)}
     leaks |= _database_leaks(receiver_dir / "slicebox.sqlite", markers)
     assert not leaks, sorted(leaks)[:5]
@@ -150,8 +152,22 @@ def _database_leaks(path: Path, markers: list[bytes]) -> set[bytes]:
                 for value in row:
                     data = value.encode() if isinstance(value, str) else value
                     if isinstance(data, bytes):
+                        data = _without_pseudonymous_uids(data)
                         found |= {m for m in markers if m in data}
     return found
+
+
+_PSEUDONYMOUS_UID = re.compile(rb"2\.25\.[0-9]{20,}")
+
+
+def _without_pseudonymous_uids(data: bytes) -> bytes:
+    """``data`` with the digits of the node's UIDs (``2.25.`` + a 39-digit hash) blanked out.
+
+    Those digits are random: a digit-only marker (a date ``15281113``, an IS ``9004837``) occurs in
+    one of the hundreds of UIDs of a transfer by chance in a few runs out of a hundred (CI saw it).
+    A UID of that form is made by the node from a hash; it carries no marker.
+    """
+    return _PSEUDONYMOUS_UID.sub(lambda m: b"2.25." + b"u" * (len(m.group()) - 5), data)
 
 
 @pytest.mark.parametrize("mode", ["push", "poll"])
