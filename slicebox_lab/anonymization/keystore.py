@@ -262,21 +262,25 @@ def record_key(
     unchanged = _unchanged_key(index, unique, values, attribute_rows)
     if unchanged is not None:  # the same anonymization again (a repeated download): no write at all
         return unchanged
+
+    def write(conn: sa.Connection) -> Any:
+        key_id = conn.execute(sa.select(anonymization_keys.c.id).where(unique)).scalar()
+        if key_id is None:
+            inserted = conn.execute(anonymization_keys.insert().values(**values)).inserted_primary_key
+            assert inserted is not None
+            key_id = inserted[0]
+        else:
+            conn.execute(anonymization_keys.update().where(anonymization_keys.c.id == key_id).values(**values))
+            conn.execute(anonymization_key_values.delete().where(anonymization_key_values.c.key_id == key_id))
+        if attribute_rows:
+            conn.execute(anonymization_key_values.insert(), [{"key_id": key_id, **r} for r in attribute_rows])
+        return conn.execute(sa.select(anonymization_keys).where(anonymization_keys.c.id == key_id)).one()
+
     for attempt in range(2):
         try:
-            with index.writing() as conn:
-                key_id = conn.execute(sa.select(anonymization_keys.c.id).where(unique)).scalar()
-                if key_id is None:
-                    inserted = conn.execute(anonymization_keys.insert().values(**values)).inserted_primary_key
-                    assert inserted is not None
-                    key_id = inserted[0]
-                else:
-                    conn.execute(anonymization_keys.update().where(anonymization_keys.c.id == key_id).values(**values))
-                    conn.execute(anonymization_key_values.delete().where(anonymization_key_values.c.key_id == key_id))
-                if attribute_rows:
-                    conn.execute(anonymization_key_values.insert(), [{"key_id": key_id, **r} for r in attribute_rows])
-                row = conn.execute(sa.select(anonymization_keys).where(anonymization_keys.c.id == key_id)).one()
-            return _key(row)
+            # the key of every image anonymized at the same moment (a box's images in flight, a bulk
+            # job's threads) and the ingests of that moment share one durable commit
+            return _key(index.grouped_writing(write))
         except sa.exc.IntegrityError:
             if attempt:  # a concurrent anonymization of the same image inserted first: update it
                 raise

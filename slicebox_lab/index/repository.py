@@ -255,6 +255,16 @@ class Index:
         """
         return self._writing(durable=durable)
 
+    def grouped_writing(self, work: Callable[[sa.Connection], T]) -> T:
+        """``work(conn)`` in a write transaction shared with concurrent ingests and other grouped writes
+        (on a SQLite file one fsynced commit serves all of them, see ``_GroupCommit``); returns after
+        that commit.  For small rows written per image (anonymization keys) next to the ingest: a
+        failing ``work`` is rolled back alone and its error raised here."""
+        if self._group is not None:
+            return self._group.run(work)
+        with self._writing() as conn:
+            return work(conn)
+
     def _retrying(self, work: Callable[[], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):
             try:

@@ -105,3 +105,35 @@ def test_in_memory_index_does_not_batch():
     engine = create_engine("sqlite://")
     upgrade(engine)
     assert Index(engine)._group is None
+
+
+def test_keys_of_concurrent_anonymizations_share_commits_and_each_is_recorded(tmp_path: Path):
+    """A box's images in flight and a bulk job's threads each record a key: those of the same moment
+    share one fsynced commit (with the ingests of that moment), and every key is there afterwards."""
+    from slicebox_lab.anonymization import Profile
+
+    index = _index(tmp_path)
+    context = SliceboxContext(FileSystemStorage(tmp_path / "blobs"), index)
+    ids = [context.ingest(ct_bytes(PatientID=f"P{n % 2}", seed=n), USER).image.id for n in range(32)]
+    commits = []
+    sa.event.listen(index.engine, "commit", lambda conn: commits.append(1))
+    failures: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for image_id in ids[worker::8]:
+                context.anonymized_bytes(image_id, Profile())
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    pool = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(120)
+    assert not failures
+    with index.reading() as conn:
+        keyed = conn.execute(sa.text("SELECT image_id FROM anonymization_keys")).scalars().all()
+    assert sorted(keyed) == sorted(ids)
+    assert len(commits) < len(ids), len(commits)
+    context.close()
