@@ -1,0 +1,447 @@
+"""How fast can the stack our node must use go at all? Empty servers against Orthanc, same run.
+
+Each *floor* times an empty server of the stack (no storage, no parsing, no index: see
+``bench/floor_ext.py``) next to Orthanc doing its full job and next to our node, on the same data,
+in the same rounds (order reversed every other round), median over rounds. If the empty stack is
+slower than a target ratio to Orthanc, the target is out of reach on this stack; if faster, the
+difference is the headroom our own work may use.
+
+* ``rest``: sequential ``POST``s of the 0.5 MB CT files over ONE keep-alive ``requests.Session``
+  (``Content-Type: application/dicom``, as ``bench/ingest_rest.py``) into: Orthanc ``POST
+  /instances`` (full storage, its defaults); a bare ``jupyter_server`` (only the extension
+  ``floor_ext``: an ``APIHandler`` with ``@web.authenticated`` + ``@authorized`` that reads the body
+  and answers 201 ``{"bytes": n}``); the same handler writing the body durably first with the
+  node's ``FileSystemStorage.write`` (temp file, fsync, rename, folder fsync: what any server that
+  answers only durable data must add); our node ``POST /slicebox/api/images``.
+* ``cstore``: dcmtk ``storescu`` over ONE association (``-xf`` profile with exactly one context, CT
+  Image Storage / Explicit VR LE, as ``bench/cstore.py``) into: Orthanc's DICOM server; an empty
+  pynetdicom SCP (4 MiB PDU, ``TCP_NODELAY``, C-STORE answered 0x0000 at once) with pynetdicom's
+  plain 1 ms polling, and the same with the node's early wake-ups; the latter writing each Part-10
+  file durably (``FileSystemStorage.write``) before answering; our node's SCP.
+* ``download``: one client, one session, one request after the other, for each of the stored
+  instances: Orthanc ``POST /instances/{id}/anonymize`` ``{}``; the bare ``jupyter_server``
+  answering ``GET`` with a constant body as large as one file (``application/dicom``); our node
+  ``POST /slicebox/api/images/{id}/anonymized`` ``{}`` (``bench/anonymize.py``'s 1-client phase).
+
+Data: ``--count`` CT of 512×512 16-bit pixels (``tests/generators.ct_bytes``, 525,316 bytes each)
+in 10 patients, generated before any timing. Every request sends ``Accept-Encoding: identity``;
+storescu and all servers run with ``TCP_NODELAY=1``. Per system: inst/s, MB/s (10⁶ bytes of DICOM
+sent or received), ratio to Orthanc's inst/s, and the server process's CPU time (user + system,
+``/proc/<pid>/stat``) per instance during the timed part.
+
+    python bench/floor.py [--which rest,cstore,download] [--count 1000] [--rounds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anonymize
+import cstore
+import harness
+import ingest_rest
+import requests
+
+BENCH = Path(__file__).resolve().parent
+SIZE = 512
+PATIENTS = 10
+TOKEN = "floor-token"
+
+OURS = "slicebox_lab (our node)"
+ORTHANC = "Orthanc"
+EMPTY_JS = "jupyter_server, empty handler"
+EMPTY_PN = "pynetdicom, empty SCP (plain polling)"
+EMPTY_PN_WAKE = "pynetdicom, empty SCP + slicebox wake-ups"
+DURABLE_JS = "jupyter_server, handler + durable file write"
+DURABLE_PN = "pynetdicom + wake-ups + durable file write"
+ORTHANC_JS = "jupyter_server, handler + file written as Orthanc does"
+ORTHANC_PN = "pynetdicom + wake-ups + file written as Orthanc does"
+FLOORS: dict[str, tuple[str, ...]] = {
+    "rest": (ORTHANC, EMPTY_JS, DURABLE_JS, ORTHANC_JS, OURS),
+    "cstore": (ORTHANC, EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, OURS),
+    "download": (ORTHANC, EMPTY_JS, OURS),
+}
+#: our display names → the names the reused bench modules use
+OURS_MODULE = {OURS: ingest_rest.OURS, ORTHANC: ingest_rest.ORTHANC}
+#: what each system is asked to do, per floor (also written to --json)
+REQUESTS = {
+    "rest": {
+        ORTHANC: "POST /instances",
+        EMPTY_JS: "POST /floor/images → 201 {bytes: n}",
+        DURABLE_JS: "POST /floor/images → body written by FileSystemStorage.write (fsynced), 201",
+        ORTHANC_JS: "POST /floor/images → body written to its final name + fsync (no rename, no folder fsync), 201",
+        OURS: "POST /slicebox/api/images",
+    },
+    "cstore": {
+        ORTHANC: "C-STORE into Orthanc's DICOM server (stored)",
+        EMPTY_PN: "C-STORE → 0x0000 at once, pynetdicom's own 1 ms polling",
+        EMPTY_PN_WAKE: "C-STORE → 0x0000 at once, slicebox_lab.net.scp._wake_early",
+        DURABLE_PN: "C-STORE → Part-10 file written by FileSystemStorage.write (fsynced), 0x0000",
+        ORTHANC_PN: "C-STORE → Part-10 file written to its final name + fsync, 0x0000",
+        OURS: "C-STORE into our node's SCP (stored)",
+    },
+    "download": {
+        ORTHANC: "POST /instances/{id}/anonymize {}",
+        EMPTY_JS: "GET /floor/images/{id}/anonymized → constant body",
+        OURS: "POST /slicebox/api/images/{id}/anonymized {}",
+    },
+}
+
+
+def _python_path() -> str:
+    """bench/ (for ``floor_ext``) and the checkout (for ``slicebox_lab``) first."""
+    parts = [str(BENCH), str(harness.REPO), os.environ.get("PYTHONPATH", "")]
+    return os.pathsep.join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the empty servers
+
+
+@dataclass
+class EmptyServer:
+    """A running bare ``jupyter_server`` with only the ``floor_ext`` extension."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.headers["Authorization"] = f"token {TOKEN}"
+        s.headers["Accept-Encoding"] = "identity"
+        return s
+
+    def counts(self) -> dict[str, int]:
+        r = self.session().get(self.url + "/floor/count", timeout=10)
+        r.raise_for_status()
+        return {k: int(v) for k, v in r.json().items()}
+
+
+@contextmanager
+def running_empty_server(
+    work_dir: Path, body_bytes: int, store: bool = False, orthanc_like: bool = False
+) -> Iterator[EmptyServer]:
+    """``python -m jupyter_server`` on a free port with no configuration files (``JUPYTER_NO_CONFIG``:
+    none of the extensions enabled in this environment is loaded), only ``floor_ext``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = harness.free_port()
+    env = dict(
+        os.environ,
+        PYTHONPATH=_python_path(),
+        JUPYTER_NO_CONFIG="1",
+        JUPYTER_RUNTIME_DIR=str(work_dir / "runtime"),
+        JUPYTER_DATA_DIR=str(work_dir / "data"),
+        TMPDIR=str(work_dir),  # jupyter_core's blank config folder lands here, removed with it
+        FLOOR_BODY_BYTES=str(body_bytes),
+        FLOOR_STORE_DIR=str(work_dir / "store") if store else "",
+        FLOOR_STORE_MODE="orthanc" if orthanc_like else "node",
+        TCP_NODELAY="1",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [
+        sys.executable, "-m", "jupyter_server",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--ip=127.0.0.1",
+        "--no-browser",
+        "--allow-root",
+        '--ServerApp.jpserver_extensions={"floor_ext": True}',
+        f"--ServerApp.root_dir={work_dir}",
+    ]  # fmt: skip
+    log_path = work_dir / "jupyter_server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+    server = EmptyServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"jupyter_server exited: {log_path.read_text()[-3000:]}")
+            try:
+                server.counts()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"jupyter_server did not start: {log_path.read_text()[-3000:]}") from None
+                time.sleep(0.2)
+        yield server
+    finally:
+        harness._terminate(process)
+
+
+@contextmanager
+def running_empty_scp(
+    work_dir: Path, wake: bool, store: bool = False, orthanc_like: bool = False
+) -> Iterator[cstore.Target]:
+    """``python bench/floor_ext.py scp`` on a free port; its count comes from SIGUSR1 → ``stored n bytes``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = harness.free_port()
+    env = dict(os.environ, PYTHONPATH=_python_path(), TCP_NODELAY="1", PYTHONUNBUFFERED="1")
+    env["FLOOR_STORE_MODE"] = "orthanc" if orthanc_like else "node"
+    cmd = [sys.executable, str(BENCH / "floor_ext.py"), "scp", "--port", str(port), *(["--wake"] if wake else [])]
+    if store:
+        cmd += ["--store", str(work_dir / "store")]
+    log_path = work_dir / "scp.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening" not in log_path.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the empty SCP did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+        def count() -> int:
+            before = log_path.read_text().count("stored ")
+            process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                lines = [line for line in log_path.read_text().splitlines() if line.startswith("stored ")]
+                if len(lines) > before:
+                    return int(lines[-1].split()[1])
+                time.sleep(0.05)
+            raise RuntimeError(f"the empty SCP did not report: {log_path.read_text()[-3000:]}")
+
+        name = (ORTHANC_PN if orthanc_like else DURABLE_PN) if store else EMPTY_PN_WAKE if wake else EMPTY_PN
+        yield cstore.Target(name, "FLOOR", port, process.pid, count)
+    finally:
+        harness._terminate(process)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the three floors: one timed run of one system
+
+
+def _result(count: int, total_bytes: int, seconds: float, cpu: float) -> dict[str, float]:
+    return {
+        "seconds": seconds,
+        "inst_per_s": count / seconds,
+        "mb_per_s": total_bytes / seconds / 1e6,
+        "server_cpu_ms_per_inst": cpu * 1000 / count,
+    }
+
+
+@contextmanager
+def rest_target(name: str, work_dir: Path, body_bytes: int) -> Iterator[ingest_rest.Target]:
+    if name in (EMPTY_JS, DURABLE_JS, ORTHANC_JS):
+        store, orthanc_like = name in (DURABLE_JS, ORTHANC_JS), name == ORTHANC_JS
+        with running_empty_server(work_dir, body_bytes, store, orthanc_like) as server:
+            yield ingest_rest.Target(
+                name,
+                server.session(),
+                server.url + "/floor/images",
+                201,
+                server.process.pid,
+                lambda: server.counts()["uploads"],
+            )
+    else:
+        with ingest_rest.started(OURS_MODULE[name], work_dir) as target:
+            target.session.headers["Accept-Encoding"] = "identity"
+            yield target
+
+
+def run_rest(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
+    with rest_target(name, work_dir, len(blobs[0])) as target:
+        target.post(ingest_rest.warm_up_instance())
+        cpu0 = cstore._cpu_seconds(target.pid)
+        t0 = time.perf_counter()
+        for data in blobs:
+            target.post(data)
+        seconds = time.perf_counter() - t0
+        cpu = cstore._cpu_seconds(target.pid) - cpu0
+        held = target.count_instances()
+    if held != len(blobs) + 1:
+        raise RuntimeError(f"{name} took {held} uploads, expected {len(blobs) + 1}")
+    return _result(len(blobs), sum(map(len, blobs)), seconds, cpu)
+
+
+@contextmanager
+def cstore_target(name: str, work_dir: Path) -> Iterator[cstore.Target]:
+    if name in (EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN):
+        store, orthanc_like = name in (DURABLE_PN, ORTHANC_PN), name == ORTHANC_PN
+        with running_empty_scp(work_dir, name != EMPTY_PN, store, orthanc_like) as target:
+            yield target
+    else:
+        with cstore.started(OURS_MODULE[name], work_dir) as target:
+            yield target
+
+
+def run_cstore(name: str, data: Path, cfg: Path, work_dir: Path) -> dict[str, float]:
+    files = sorted((data / "parts").rglob("*.dcm"))
+    log_path = work_dir / "storescu.log"
+    with cstore_target(name, work_dir) as target:
+        cstore.send(target, cfg, [[data / "warmup"]], log_path)
+        cpu0 = cstore._cpu_seconds(target.pid)
+        seconds = cstore.send(target, cfg, [[data / "parts"]], log_path)
+        cpu = cstore._cpu_seconds(target.pid) - cpu0
+        held = target.count_instances()
+    if held != len(files) + 1:
+        raise RuntimeError(f"{name} received {held} instances, expected {len(files) + 1}")
+    return _result(len(files), sum(f.stat().st_size for f in files), seconds, cpu)
+
+
+@contextmanager
+def download_system(name: str, work_dir: Path, body_bytes: int) -> Iterator[anonymize.System]:
+    if name == EMPTY_JS:
+        with running_empty_server(work_dir, body_bytes) as server:
+
+            def download(s: requests.Session, image_id: str) -> bytes:
+                r = s.get(f"{server.url}/floor/images/{image_id}/anonymized")
+                if r.status_code != 200:
+                    raise RuntimeError(f"{EMPTY_JS}: HTTP {r.status_code} {r.text[:500]}")
+                return r.content
+
+            def no_upload(s: requests.Session, data: bytes) -> str:
+                raise AssertionError("the empty server stores nothing")
+
+            yield anonymize.System(
+                EMPTY_JS, server.process.pid, server.session, no_upload, download, lambda: server.counts()["downloads"]
+            )
+    else:
+        with anonymize.started(OURS_MODULE[name], work_dir, "bulk") as system:
+            yield system
+
+
+def run_download(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
+    with download_system(name, work_dir, len(blobs[0])) as system:
+        if name == EMPTY_JS:
+            ids = [str(i) for i in range(len(blobs))]
+        else:
+            ids = anonymize.load(system, blobs)  # untimed, two uploaders
+        s = system.new_session()
+        anonymize._is_dicom(system.download(s, ids[0]))  # warm-up: connection, first-request costs
+        cpu0 = cstore._cpu_seconds(system.pid)
+        t0 = time.perf_counter()
+        sizes = [anonymize._is_dicom(system.download(s, i)) for i in ids]
+        seconds = time.perf_counter() - t0
+        cpu = cstore._cpu_seconds(system.pid) - cpu0
+        held = system.count_instances()
+    expected = len(ids) + 1 if name == EMPTY_JS else len(blobs)  # downloads answered / instances stored
+    if held != expected:
+        raise RuntimeError(f"{name}: count {held} after the downloads, expected {expected}")
+    return _result(len(ids), sum(sizes), seconds, cpu)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def print_table(floor: str, rounds: list[dict[str, Any]], medians: dict[str, dict[str, float]], info: str) -> None:
+    print(f"\n### floor `{floor}` — {info}\n")
+    print("| system | inst/s | MB/s | ratio to Orthanc | server CPU ms/inst | inst/s per round | request |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    orthanc = medians[ORTHANC]["inst_per_s"]
+    for name in FLOORS[floor]:
+        m = medians[name]
+        per_round = ", ".join(f"{r[name]['inst_per_s']:.1f}" for r in rounds)
+        print(
+            f"| {name} | {m['inst_per_s']:.1f} | {m['mb_per_s']:.1f} | **{m['inst_per_s'] / orthanc:.2f}** "
+            f"| {m['server_cpu_ms_per_inst']:.2f} | {per_round} | {REQUESTS[floor][name]} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--which", default="rest,cstore,download", help="floors, comma-separated (default all)")
+    parser.add_argument("--count", type=int, default=1000, help="instances per run (default 1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each system once a round (default 3)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    which = [w.strip() for w in args.which.split(",") if w.strip()]
+    if unknown := [w for w in which if w not in FLOORS]:
+        parser.error(f"unknown floor(s) {unknown}: choose from {', '.join(FLOORS)}")
+    if "cstore" in which and not os.access(cstore.STORESCU, os.X_OK):
+        parser.error(f"{cstore.STORESCU} not found: apt-get install dcmtk (or STORESCU=/path/to/storescu)")
+    harness.exit_on_sigterm()
+    machine = harness.machine_info()  # before any work: the load the machine had without us
+
+    report: dict[str, Any] = {
+        "benchmark": "floor",
+        "params": {"which": which, "count": args.count, "rounds": args.rounds, "size": SIZE, "patients": PATIENTS},
+        "requests": {w: REQUESTS[w] for w in which},
+        "machine": machine,
+        "floors": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        blobs: list[bytes] = []
+        if "rest" in which or "download" in which:
+            print(f"generating {args.count} CT instances of {SIZE}x{SIZE} in memory ...", flush=True)
+            t0 = time.perf_counter()
+            blobs = ingest_rest.generate(args.count, SIZE, PATIENTS)
+            print(f"  {sum(map(len, blobs)) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
+        data, cfg = Path(tmp) / "data", Path(tmp) / "storescu.cfg"
+        if "cstore" in which:
+            print(f"generating {args.count} CT instances of {SIZE}x{SIZE} into {data} ...", flush=True)
+            cstore.generate(data, args.count, SIZE, PATIENTS, 1)
+            cfg.write_text(cstore.STORESCU_CFG)
+
+        runners: dict[str, Callable[[str, Path], dict[str, float]]] = {
+            "rest": lambda name, work: run_rest(name, blobs, work),
+            "cstore": lambda name, work: run_cstore(name, data, cfg, work),
+            "download": lambda name, work: run_download(name, blobs, work),
+        }
+        for floor in which:
+            systems = FLOORS[floor]
+            rounds: list[dict[str, Any]] = []
+            load_start, date = harness.loadavg(), subprocess.run(["date", "-u"], capture_output=True, text=True)
+            for r in range(args.rounds):
+                order = list(systems) if r % 2 == 0 else list(reversed(systems))
+                result: dict[str, Any] = {"round": r + 1, "order": order}
+                for name in order:
+                    work_dir = Path(tmp) / f"{floor}-round{r + 1}-{len(result)}"
+                    try:
+                        result[name] = runners[floor](name, work_dir)
+                    finally:
+                        shutil.rmtree(work_dir, ignore_errors=True)
+                    res = result[name]
+                    print(
+                        f"{floor} round {r + 1} {name:>42}: {res['seconds']:7.2f} s  {res['inst_per_s']:7.1f} inst/s  "
+                        f"{res['mb_per_s']:6.1f} MB/s  server CPU {res['server_cpu_ms_per_inst']:5.2f} ms/inst",
+                        flush=True,
+                    )
+                rounds.append(result)
+            keys = ("seconds", "inst_per_s", "mb_per_s", "server_cpu_ms_per_inst")
+            medians = {name: {k: statistics.median(r[name][k] for r in rounds) for k in keys} for name in systems}
+            ratios = {name: medians[name]["inst_per_s"] / medians[ORTHANC]["inst_per_s"] for name in systems}
+            conditions = {
+                "date_utc": date.stdout.strip(),
+                "loadavg_start": load_start,
+                "loadavg_end": harness.loadavg(),
+            }
+            report["floors"][floor] = {
+                "conditions": conditions,
+                "rounds": rounds,
+                "median": medians,
+                "ratio_to_orthanc": ratios,
+            }
+            if args.json:  # after every floor: a long run keeps what it has
+                args.json.write_text(json.dumps(report, indent=2))
+            info = (
+                f"{conditions['date_utc']}, {args.count} × {SIZE}², {args.rounds} round(s), "
+                f"load average {load_start} → {conditions['loadavg_end']}"
+            )
+            print_table(floor, rounds, medians, info)
+            print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
