@@ -442,14 +442,13 @@ def csv_lines(index: Index, batch_size: int = 1000) -> Iterator[str]:
 # re-identification
 
 
-def _latest(conn: sa.Connection, condition: sa.ColumnElement[bool]) -> Any:
-    statement = sa.select(anonymization_keys).where(condition).order_by(anonymization_keys.c.id.desc()).limit(1)
-    return conn.execute(statement).one_or_none()
-
-
 def _match(conn: sa.Connection, ds: Dataset) -> tuple[Any, str] | None:
-    """The most recent key matching ``ds``'s anonymous values at the most specific level, and that level."""
+    """The most recent key matching ``ds``'s anonymous values at the most specific level, and that level.
+
+    One statement (the newest match of each level, UNION ALL) instead of one per level: every
+    anonymous image a box receives is looked up, and most match nothing."""
     k = anonymization_keys.c
+    candidates: list[tuple[str, sa.ColumnElement[bool]]] = []
     for keyword, column, level in (
         ("SOPInstanceUID", k.AnonSOPInstanceUID, "IMAGE"),
         ("SeriesInstanceUID", k.AnonSeriesInstanceUID, "SERIES"),
@@ -457,15 +456,28 @@ def _match(conn: sa.Connection, ds: Dataset) -> tuple[Any, str] | None:
     ):
         value = _value(ds, keyword)
         if value:
-            row = _latest(conn, column == value)
-            if row is not None:
-                return row, level
+            candidates.append((level, column == value))
     patient_id = _value(ds, "PatientID")
     if patient_id:
-        row = _latest(conn, (k.AnonPatientID == patient_id) & (k.AnonPatientName == (_value(ds, "PatientName") or "")))
-        if row is not None:
-            return row, "PATIENT"
-    return None
+        name = _value(ds, "PatientName") or ""
+        candidates.append(("PATIENT", (k.AnonPatientID == patient_id) & (k.AnonPatientName == name)))
+    if not candidates:
+        return None
+    parts = [
+        sa.select(sa.literal(rank).label("match_rank"), anonymization_keys)
+        .where(condition)
+        .order_by(k.id.desc())
+        .limit(1)
+        .subquery()
+        .select()
+        for rank, (_, condition) in enumerate(candidates)
+    ]
+    statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    rows = conn.execute(statement).all()
+    if not rows:
+        return None
+    best = min(rows, key=lambda row: row.match_rank)  # the most specific level that matched
+    return best, candidates[best.match_rank][0]
 
 
 def _uid_values(ds: Dataset) -> set[str]:

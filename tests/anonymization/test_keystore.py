@@ -1,15 +1,19 @@
-"""Anonymization keys and re-identification on ingest, through the one way to anonymize (a real SQLite index)."""
+"""Anonymization keys and re-identification on ingest, through the one way to anonymize (a real SQLite
+index, and a real PostgreSQL one)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
+import sqlalchemy as sa
 from generators import ct_bytes, ct_dataset, to_bytes
+from pg import pg_engine, postgresql_url  # noqa: F401
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -26,11 +30,19 @@ BOX = Source("box", "university")
 BASIC = Profile()
 
 
-@pytest.fixture
-def context(tmp_path: Path) -> SliceboxContext:
-    engine = create_engine(sqlite_url(tmp_path / "index.sqlite"))
-    upgrade(engine)
-    return SliceboxContext(MemoryStorage(), Index(engine))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def context(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SliceboxContext]:
+    engine: sa.Engine
+    if request.param == "postgresql":
+        engine = request.getfixturevalue("pg_engine")
+    else:
+        engine = create_engine(sqlite_url(tmp_path / "index.sqlite"))
+        upgrade(engine)
+    context = SliceboxContext(MemoryStorage(), Index(engine))
+    try:
+        yield context
+    finally:
+        context.close()  # its job heartbeat stops before the database does
 
 
 def parse(data: bytes) -> pydicom.Dataset:
@@ -249,3 +261,25 @@ def test_key_attributes_are_configurable_and_validated():
         keystore.parse_key_attributes(["NoSuchThing:STUDY"])
     with pytest.raises(InvalidInput, match="level must be"):
         keystore.parse_key_attributes(["InstitutionName:WARD"])
+
+
+def test_a_new_study_of_a_known_pseudonym_is_re_identified_at_patient_level_from_the_newest_key(
+    context: SliceboxContext,
+):
+    older = context.ingest(real_ct(PatientBirthDate="19610203", seed=1), USER).image
+    anonymous = parse(context.anonymized_bytes(older.id, BASIC))
+    newer = context.ingest(real_ct(PatientBirthDate="19610204", StudyInstanceUID="1.2.3.4.2", seed=2), USER).image
+    context.anonymized_bytes(newer.id, BASIC)  # same patient, same pseudonym: the newest key of the patient
+    # a study the partner made of the pseudonymous patient: no UID of it is in any key
+    new_study = ct_dataset(
+        PatientName=str(anonymous.PatientName),
+        PatientID=anonymous.PatientID,
+        StudyInstanceUID="1.2.826.0.1.3680043.10.999.2",
+        PatientIdentityRemoved="YES",
+    )
+    back = context.ingest(to_bytes(new_study), BOX).image
+    stored = parse(context.image_bytes(back.id))
+    assert (stored.PatientName, stored.PatientID) == ("Real^Person", "MRN-0042")
+    assert stored.PatientBirthDate == "19610204"  # patient level, from the newer key
+    assert stored.StudyInstanceUID == "1.2.826.0.1.3680043.10.999.2"
+    assert stored.get("AccessionNumber", "") != "ACC-77"  # study level not restored: another study
