@@ -61,9 +61,9 @@ class SliceboxApp(ExtensionApp):
         ),
     ).tag(config=True)
 
-    storage_dir = Unicode(
-        "", help="Folder of the stored DICOM files. Empty: the folder 'dicom' in data_dir."
-    ).tag(config=True)
+    storage_dir = Unicode("", help="Folder of the stored DICOM files. Empty: the folder 'dicom' in data_dir.").tag(
+        config=True
+    )
 
     fsync = Bool(
         True,
@@ -132,9 +132,9 @@ class SliceboxApp(ExtensionApp):
         ),
     ).tag(config=True)
 
-    default_role = Unicode(
-        USER, help="Role of a Jupyter identity not in user_roles (ADMINISTRATOR or USER)."
-    ).tag(config=True)
+    default_role = Unicode(USER, help="Role of a Jupyter identity not in user_roles (ADMINISTRATOR or USER).").tag(
+        config=True
+    )
 
     node_users = Bool(
         True,
@@ -163,9 +163,7 @@ class SliceboxApp(ExtensionApp):
         from jupyter_core.paths import jupyter_path
 
         voila = serverapp.config.VoilaConfiguration
-        if "template" not in voila and any(
-            os.path.isdir(p) for p in jupyter_path("voila", "templates", "slicebox")
-        ):
+        if "template" not in voila and any(os.path.isdir(p) for p in jupyter_path("voila", "templates", "slicebox")):
             voila.template = "slicebox"
 
     def _install_authorizer(self) -> None:
@@ -186,9 +184,7 @@ class SliceboxApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # blocking on purpose: the node must be migrated and repaired before it serves
-        self.context = SliceboxContext.open(
-            Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync
-        )
+        self.context = SliceboxContext.open(Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync)
         self.context.key_attributes = keystore.parse_key_attributes(self.anonymization_key_attributes)
         self.context.reidentify_sources = frozenset(self.reidentify_sources)
         self.context.pixel_masks = load_pixel_masks(self.anonymization_pixel_masks)

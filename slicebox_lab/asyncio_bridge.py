@@ -23,9 +23,7 @@ _executor: ThreadPoolExecutor | None = None
 def executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="slicebox"
-        )
+        _executor = ThreadPoolExecutor(max_workers=max(4, (os.cpu_count() or 1) * 2), thread_name_prefix="slicebox")
     return _executor
 
 

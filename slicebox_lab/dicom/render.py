@@ -128,9 +128,7 @@ def verify_pixel_data(ds: Dataset) -> None:
         _decode_frame(ds, 0)
     except Exception as exc:  # decoders raise anything on broken data
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        raise InvalidDicom(
-            f"the {ts.name} pixel data cannot be decoded, so the file was not stored: {reason}"
-        ) from exc
+        raise InvalidDicom(f"the {ts.name} pixel data cannot be decoded, so the file was not stored: {reason}") from exc
 
 
 def _check_arguments(frame_number: int, window_min: float | None, window_max: float | None, image_height: int) -> None:

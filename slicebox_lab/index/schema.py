@@ -502,8 +502,13 @@ forwarding_rules = sa.Table(
     sa.Column("keep_images", sa.Boolean, nullable=False),
     sa.Column("quiet_seconds", sa.Float, nullable=False),
     _timestamp("created"),
-    sa.UniqueConstraint("source_type", "source_name", "destination_type", "destination_id",
-                        name="uq_forwarding_rules_source_destination"),  # fmt: skip
+    sa.UniqueConstraint(
+        "source_type",
+        "source_name",
+        "destination_type",
+        "destination_id",
+        name="uq_forwarding_rules_source_destination",
+    ),  # fmt: skip
     sqlite_autoincrement=True,
 )
 

@@ -168,8 +168,16 @@ class SeriesTable(widgets.VBox):
             widgets.HBox([self.filter, self.refresh_button]),
             widgets.HBox([self.tag_filter, self.type_filter, self.source_filter]),
             self.grid,
-            widgets.HBox([self.prev_button, self.page_label, self.next_button, self.page_size_picker,
-                          self.select_page_button, self.clear_button]),  # fmt: skip
+            widgets.HBox(
+                [
+                    self.prev_button,
+                    self.page_label,
+                    self.next_button,
+                    self.page_size_picker,
+                    self.select_page_button,
+                    self.clear_button,
+                ]
+            ),  # fmt: skip
         ]
 
     # filters -------------------------------------------------------------------------------------

@@ -77,11 +77,17 @@ async def test_multipart_upload_and_bulk_delete(api, node_dir: Path):
         data = ct_bytes(PatientID=f"M{n}")
         boundary = "sbxboundary"
         body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.dcm\"\r\n"
-            "Content-Type: application/dicom\r\n\r\n"
-        ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n'
+                "Content-Type: application/dicom\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         r = await api(
-            "images", method="POST", body=body,
+            "images",
+            method="POST",
+            body=body,
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert r.code == 201, r.body

@@ -58,8 +58,12 @@ def _handler_for(url: str):
 
 
 def _handler_methods(handler) -> set[str]:
-    return {m for m in METHODS if m in vars(handler) or any(m in vars(b) for b in handler.__mro__[:-1]
-                                                             if b.__module__.startswith("slicebox_lab"))}
+    return {
+        m
+        for m in METHODS
+        if m in vars(handler)
+        or any(m in vars(b) for b in handler.__mro__[:-1] if b.__module__.startswith("slicebox_lab"))
+    }
 
 
 def test_openapi_document_is_valid():

@@ -135,7 +135,6 @@ def test_in_memory_engine_is_shared_by_threads(attributes: AttributesFactory) ->
         engine.dispose()
 
 
-
 def test_ping_answers_without_counting(index: Index) -> None:
     """The health check must stay cheap on a large node: one trivial statement, no table scan."""
     statements: list[str] = []

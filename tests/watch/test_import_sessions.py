@@ -49,7 +49,9 @@ async def test_create_is_owned_by_the_caller_and_idempotent_per_user(api, node: 
     assert counters(session) == (0, 0, 0) and session["created"] == session["last_updated"]
     # a client cannot choose owner or counters
     r = await api(
-        "import", "sessions", method="POST",
+        "import",
+        "sessions",
+        method="POST",
         body=json.dumps({"name": "batch 2", "user": "mallory", "files_added": 9}),
     )
     assert body_json(r)["user"] == session["user"] and counters(body_json(r)) == (0, 0, 0)
@@ -91,9 +93,13 @@ async def test_counters_of_added_repeated_and_rejected_files(api, node: Slicebox
     # multipart: the refusal names the file
     boundary = "sbxboundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="junk.bin"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + b"junk" * 50 + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="junk.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + b"junk" * 50
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     r = await post_image(api, sid, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.code == 400 and body_json(r)["message"].startswith("junk.bin: ")
     assert counters(body_json(await api("import", "sessions", sid))) == (2, 1, 2)

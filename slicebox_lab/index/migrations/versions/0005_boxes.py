@@ -70,9 +70,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_box_outgoing_transactions"),
         sqlite_autoincrement=True,
     )
-    op.create_index(
-        "ix_box_outgoing_transactions_box_id_status", "box_outgoing_transactions", ["box_id", "status"]
-    )
+    op.create_index("ix_box_outgoing_transactions_box_id_status", "box_outgoing_transactions", ["box_id", "status"])
     op.create_table(
         "box_outgoing_images",
         _id(),
