@@ -104,6 +104,8 @@ class Sender(widgets.VBox):
         self.destination.options = options
         if current in [v for _, v in options]:
             self.destination.value = current
+        elif len(options) == 1:  # one partner (the usual hospital node): nothing to choose
+            self.destination.value = options[0][1]
         with reporting(self.status, "listing anonymization options"):
             if not self.option_boxes:
                 for option in self.client.anonymization_options():
@@ -170,7 +172,7 @@ class Sender(widgets.VBox):
             self.status.error("select series first")
             return None
         if self.destination.value and self.destination.value[0] == "scu":
-            self.review_html.value = ("<p><b>SCU sends are not de-identified:</b> the images leave as stored.</p>")
+            self.review_html.value = "<p><b>SCU sends are not de-identified:</b> the images leave as stored.</p>"
             self.reviewed = True
             self._update_send_button()
             return None

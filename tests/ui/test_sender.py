@@ -57,6 +57,7 @@ def test_review_then_send_to_a_box_arrives_de_identified(pair: dict[str, Any]):
     sender = Sender(client_a, selection=[pair["series_id"]])
     assert sender.status.level != "error", sender.status.message
     assert "1 series" in sender.selection_label.value
+    assert sender.destination.value == ("box", pair["box_id"]), "the one partner is preselected"
     sender.select_destination("box", "partner")
     assert sender.destination.value == ("box", pair["box_id"])
     assert "RETAIN_UIDS" in sender.option_boxes
