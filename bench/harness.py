@@ -60,9 +60,9 @@ PY_SPY_RATE = 250
 def py_spy(pid: int, out: Path, rate: int = PY_SPY_RATE) -> Iterator[None]:
     """Sample process ``pid`` with py-spy (raw format, all threads, idle included) while the block runs.
 
-    ``PY_SPY_ON_CPU=1`` in the environment leaves out ``--idle``: only samples of threads running on a
-    CPU, to see where the CPU goes rather than where the time goes."""
-    idle = [] if os.environ.get("PY_SPY_ON_CPU") == "1" else ["--idle"]
+    ``PY_SPY_ON_CPU=1`` in the environment leaves out ``--idle`` (threads py-spy thinks are running);
+    ``PY_SPY_ON_CPU=gil``: only the thread holding the GIL, i.e. where the Python CPU goes."""
+    idle = {"1": [], "gil": ["--gil"]}.get(os.environ.get("PY_SPY_ON_CPU", ""), ["--idle"])
     spy = subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
          "--threads", *idle, "--output", str(out)],
