@@ -26,6 +26,7 @@ Decisions (Slicebox differs where noted):
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -442,42 +443,57 @@ def csv_lines(index: Index, batch_size: int = 1000) -> Iterator[str]:
 # re-identification
 
 
+#: (keyword, key column, level) of the anonymous values a received image is matched on, most specific first
+_MATCH_LEVELS = (
+    ("SOPInstanceUID", "AnonSOPInstanceUID", "IMAGE"),
+    ("SeriesInstanceUID", "AnonSeriesInstanceUID", "SERIES"),
+    ("StudyInstanceUID", "AnonStudyInstanceUID", "STUDY"),
+    ("PatientID", "AnonPatientID", "PATIENT"),
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _match_statement(present: tuple[int, ...]) -> sa.Executable:
+    """The newest key of each level in ``present`` (indexes into ``_MATCH_LEVELS``), UNION ALL, built once
+    per combination: building it per image cost more than running it."""
+    k = anonymization_keys.c
+    parts = []
+    for i in present:
+        column = k[_MATCH_LEVELS[i][1]]
+        condition = column == sa.bindparam(f"v{i}")
+        if _MATCH_LEVELS[i][2] == "PATIENT":
+            condition = condition & (k.AnonPatientName == sa.bindparam("patient_name"))
+        parts.append(
+            sa.select(sa.literal(i).label("match_level"), anonymization_keys)
+            .where(condition)
+            .order_by(k.id.desc())
+            .limit(1)
+            .subquery()
+            .select()
+        )
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)
+
+
 def _match(conn: sa.Connection, ds: Dataset) -> tuple[Any, str] | None:
     """The most recent key matching ``ds``'s anonymous values at the most specific level, and that level.
 
     One statement (the newest match of each level, UNION ALL) instead of one per level: every
     anonymous image a box receives is looked up, and most match nothing."""
-    k = anonymization_keys.c
-    candidates: list[tuple[str, sa.ColumnElement[bool]]] = []
-    for keyword, column, level in (
-        ("SOPInstanceUID", k.AnonSOPInstanceUID, "IMAGE"),
-        ("SeriesInstanceUID", k.AnonSeriesInstanceUID, "SERIES"),
-        ("StudyInstanceUID", k.AnonStudyInstanceUID, "STUDY"),
-    ):
+    params: dict[str, str] = {}
+    for i, (keyword, _, _) in enumerate(_MATCH_LEVELS):
         value = _value(ds, keyword)
         if value:
-            candidates.append((level, column == value))
-    patient_id = _value(ds, "PatientID")
-    if patient_id:
-        name = _value(ds, "PatientName") or ""
-        candidates.append(("PATIENT", (k.AnonPatientID == patient_id) & (k.AnonPatientName == name)))
-    if not candidates:
+            params[f"v{i}"] = value
+    if not params:
         return None
-    parts = [
-        sa.select(sa.literal(rank).label("match_rank"), anonymization_keys)
-        .where(condition)
-        .order_by(k.id.desc())
-        .limit(1)
-        .subquery()
-        .select()
-        for rank, (_, condition) in enumerate(candidates)
-    ]
-    statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-    rows = conn.execute(statement).all()
+    if "v3" in params:
+        params["patient_name"] = _value(ds, "PatientName") or ""
+    present = tuple(i for i in range(len(_MATCH_LEVELS)) if f"v{i}" in params)
+    rows = conn.execute(_match_statement(present), params).all()
     if not rows:
         return None
-    best = min(rows, key=lambda row: row.match_rank)  # the most specific level that matched
-    return best, candidates[best.match_rank][0]
+    best = min(rows, key=lambda row: row.match_level)  # the most specific level that matched
+    return best, _MATCH_LEVELS[best.match_level][2]
 
 
 def _uid_values(ds: Dataset) -> set[str]:
