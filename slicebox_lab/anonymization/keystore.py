@@ -225,6 +225,25 @@ def _key_value(row: Any) -> KeyValue:
 # recording
 
 
+# the statements of record_key, built once (building them per anonymized image cost more than running them)
+_IDENTITY = (anonymization_keys.c.SOPInstanceUID == sa.bindparam("b_sop")) & (
+    anonymization_keys.c.AnonSOPInstanceUID == sa.bindparam("b_anon_sop")
+)
+_KEY_BY_IDENTITY = sa.select(anonymization_keys).where(_IDENTITY)
+_KEY_ID_BY_IDENTITY = sa.select(anonymization_keys.c.id).where(_IDENTITY)
+_KEY_BY_ID = sa.select(anonymization_keys).where(anonymization_keys.c.id == sa.bindparam("b_id"))
+_INSERT_KEY = anonymization_keys.insert()
+_UPDATE_KEY = anonymization_keys.update().where(anonymization_keys.c.id == sa.bindparam("b_id"))
+_KEY_VALUES_OF = sa.select(
+    anonymization_key_values.c.tag_path,
+    anonymization_key_values.c.level,
+    anonymization_key_values.c.value,
+    anonymization_key_values.c.anonymized_value,
+).where(anonymization_key_values.c.key_id == sa.bindparam("b_id"))
+_DELETE_KEY_VALUES = anonymization_key_values.delete().where(anonymization_key_values.c.key_id == sa.bindparam("b_id"))
+_INSERT_KEY_VALUES = anonymization_key_values.insert()
+
+
 def record_key(
     index: Index,
     real: Dataset,
@@ -257,25 +276,23 @@ def record_key(
                 "anonymized_value": _value(anonymized, attribute.keyword) or "",
             }
         )
-    unique = (anonymization_keys.c.SOPInstanceUID == identity["SOPInstanceUID"]) & (
-        anonymization_keys.c.AnonSOPInstanceUID == identity["AnonSOPInstanceUID"]
-    )
-    unchanged = _unchanged_key(index, unique, values, attribute_rows)
+    ids = {"b_sop": identity["SOPInstanceUID"], "b_anon_sop": identity["AnonSOPInstanceUID"]}
+    unchanged = _unchanged_key(index, ids, values, attribute_rows)
     if unchanged is not None:  # the same anonymization again (a repeated download): no write at all
         return unchanged
 
     def write(conn: sa.Connection) -> Any:
-        key_id = conn.execute(sa.select(anonymization_keys.c.id).where(unique)).scalar()
+        key_id = conn.execute(_KEY_ID_BY_IDENTITY, ids).scalar()
         if key_id is None:
-            inserted = conn.execute(anonymization_keys.insert().values(**values)).inserted_primary_key
+            inserted = conn.execute(_INSERT_KEY, values).inserted_primary_key
             assert inserted is not None
             key_id = inserted[0]
         else:
-            conn.execute(anonymization_keys.update().where(anonymization_keys.c.id == key_id).values(**values))
-            conn.execute(anonymization_key_values.delete().where(anonymization_key_values.c.key_id == key_id))
+            conn.execute(_UPDATE_KEY, {**values, "b_id": key_id})
+            conn.execute(_DELETE_KEY_VALUES, {"b_id": key_id})
         if attribute_rows:
-            conn.execute(anonymization_key_values.insert(), [{"key_id": key_id, **r} for r in attribute_rows])
-        return conn.execute(sa.select(anonymization_keys).where(anonymization_keys.c.id == key_id)).one()
+            conn.execute(_INSERT_KEY_VALUES, [{"key_id": key_id, **r} for r in attribute_rows])
+        return conn.execute(_KEY_BY_ID, {"b_id": key_id}).one()
 
     for attempt in range(2):
         try:
@@ -289,17 +306,14 @@ def record_key(
 
 
 def _unchanged_key(
-    index: Index, unique: sa.ColumnElement[bool], values: dict[str, Any], attribute_rows: list[dict[str, str]]
+    index: Index, ids: dict[str, str], values: dict[str, Any], attribute_rows: list[dict[str, str]]
 ) -> AnonymizationKey | None:
     """The stored key if it already says exactly this (identity, image, profile, key attributes)."""
     with index.reading() as conn:
-        row = conn.execute(sa.select(anonymization_keys).where(unique)).one_or_none()
+        row = conn.execute(_KEY_BY_IDENTITY, ids).one_or_none()
         if row is None or any(getattr(row, name) != value for name, value in values.items() if name != "created"):
             return None
-        v = anonymization_key_values.c
-        stored = conn.execute(
-            sa.select(v.tag_path, v.level, v.value, v.anonymized_value).where(v.key_id == row.id)
-        ).all()
+        stored = conn.execute(_KEY_VALUES_OF, {"b_id": row.id}).all()
     wanted = {(r["tag_path"], r["level"], r["value"], r["anonymized_value"]) for r in attribute_rows}
     return _key(row) if {tuple(r) for r in stored} == wanted else None
 
