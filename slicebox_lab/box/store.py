@@ -14,8 +14,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,7 +25,6 @@ import sqlalchemy as sa
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.index import Index
 from slicebox_lab.index.query import row_id
-from slicebox_lab.index.repository import _GroupCommit
 from slicebox_lab.index.schema import (
     box_incoming_images,
     box_incoming_transactions,
@@ -768,14 +765,11 @@ def record_received(
     Concurrent receipts share one write transaction (one commit) on SQLite, as concurrent ingests do:
     with several images in flight, a commit per receipt was a large part of the receiver's time.
     """
-    group = _receipt_group(index)
     args = (box, outgoing_transaction_id, sequence_number, total, image_id, added, sha256)
     for attempt in range(3):
         try:
-            if group is None:
-                with index.writing() as conn:
-                    return _record_received(conn, *args)
-            status: str = group.run(lambda conn: _record_received(conn, *args))
+            # the ingest's group commit: the receipt usually shares the commit of the next images' rows
+            status: str = index.grouped_writing(lambda conn: _record_received(conn, *args))
             return status
         except sa.exc.IntegrityError:  # a concurrent request recorded the transaction or the image first
             if attempt == 2:
@@ -783,21 +777,29 @@ def record_received(
     raise AssertionError("unreachable")
 
 
-_receipt_groups: weakref.WeakKeyDictionary[Index, _GroupCommit] = weakref.WeakKeyDictionary()
-_receipt_groups_lock = threading.Lock()
-
-
-def _receipt_group(index: Index) -> _GroupCommit | None:
-    """The group commit of the node's receipts: SQLite files only (PostgreSQL commits concurrently;
-    one in-memory connection cannot hold a transaction open for others)."""
-    url = index.engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    with _receipt_groups_lock:
-        group = _receipt_groups.get(index)
-        if group is None:
-            group = _receipt_groups[index] = _GroupCommit(index.writing)
-        return group
+_t, _i = box_incoming_transactions, box_incoming_images
+# the statements of a receipt, built once (building them per received image cost more than running them)
+_INCOMING_BY_OUTGOING = sa.select(_t.c.id).where(
+    _t.c.box_id == sa.bindparam("b_box_id"), _t.c.outgoing_transaction_id == sa.bindparam("b_outgoing_id")
+)
+_INSERT_INCOMING = _t.insert().returning(_t.c.id)
+_RECEIVED_IMAGE = sa.select(_i.c.id).where(
+    _i.c.transaction_id == sa.bindparam("b_id"), _i.c.sequence_number == sa.bindparam("b_sequence_number")
+)
+_INCOMING_STATUS = sa.select(_t.c.status).where(_t.c.id == sa.bindparam("b_id"))
+_INSERT_RECEIVED_IMAGE = _i.insert()
+_COUNT_RECEIVED = (
+    _t.update()
+    .where(_t.c.id == sa.bindparam("b_id"))
+    .values(
+        received_image_count=_t.c.received_image_count + 1,
+        added_image_count=_t.c.added_image_count + sa.bindparam("b_added"),
+        total_image_count=sa.bindparam("b_total"),
+        updated=sa.bindparam("b_updated"),
+    )
+    .returning(_t.c.received_image_count)
+)
+_SET_INCOMING_STATUS = _t.update().where(_t.c.id == sa.bindparam("b_id")).values(status=sa.bindparam("b_status"))
 
 
 def _record_received(
@@ -810,57 +812,37 @@ def _record_received(
     added: bool,
     sha256: str,
 ) -> str:
-    t, i = box_incoming_transactions, box_incoming_images
     stamp = now()
-    row = conn.execute(
-        sa.select(t.c.id).where(t.c.box_id == box.id, t.c.outgoing_transaction_id == outgoing_transaction_id)
-    ).first()
+    row = conn.execute(_INCOMING_BY_OUTGOING, {"b_box_id": box.id, "b_outgoing_id": outgoing_transaction_id}).first()
     if row is None:
-        transaction_id = int(
-            conn.execute(
-                t.insert()
-                .values(
-                    box_id=box.id,
-                    box_name=box.name,
-                    outgoing_transaction_id=outgoing_transaction_id,
-                    status=PROCESSING,
-                    total_image_count=total,
-                    created=stamp,
-                    updated=stamp,
-                )
-                .returning(t.c.id)
-            ).scalar_one()
-        )
+        values = {
+            "box_id": box.id,
+            "box_name": box.name,
+            "outgoing_transaction_id": outgoing_transaction_id,
+            "status": PROCESSING,
+            "total_image_count": total,
+            "created": stamp,
+            "updated": stamp,
+        }
+        transaction_id = int(conn.execute(_INSERT_INCOMING, values).scalar_one())
     else:
         transaction_id = int(row[0])
-    known = conn.execute(
-        sa.select(i.c.id).where(i.c.transaction_id == transaction_id, i.c.sequence_number == sequence_number)
-    ).first()
+    known = conn.execute(_RECEIVED_IMAGE, {"b_id": transaction_id, "b_sequence_number": sequence_number}).first()
     if known is not None:
-        return str(conn.execute(sa.select(t.c.status).where(t.c.id == transaction_id)).scalar_one())
-    conn.execute(
-        i.insert().values(
-            transaction_id=transaction_id,
-            sequence_number=sequence_number,
-            image_id=image_id,
-            overwrite=not added,
-            sha256=sha256,
-        )
-    )
+        return str(conn.execute(_INCOMING_STATUS, {"b_id": transaction_id}).scalar_one())
+    image = {
+        "transaction_id": transaction_id,
+        "sequence_number": sequence_number,
+        "image_id": image_id,
+        "overwrite": not added,
+        "sha256": sha256,
+    }
+    conn.execute(_INSERT_RECEIVED_IMAGE, image)
     # counted as they come (one row per sequence number, unique): no recount of the whole transaction
-    received = conn.execute(
-        t.update()
-        .where(t.c.id == transaction_id)
-        .values(
-            received_image_count=t.c.received_image_count + 1,
-            added_image_count=t.c.added_image_count + (1 if added else 0),
-            total_image_count=total,
-            updated=stamp,
-        )
-        .returning(t.c.received_image_count)
-    ).scalar_one()
+    count = {"b_id": transaction_id, "b_added": 1 if added else 0, "b_total": total, "b_updated": stamp}
+    received = conn.execute(_COUNT_RECEIVED, count).scalar_one()
     status = FINISHED if int(received) >= total else PROCESSING
-    conn.execute(t.update().where(t.c.id == transaction_id).values(status=status))
+    conn.execute(_SET_INCOMING_STATUS, {"b_id": transaction_id, "b_status": status})
     return status
 
 
