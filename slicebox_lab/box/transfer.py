@@ -73,6 +73,8 @@ _UNCOMPRESSED_SYNTAXES = frozenset(
 def wire_encoding(data: bytes, preferred: str = "deflate") -> str:
     """``preferred``, or ``identity`` for an image whose transfer syntax is compressed already (read
     from the file meta group, without parsing the data set): deflating it again costs CPU for nothing."""
+    if preferred == "identity":  # nothing to decide (a partner on this machine): no file meta to read
+        return preferred
     syntax = dicom.transfer_syntax_of(data)
     if syntax is not None and syntax not in _UNCOMPRESSED_SYNTAXES:
         return "identity"
