@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -57,6 +57,16 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
     async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking domain work off the event loop."""
         return await run_blocking(fn, *args, **kwargs)
+
+    async def write_stream(self, stream: BinaryIO, chunk_size: int = 1 << 20) -> None:
+        """Copy an open stored file into the answer a chunk at a time (read off the event loop, flushed:
+        never a whole file or study in memory), then close it."""
+        try:
+            while chunk := await self.blocking(stream.read, chunk_size):
+                self.write(chunk)
+                await self.flush()
+        finally:
+            stream.close()
 
     def user_name(self) -> str:
         """The caller's stable name, for sources and ownership.

@@ -204,17 +204,9 @@ class _RetrieveHandler(DicomWebHandler):
                 self.write(data)
             else:
                 stream = await self.blocking(storage.open, instance.storage_key)
-                try:
-                    ts = f"; transfer-syntax={instance.TransferSyntaxUID}" if instance.TransferSyntaxUID else ""
-                    self.write(writer.part_header(instance.url(root), instance.size, "application/dicom" + ts))
-                    while True:
-                        chunk = await self.blocking(stream.read, _CHUNK)
-                        if not chunk:
-                            break
-                        self.write(chunk)
-                        await self.flush()
-                finally:
-                    stream.close()
+                ts = f"; transfer-syntax={instance.TransferSyntaxUID}" if instance.TransferSyntaxUID else ""
+                self.write(writer.part_header(instance.url(root), instance.size, "application/dicom" + ts))
+                await self.write_stream(stream, _CHUNK)
             self.write(writer.part_end())
             await self.flush()
         self.write(writer.close())

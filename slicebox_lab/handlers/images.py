@@ -26,18 +26,10 @@ class ImageHandler(SliceboxHandler):
     async def get(self, image_id: str) -> None:
         """The stored file, streamed."""
         image, stream = await self.blocking(self.context.open_image, int(image_id))
-        try:
-            self.set_header("Content-Type", "application/dicom")
-            self.set_header("Content-Length", str(image.size))
-            self.set_header("Content-Disposition", f'attachment; filename="{image.id}.dcm"')
-            while True:
-                chunk = await self.blocking(stream.read, 1 << 20)
-                if not chunk:
-                    break
-                self.write(chunk)
-                await self.flush()
-        finally:
-            stream.close()
+        self.set_header("Content-Type", "application/dicom")
+        self.set_header("Content-Length", str(image.size))
+        self.set_header("Content-Disposition", f'attachment; filename="{image.id}.dcm"')
+        await self.write_stream(stream)
         await self.finish(set_content_type="application/dicom")
 
     @web.authenticated
