@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 import requests
 from generators import ct_dataset, to_bytes
+from nodeproc import NodeProcess
 from pydicom.uid import generate_uid
 
 CHROMIUM = "/usr/bin/chromium"
@@ -47,30 +47,10 @@ def free_port() -> int:
 
 
 @dataclass
-class LabProcess:
-    process: subprocess.Popen[bytes]
-    url: str  # http://127.0.0.1:port/
-    token: str
-    root_dir: Path
-    log_path: Path
+class LabProcess(NodeProcess):
+    """A ``jupyter lab`` with the node: as a ``jupyter slicebox`` node process, plus the notebook root."""
 
-    @property
-    def api(self) -> str:
-        return self.url + "slicebox/api"
-
-    def session(self) -> requests.Session:
-        s = requests.Session()
-        s.headers["Authorization"] = f"token {self.token}"
-        return s
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    root_dir: Path = Path()
 
 
 def start_lab(work_dir: Path, token: str = "lab-test-token") -> LabProcess:
@@ -116,7 +96,7 @@ def start_lab(work_dir: Path, token: str = "lab-test-token") -> LabProcess:
     ]
     log = open(log_path, "wb")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
-    lab = LabProcess(process, f"http://127.0.0.1:{port}/", token, root, log_path)
+    lab = LabProcess(process, f"http://127.0.0.1:{port}/", token, runtime, log_path, root_dir=root)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -20,22 +20,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from labproc import CHROMIUM, CHROMIUM_ARGS
 from nodeproc import NodeProcess, start_node
 
 import slicebox_lab
 from slicebox_lab.sample import make_sample_files
 
-CHROMIUM = "/usr/bin/chromium"
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian chromium ({CHROMIUM}) is not installed"),
@@ -97,7 +89,7 @@ def browser(nodes: Nodes) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
