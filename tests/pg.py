@@ -244,3 +244,20 @@ def _drop_all(engine: sa.Engine) -> None:
     reflected.reflect(engine)
     with engine.begin() as conn:
         reflected.drop_all(conn)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def index_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A migrated, empty index database on each back-end: a SQLite file, then a fresh PostgreSQL database
+    (import with ``pg_engine`` and ``postgresql_url``)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_engine")
+        return
+    from slicebox_lab.index import sqlite_url
+
+    engine = create_engine(sqlite_url(tmp_path / "node" / "slicebox.sqlite"))
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -7,13 +7,12 @@ import csv
 import io
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pydicom
 import pytest
 import sqlalchemy as sa
 from generators import ct_bytes, ct_dataset, to_bytes
-from pg import pg_engine, postgresql_url  # noqa: F401
+from pg import index_engine, pg_engine, postgresql_url  # noqa: F401
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -21,7 +20,7 @@ from slicebox_lab.anonymization import Option, Profile, keystore
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.dicom.tagpath import parse_tag_values
 from slicebox_lab.errors import InvalidInput, NotFound
-from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
+from slicebox_lab.index import Index
 from slicebox_lab.model import Source
 from slicebox_lab.storage import MemoryStorage
 
@@ -30,15 +29,9 @@ BOX = Source("box", "university")
 BASIC = Profile()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def context(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SliceboxContext]:
-    engine: sa.Engine
-    if request.param == "postgresql":
-        engine = request.getfixturevalue("pg_engine")
-    else:
-        engine = create_engine(sqlite_url(tmp_path / "index.sqlite"))
-        upgrade(engine)
-    context = SliceboxContext(MemoryStorage(), Index(engine))
+@pytest.fixture
+def context(index_engine: sa.Engine) -> Iterator[SliceboxContext]:  # noqa: F811 - the imported fixture
+    context = SliceboxContext(MemoryStorage(), Index(index_engine))
     try:
         yield context
     finally:

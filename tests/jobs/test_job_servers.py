@@ -13,31 +13,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg import pg_engine, postgresql_url  # noqa: F401
+from pg import index_engine, pg_engine, postgresql_url  # noqa: F401
 
-from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
+from slicebox_lab.index import Index, create_engine
 from slicebox_lab.index.schema import jobs
 from slicebox_lab.jobs import DATABASE_SERVER, INTERRUPTED_BY_RESTART, JobContext, JobManager
 
 TIMEOUT = 15.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "postgresql":
-        yield request.getfixturevalue("pg_engine")
-        return
-    engine = create_engine(sqlite_url(tmp_path / "node" / "slicebox.sqlite"))
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+@pytest.fixture
+def engine(index_engine: sa.Engine) -> sa.Engine:  # noqa: F811 - the imported fixture
+    return index_engine
 
 
 @pytest.fixture
