@@ -468,3 +468,63 @@ def test_unsorted_elements_are_accepted_and_their_truncation_refused() -> None:
     data = fp.getvalue()
     assert str(parse_part10(data).dataset.PatientName) == "Doe^John"
     assert "PatientName" in refusal(data[:-3])
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _pydicom_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_write_part10_writes_exactly_what_pydicom_writes() -> None:
+    """write_part10 appends trailing native Pixel Data itself: the bytes must stay pydicom's, for every
+    bundled file (parsed, so elements are still raw; and after de-identification, as boxes send them)."""
+    from slicebox_lab.anonymization import Profile, PseudonymKeys, anonymize
+    from slicebox_lab.dicom import write_part10
+    from slicebox_lab.dicom.reading import _trailing_native_pixels
+
+    keys, appended = PseudonymKeys.generate(), 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in BUNDLED:
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                parsed = parse_part10(data).dataset
+            except InvalidDicom:
+                continue
+            candidates = [parsed]
+            try:
+                candidates.append(anonymize(parse_part10(data).dataset, Profile(), keys))
+            except Exception:  # refused (burned in, ...): the original still counts
+                pass
+            for ds in candidates:
+                try:
+                    expected = _pydicom_bytes(ds)
+                except Exception:  # pydicom cannot write it either
+                    continue
+                appended += _trailing_native_pixels(ds) is not None
+                assert write_part10(ds) == expected, path
+    assert appended > 50  # the fast path was taken, and checked, for many files
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_write_part10_appends_pixel_data_only_where_it_ends_the_dataset(syntax: UID) -> None:
+    from slicebox_lab.dicom import write_part10
+    from slicebox_lab.dicom.reading import _trailing_native_pixels
+
+    ds = ct_dataset(rows=8, columns=8)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds = parse_part10(to_bytes(ds)).dataset
+    assert _trailing_native_pixels(ds) is not None
+    assert write_part10(ds) == _pydicom_bytes(ds)
+    ds.add_new(0xFFFCFFFC, "OB", b"\0\0")  # Data Set Trailing Padding after the pixels: pydicom writes all
+    assert _trailing_native_pixels(ds) is None
+    assert write_part10(ds) == _pydicom_bytes(ds)
+    del ds[0xFFFCFFFC]
+    ds.PixelData = ds.PixelData + b"\0"  # odd length: pydicom pads it
+    assert _trailing_native_pixels(ds) is None
+    assert write_part10(ds) == _pydicom_bytes(ds)
