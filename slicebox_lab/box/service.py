@@ -198,7 +198,9 @@ class BoxService:
 
     def _http(self, box: store.Box) -> BoxTransport:
         encoding = wire_encoding_for(box.base_url, self.settings.compression)
-        return HttpTransport(box.base_url, timeout=self.settings.request_timeout, encoding=encoding)
+        return HttpTransport(
+            box.base_url, self.settings.request_timeout, encoding, connections=self.settings.concurrency
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
