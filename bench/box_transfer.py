@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import requests
 from ingest_rest import generate, print_profile
 
 OURS = "slicebox_lab"
@@ -113,16 +114,19 @@ def run_ours(blobs: list[bytes], work_dir: Path, mode: str) -> float:
     return seconds
 
 
+def _post_orthanc(s: requests.Session, url: str, data: bytes) -> str:
+    """Store one instance in an Orthanc (untimed loading); its Orthanc id."""
+    r = s.post(url + "/instances", data=data, headers=harness.DICOM)
+    r.raise_for_status()
+    return str(r.json()["ID"])
+
+
 def run_orthanc(blobs: list[bytes], work_dir: Path) -> float:
     with harness.running_orthanc(work_dir / "b") as b:
         peers = {"b": {"Url": b.url + "/"}}
         with harness.running_orthanc(work_dir / "a", OrthancPeers=peers) as a:
             s = a.session()
-            ids = []
-            for data in blobs:
-                r = s.post(a.url + "/instances", data=data, headers=harness.DICOM)
-                r.raise_for_status()
-                ids.append(r.json()["ID"])
+            ids = [_post_orthanc(s, a.url, data) for data in blobs]
             t0 = time.perf_counter()
             r = s.post(a.url + "/peers/b/store", json={"Resources": ids, "Synchronous": True}, timeout=3600)
             seconds = time.perf_counter() - t0

@@ -18,6 +18,18 @@ difference is the headroom our own work may use.
   pynetdicom SCP (4 MiB PDU, ``TCP_NODELAY``, C-STORE answered 0x0000 at once) with pynetdicom's
   plain 1 ms polling, and the same with the node's early wake-ups; the latter writing each Part-10
   file durably (``FileSystemStorage.write``) before answering; our node's SCP.
+* ``box``: node-to-node transfer of the stored instances, as ``bench/box_transfer.py`` (push): Orthanc
+  A ``POST /peers/b/store`` (synchronous) into Orthanc B; an empty sending pair: threads of this
+  process (8 as the box service, or ``FLOOR_CONCURRENCY``; one ``requests.Session`` each) POST the
+  instances held in memory to the bare ``jupyter_server``, which writes each durably
+  (``FileSystemStorage.write``) before answering; the same with each thread first de-identifying its
+  instance with the node's own anonymizer (pydicom parse, ``anonymize`` with the basic profile,
+  pydicom write: the least a sender that anonymizes must do, without the key record or any index);
+  the same, the sender also sending the SHA-256 of its bytes and the server checking it before the
+  write (the issue's hash verification);
+  our nodes A → B (box push, anonymizing, hash-verified, FINISHED when B has every image durable).
+  The CPU column is then that of every process of the system (both Orthancs; this process and the
+  empty server; both nodes).
 * ``download``: one client, one session, one request after the other, for each of the stored
   instances: Orthanc ``POST /instances/{id}/anonymize`` ``{}``; the bare ``jupyter_server``
   answering ``GET`` with a constant body as large as one file (``application/dicom``); our node
@@ -29,12 +41,13 @@ storescu and all servers run with ``TCP_NODELAY=1``. Per system: inst/s, MB/s (1
 sent or received), ratio to Orthanc's inst/s, and the server process's CPU time (user + system,
 ``/proc/<pid>/stat``) per instance during the timed part.
 
-    python bench/floor.py [--which rest,cstore,download] [--count 1000] [--rounds 3] [--json out.json]
+    python bench/floor.py [--which rest,cstore,download,box] [--count 1000] [--rounds 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -43,14 +56,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anonymize
+import box_transfer
 import cstore
 import harness
 import ingest_rest
@@ -60,6 +76,7 @@ BENCH = Path(__file__).resolve().parent
 SIZE = 512
 PATIENTS = 10
 TOKEN = "floor-token"
+HASH_HEADER = "X-Slicebox-SHA256"
 
 OURS = "slicebox_lab (our node)"
 ORTHANC = "Orthanc"
@@ -70,10 +87,16 @@ DURABLE_JS = "jupyter_server, handler + durable file write"
 DURABLE_PN = "pynetdicom + wake-ups + durable file write"
 ORTHANC_JS = "jupyter_server, handler + file written as Orthanc does"
 ORTHANC_PN = "pynetdicom + wake-ups + file written as Orthanc does"
+#: images in flight from one sender, as the box service's default ``concurrency`` (``FLOOR_CONCURRENCY``)
+CONCURRENCY = int(os.environ.get("FLOOR_CONCURRENCY", "8"))
+BOX_DURABLE = f"empty pair: {CONCURRENCY} sending threads → handler + durable file write"
+BOX_ANON = "empty pair, each sender thread anonymizing first (pydicom)"
+BOX_HASHED = "the same + SHA-256 sent and checked (as a box must)"
 FLOORS: dict[str, tuple[str, ...]] = {
     "rest": (ORTHANC, EMPTY_JS, DURABLE_JS, ORTHANC_JS, OURS),
     "cstore": (ORTHANC, EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, OURS),
     "download": (ORTHANC, EMPTY_JS, OURS),
+    "box": (ORTHANC, BOX_DURABLE, BOX_ANON, BOX_HASHED, OURS),
 }
 #: our display names → the names the reused bench modules use
 OURS_MODULE = {OURS: ingest_rest.OURS, ORTHANC: ingest_rest.ORTHANC}
@@ -93,6 +116,13 @@ REQUESTS = {
         DURABLE_PN: "C-STORE → Part-10 file written by FileSystemStorage.write (fsynced), 0x0000",
         ORTHANC_PN: "C-STORE → Part-10 file written to its final name + fsync, 0x0000",
         OURS: "C-STORE into our node's SCP (stored)",
+    },
+    "box": {
+        ORTHANC: "Orthanc A POST /peers/b/store (synchronous) → Orthanc B",
+        BOX_DURABLE: f"{CONCURRENCY} threads POST /floor/images → FileSystemStorage.write (fsynced), 201",
+        BOX_ANON: f"{CONCURRENCY} threads: dcmread, anonymize (basic), dcmwrite, POST /floor/images → fsynced, 201",
+        BOX_HASHED: "as above, the sender's SHA-256 in X-Slicebox-SHA256, checked before the write",
+        OURS: "box push A → B (bench/box_transfer.py), FINISHED",
     },
     "download": {
         ORTHANC: "POST /instances/{id}/anonymize {}",
@@ -338,6 +368,89 @@ def run_download(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, flo
     return _result(len(ids), sum(sizes), seconds, cpu)
 
 
+def _anonymizer() -> Callable[[bytes], bytes]:
+    """The node's de-identification of one Part-10 file, without key record or index (basic profile)."""
+    from slicebox_lab import dicom
+    from slicebox_lab.anonymization import Profile, PseudonymKeys
+    from slicebox_lab.anonymization import anonymize as deidentify
+
+    profile, keys = Profile(), PseudonymKeys.generate()
+
+    def run(data: bytes) -> bytes:
+        return dicom.write_part10(deidentify(dicom.parse_part10(data).dataset, profile, keys))
+
+    return run
+
+
+def _send_all(
+    url: str,
+    session: Callable[[], requests.Session],
+    blobs: list[bytes],
+    make: Callable[[bytes], bytes],
+    hashed: bool = False,
+) -> None:
+    """``CONCURRENCY`` threads, each with its own session, POST ``make(blob)`` for every blob (with its
+    SHA-256 in the header if ``hashed``); 201 each."""
+    local = threading.local()
+
+    def one(blob: bytes) -> None:
+        s = getattr(local, "s", None) or session()
+        local.s = s
+        data = make(blob)
+        headers = {**harness.DICOM, **({HASH_HEADER: hashlib.sha256(data).hexdigest()} if hashed else {})}
+        r = s.post(url, data=data, headers=headers)
+        if r.status_code != 201:
+            raise RuntimeError(f"empty server: HTTP {r.status_code} {r.text[:500]}")
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        for _ in pool.map(one, blobs):
+            pass
+
+
+def run_box(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
+    total = sum(map(len, blobs))
+    if name in (BOX_DURABLE, BOX_ANON, BOX_HASHED):
+        make = (lambda data: data) if name == BOX_DURABLE else _anonymizer()
+        hashed = name == BOX_HASHED
+        with running_empty_server(work_dir, len(blobs[0]), store=True) as server:
+            url = server.url + "/floor/images"
+            _send_all(url, server.session, [ingest_rest.warm_up_instance()], make, hashed)
+            cpu0 = cstore._cpu_seconds(server.process.pid) + time.process_time()
+            t0 = time.perf_counter()
+            _send_all(url, server.session, blobs, make, hashed)
+            seconds = time.perf_counter() - t0
+            cpu = cstore._cpu_seconds(server.process.pid) + time.process_time() - cpu0
+            held = server.counts()["uploads"]
+        if held != len(blobs) + 1:
+            raise RuntimeError(f"{name} took {held} uploads, expected {len(blobs) + 1}")
+        return _result(len(blobs), total, seconds, cpu)
+    if name == OURS:
+        with box_transfer.our_pair(work_dir, "push") as (a, b, box_id):
+            ids = box_transfer._upload_ours(a, blobs)
+            pids = (a.process.pid, b.process.pid)
+            cpu0 = sum(map(cstore._cpu_seconds, pids))
+            seconds = box_transfer._transfer_ours(a, box_id, ids)
+            cpu = sum(map(cstore._cpu_seconds, pids)) - cpu0
+            held = box_transfer._count_ours(b)
+    else:
+        with harness.running_orthanc(work_dir / "b") as ob:
+            with harness.running_orthanc(work_dir / "a", OrthancPeers={"b": {"Url": ob.url + "/"}}) as oa:
+                s = oa.session()
+                ids = [box_transfer._post_orthanc(s, oa.url, data) for data in blobs]
+                pids = (oa.process.pid, ob.process.pid)
+                cpu0 = sum(map(cstore._cpu_seconds, pids))
+                t0 = time.perf_counter()
+                r = s.post(oa.url + "/peers/b/store", json={"Resources": ids, "Synchronous": True}, timeout=3600)
+                seconds = time.perf_counter() - t0
+                cpu = sum(map(cstore._cpu_seconds, pids)) - cpu0
+                if r.status_code != 200:
+                    raise RuntimeError(f"Orthanc peers/store: HTTP {r.status_code} {r.text[:500]}")
+                held = int(ob.session().get(ob.url + "/statistics").json()["CountInstances"])
+    if held != len(blobs):
+        raise RuntimeError(f"{name}: B holds {held} instances, expected {len(blobs)}")
+    return _result(len(blobs), total, seconds, cpu)
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -379,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         blobs: list[bytes] = []
-        if "rest" in which or "download" in which:
+        if "rest" in which or "download" in which or "box" in which:
             print(f"generating {args.count} CT instances of {SIZE}x{SIZE} in memory ...", flush=True)
             t0 = time.perf_counter()
             blobs = ingest_rest.generate(args.count, SIZE, PATIENTS)
@@ -394,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             "rest": lambda name, work: run_rest(name, blobs, work),
             "cstore": lambda name, work: run_cstore(name, data, cfg, work),
             "download": lambda name, work: run_download(name, blobs, work),
+            "box": lambda name, work: run_box(name, blobs, work),
         }
         for floor in which:
             systems = FLOORS[floor]

@@ -9,6 +9,7 @@
   the node must (``slicebox_lab.storage.FileSystemStorage.write``: temp file, fsync, rename, folder
   fsync), in a thread as the node does: the floor of any server that answers only durable data.
   ``FLOOR_STORE_MODE=orthanc``: written as Orthanc does instead (final name, write, fsync).
+  An upload with an ``X-Slicebox-SHA256`` header has its SHA-256 checked first (400 if it differs).
   Every handler is an ``APIHandler`` with ``@web.authenticated`` + ``@authorized`` like the node's.
 * As a script (``python bench/floor_ext.py scp --port N [--wake]``): a pynetdicom AE that accepts
   CT Image Storage (Explicit/Implicit VR Little Endian), advertises a 4 MiB maximum PDU, sets
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -36,6 +38,8 @@ from typing import Any
 AUTH_RESOURCE = "slicebox"
 BODY_BYTES = int(os.environ.get("FLOOR_BODY_BYTES", "525316"))
 AE_TITLE = "FLOOR"
+#: the header a box sends the SHA-256 of its bytes in (``slicebox_lab.box.transfer.HASH_HEADER``)
+HASH_HEADER = "X-Slicebox-SHA256"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -57,6 +61,14 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     # a DICOM-looking constant: 128-byte preamble, "DICM", zeros (the client checks the magic)
     body = bytes(128) + b"DICM" + bytes(max(0, BODY_BYTES - 132))
 
+    def keep(data: bytes, expected: str) -> bool:
+        """Check the body's SHA-256 if one was sent (as a box receiver must), then store it if storing."""
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            return False
+        if storage is not None:
+            storage.write(uuid.uuid4().hex, data)
+        return True
+
     class UploadHandler(APIHandler):
         auth_resource = AUTH_RESOURCE
 
@@ -64,9 +76,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         @authorized
         async def post(self) -> None:
             n = len(self.request.body)
-            if storage is not None:
+            expected = self.request.headers.get(HASH_HEADER, "")
+            if storage is not None or expected:
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, storage.write, uuid.uuid4().hex, self.request.body)
+                if not await loop.run_in_executor(None, keep, self.request.body, expected):
+                    raise web.HTTPError(400, "SHA-256 mismatch")
             counts["uploads"] += 1
             counts["bytes"] += n
             self.set_status(201)
