@@ -41,6 +41,12 @@ DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 SHARED_TOKEN_OWNER = "anonymous"
 #: the partner-node token in /transactions/{token}/... paths, kept out of the audit trail
 _TOKEN_PATH = re.compile(r"^transactions/[^/]+")
+_TOKEN_IN_URI = re.compile(r"(/transactions/)[^/?]+")
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` with a box token (the part after ``/transactions/``) replaced by ``***``: for logs."""
+    return _TOKEN_IN_URI.sub(r"\1***", uri)
 
 
 class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
@@ -223,9 +229,11 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             if self._finished:
                 return
             if e.status_code >= 500:
-                self.log.error("slicebox: %s %s: %s", self.request.method, self.request.uri, e.message)
+                self.log.error(
+                    "slicebox: %s %s: %s", self.request.method, masked_uri(self.request.uri or ""), e.message
+                )
             else:
-                self.log.info("slicebox: %s %s: %s", self.request.method, self.request.uri, e.message)
+                self.log.info("slicebox: %s %s: %s", self.request.method, masked_uri(self.request.uri or ""), e.message)
             self.send_error(e.status_code, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)

@@ -8,17 +8,19 @@ the path).  See ``slicebox_lab/box/__init__.py`` for the protocol and its decisi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.prometheus.log_functions import prometheus_log_method
 from tornado import web
 
 from ..box import service, store, transfer
 from ..box.transfer import HASH_HEADER
 from ..errors import InvalidInput, SliceboxError
-from .base import API, SliceboxHandler
+from .base import API, SliceboxHandler, masked_uri
 
 try:
     from jupyter_server.auth.decorator import allow_unauthenticated
@@ -28,6 +30,9 @@ except ImportError:  # jupyter_server < 2.13 does not refuse unmarked handlers
     def allow_unauthenticated(method: F) -> F:  # type: ignore[no-redef,unused-ignore]
         setattr(method, "__allow_unauthenticated", True)
         return method
+
+
+log = logging.getLogger(__name__)
 
 
 class InvalidBoxToken(SliceboxError):
@@ -179,6 +184,32 @@ class _TokenHandler(SliceboxHandler):
 
     def check_xsrf_cookie(self) -> None:
         """No cookie authenticates these requests, so there is no cross-site forgery to guard against."""
+
+    def _request_summary(self) -> str:
+        """tornado's names the URI, token and all (its logs of errors use this)."""
+        return f"{self.request.method} {masked_uri(self.request.uri or '')} ({self.request.remote_ip})"
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """tornado's would also print the whole request, token and all."""
+        if isinstance(value, web.HTTPError):
+            super().log_exception(typ, value, tb)  # one line with the summary above
+        else:
+            log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+
+    def _log(self) -> None:
+        """The request log line, with the token masked; successes at debug level only, formatted only then.
+
+        jupyter_server's ``log_request`` names the path, which holds the secret token (a refused push is
+        logged as a warning), and formatting its line cost 0.3 ms of the event loop per pushed image,
+        though a success is logged at debug level.  Its request-duration metric is kept.
+        """
+        prometheus_log_method(self)
+        status = self.get_status()
+        level = logging.DEBUG if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if log.isEnabledFor(level):
+            path = masked_uri(self.request.path)
+            took = 1000.0 * self.request.request_time()
+            log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, path, self.request.remote_ip, took)
 
     async def box(self, token: str) -> store.Box:
         box = await self.blocking(store.box_for_token, self.context.index, token)

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import zlib
 from typing import Any
 
@@ -170,6 +171,25 @@ async def test_pushed_images_are_verified_stored_once_and_counted(api: Any, raw:
     assert r.code == 400
     assert (await api("boxes", "incoming", "transactions", incoming[0]["id"], method="DELETE")).code == 204
     assert body_json(await api("boxes", "incoming", "transactions")) == []
+
+
+async def test_the_request_log_never_shows_the_token(api: Any, raw: Any, caplog: pytest.LogCaptureFixture):
+    """A transaction route's path holds the secret token: its log line masks it, refused or not."""
+    token = (await _create(api, "hospital"))["token"]
+    data = ct_bytes(PatientID="LOGGED")
+    query = "?transactionid=3&sequencenumber=1&totalimagecount=1"
+    headers = {"Content-Type": "application/dicom", "X-Slicebox-SHA256": "0" * 64}
+    with caplog.at_level(logging.DEBUG, logger="slicebox_lab.handlers.boxes"):
+        assert (await raw(f"transactions/{token}/image{query}", "POST", data, headers=headers)).code == 400
+        headers["X-Slicebox-SHA256"] = hashlib.sha256(data).hexdigest()
+        assert (await raw(f"transactions/{token}/image{query}", "POST", data, headers=headers)).code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "slicebox_lab.handlers.boxes"]
+    assert [(line.split()[0], "/transactions/***/image" in line) for line in lines] == [("400", True), ("200", True)]
+    assert not any(token in r.getMessage() for r in caplog.records)
+    assert [r.levelno for r in caplog.records if r.name == "slicebox_lab.handlers.boxes"] == [
+        logging.WARNING,
+        logging.DEBUG,
+    ]
 
 
 async def test_a_polling_partner_fetches_anonymized_images_and_acknowledges_them(api: Any, raw: Any):
