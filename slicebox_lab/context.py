@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,8 @@ from .model import SOURCE_TYPES, Image, IngestResult, Source
 from .storage import FileSystemStorage, StorageArea
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from .net.scp import ScpService
     from .watch import WatchService
 
@@ -203,7 +205,13 @@ class SliceboxContext:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest(self, data: bytes, source: Source, reidentify: bool = True) -> IngestResult:
+    def ingest(
+        self,
+        data: bytes,
+        source: Source,
+        reidentify: bool = True,
+        also: Callable[[sa.Connection, IngestResult], None] | None = None,
+    ) -> IngestResult:
         """Store one DICOM file from ``source``; the one way in (house rule 3).
 
         Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
@@ -211,7 +219,8 @@ class SliceboxContext:
         The tag filters attached to ``source`` are applied first (``filtering.py``); then
         anonymous data (PatientIdentityRemoved=YES) matching an anonymization key is
         re-identified when ``source`` is one of :attr:`reidentify_sources`
-        (``reidentify=False``: never, for the node's own anonymized results).
+        (``reidentify=False``: never, for the node's own anonymized results).  ``also(conn, result)``
+        writes rows that belong with the image in its own transaction (``Index.ingest``).
         """
         key = uuid.uuid4().hex
         # the durable write (mostly waiting on the disk) runs in a writer thread, overlapping the
@@ -243,7 +252,7 @@ class SliceboxContext:
                 self.storage.write(key, data)
                 attributes = dicom.extract_attributes(dicom.parse_part10(data))
             written.result()  # raises if the blob could not be written: then no row is written
-            result = self.index.ingest(attributes, source, key, len(data))
+            result = self.index.ingest(attributes, source, key, len(data), also)
         except BaseException:
             self.storage.delete(key)
             raise

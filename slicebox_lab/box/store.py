@@ -769,7 +769,7 @@ def record_received(
     for attempt in range(3):
         try:
             # the ingest's group commit: the receipt usually shares the commit of the next images' rows
-            status: str = index.grouped_writing(lambda conn: _record_received(conn, *args))
+            status: str = index.grouped_writing(lambda conn: write_receipt(conn, *args))
             return status
         except sa.exc.IntegrityError:  # a concurrent request recorded the transaction or the image first
             if attempt == 2:
@@ -802,7 +802,7 @@ _COUNT_RECEIVED = (
 _SET_INCOMING_STATUS = _t.update().where(_t.c.id == sa.bindparam("b_id")).values(status=sa.bindparam("b_status"))
 
 
-def _record_received(
+def write_receipt(
     conn: sa.Connection,
     box: Box,
     outgoing_transaction_id: int,
@@ -812,6 +812,7 @@ def _record_received(
     added: bool,
     sha256: str,
 ) -> str:
+    """``record_received`` inside the caller's transaction (the image's own, see ``transfer.receive_image``)."""
     stamp = now()
     row = conn.execute(_INCOMING_BY_OUTGOING, {"b_box_id": box.id, "b_outgoing_id": outgoing_transaction_id}).first()
     if row is None:

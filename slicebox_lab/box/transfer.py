@@ -17,11 +17,13 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
 from slicebox_lab.errors import InvalidInput, PeerFailure
-from slicebox_lab.model import Source
+from slicebox_lab.model import IngestResult, Source
 
 from . import store
 
@@ -156,15 +158,29 @@ def receive_image(
             raise InvalidInput(f"{name} must be a positive integer")
     if total < sequence_number:
         raise InvalidInput("totalimagecount must be at least sequencenumber")
-    known = store.received_image(context.index, box.id, transaction_id, sequence_number)
-    if known is not None:
-        status = store.record_received(context.index, box, transaction_id, sequence_number, total, known, False, digest)
-        return Received(known, False, True, status)
-    result = context.ingest(data, Source("box", box.name))
-    status = store.record_received(
-        context.index, box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest
-    )
-    return Received(result.image.id, result.image_added, False, status)
+    statuses: list[str] = []
+
+    def receipt(conn: sa.Connection, result: IngestResult) -> None:
+        """Written in the image's own transaction: stored means receipted (a resend is then answered
+        from the receipt), and there is no second commit to wait for."""
+        args = (box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest)
+        statuses.append(store.write_receipt(conn, *args))
+
+    for attempt in range(3):
+        known = store.received_image(context.index, box.id, transaction_id, sequence_number)
+        if known is not None:
+            status = store.record_received(
+                context.index, box, transaction_id, sequence_number, total, known, False, digest
+            )
+            return Received(known, False, True, status)
+        try:
+            result = context.ingest(data, Source("box", box.name), also=receipt)
+        except sa.exc.IntegrityError:  # a concurrent resend of this image (or another image) came first
+            if attempt == 2:
+                raise
+            continue
+        return Received(result.image.id, result.image_added, False, statuses[-1])
+    raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------------------------------------- the polled side

@@ -285,8 +285,12 @@ class Index:
         source: Source,
         storage_key: str,
         size: int,
+        also: Callable[[sa.Connection, IngestResult], None] | None = None,
     ) -> IngestResult:
         """Upsert the image and its parents in one transaction (Slicebox semantics).
+
+        ``also(conn, result)`` writes rows that belong with the image in the same transaction (a
+        box receipt): both are committed, or neither.
 
         On SQLite files, concurrent ingests share one commit (group commit, module docstring).
 
@@ -344,6 +348,8 @@ class Index:
                 image_added=image_added,
                 replaced_storage_key=replaced,
             )
+            if also is not None:
+                also(conn, result)
             return result, source_id
 
         def once() -> IngestResult:

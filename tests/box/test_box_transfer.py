@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from generators import ct_bytes
 from pydicom.data import get_testdata_file
 
-from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store, submit_send
+from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store, submit_send, transfer
 from slicebox_lab.box.service import backoff_delay
 from slicebox_lab.box.transfer import PartnerUnavailable, compress, decompress, wire_encoding
 from slicebox_lab.box.transport import wire_encoding_for
@@ -208,6 +208,31 @@ def test_a_retried_image_is_stored_once(tmp_path: Path, poll_mode: bool):
     assert (incoming["status"], incoming["received_image_count"]) == ("FINISHED", 4)
     assert len(store.incoming_images(p.receiver.index, incoming["id"])) == 4
     assert _outgoing(p)["status"] == "FINISHED"
+
+
+def test_an_image_is_stored_with_its_receipt_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The receipt is written in the image's own transaction: a failing receipt leaves no image, and a
+    resend after it is stored once, as a new image."""
+    p = _pair(tmp_path)
+    data = ct_bytes(PatientID="ATOMIC")
+    digest = transfer.sha256(data)
+    real = store.write_receipt
+
+    def failing(*args: object) -> str:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(store, "write_receipt", failing)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        transfer.receive_image(p.receiver, p.receiver_box, 5, 1, 1, data, digest)
+    assert _stored(p.receiver) == [] and store.list_incoming(p.receiver.index) == []
+    assert list(p.receiver.storage.keys()) == []  # nor its blob
+
+    monkeypatch.setattr(store, "write_receipt", real)
+    first = transfer.receive_image(p.receiver, p.receiver_box, 5, 1, 1, data, digest)
+    again = transfer.receive_image(p.receiver, p.receiver_box, 5, 1, 1, data, digest)
+    assert (first.added, first.duplicate, first.status) == (True, False, "FINISHED")
+    assert (again.image_id, again.added, again.duplicate) == (first.image_id, False, True)
+    assert len(_stored(p.receiver)) == 1
 
 
 def test_the_wire_encoding_skips_compressed_images_and_partners_on_this_machine():
