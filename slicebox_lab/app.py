@@ -18,6 +18,7 @@ from .audit import AuditTrail
 from .auth import USER, SliceboxAuthorizer, SliceboxIdentityProvider, UserStore
 from .box import configure_boxes
 from .context import SliceboxContext
+from .memory import tune_malloc
 from .model import SOURCE_TYPES
 from .services import Service, start_services, stop_services
 
@@ -70,6 +71,15 @@ class SliceboxApp(ExtensionApp):
         help=(
             "fsync every stored file and its folder before answering success. Turn off only for "
             "throwaway nodes (tests, demos): a power cut may then lose acknowledged images."
+        ),
+    ).tag(config=True)
+
+    malloc_tuning = Bool(
+        True,
+        help=(
+            "Let glibc keep freed image-sized buffers for reuse instead of returning them to the system "
+            "(mmap threshold 16 MiB, trim threshold 64 MiB; see slicebox_lab/memory.py). Saves the page "
+            "faults of fresh memory for every image; costs the process up to those sizes of retained memory."
         ),
     ).tag(config=True)
 
@@ -183,6 +193,8 @@ class SliceboxApp(ExtensionApp):
         self.settings["authorizer"] = authorizer
 
     def initialize_settings(self) -> None:
+        if self.malloc_tuning and tune_malloc():
+            self.log.debug("slicebox: glibc malloc keeps image-sized buffers (slicebox_lab/memory.py)")
         # blocking on purpose: the node must be migrated and repaired before it serves
         self.context = SliceboxContext.open(Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync)
         self.context.key_attributes = keystore.parse_key_attributes(self.anonymization_key_attributes)
