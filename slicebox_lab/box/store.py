@@ -733,6 +733,14 @@ def delete_incoming(index: Index, transaction_id: Any) -> None:
 # ---------------------------------------------------------------------------------------------- incoming
 
 
+class AlreadyReceived(Exception):
+    """The image of this (transaction, sequence number) was received before: roll back its new copy."""
+
+    def __init__(self, image_id: int, status: str) -> None:
+        super().__init__(f"image {image_id} was received before")
+        self.image_id, self.status = image_id, status
+
+
 def received_image(index: Index, box_id: int, outgoing_transaction_id: int, sequence_number: int) -> int | None:
     """The image stored for (sender's transaction, sequence number) from this box, or None."""
     t, i = box_incoming_transactions, box_incoming_images
@@ -783,7 +791,7 @@ _INCOMING_BY_OUTGOING = sa.select(_t.c.id).where(
     _t.c.box_id == sa.bindparam("b_box_id"), _t.c.outgoing_transaction_id == sa.bindparam("b_outgoing_id")
 )
 _INSERT_INCOMING = _t.insert().returning(_t.c.id)
-_RECEIVED_IMAGE = sa.select(_i.c.id).where(
+_RECEIVED_IMAGE = sa.select(_i.c.id, _i.c.image_id).where(
     _i.c.transaction_id == sa.bindparam("b_id"), _i.c.sequence_number == sa.bindparam("b_sequence_number")
 )
 _INCOMING_STATUS = sa.select(_t.c.status).where(_t.c.id == sa.bindparam("b_id"))
@@ -811,8 +819,10 @@ def write_receipt(
     image_id: int,
     added: bool,
     sha256: str,
+    new_only: bool = False,
 ) -> str:
-    """``record_received`` inside the caller's transaction (the image's own, see ``transfer.receive_image``)."""
+    """``record_received`` inside the caller's transaction (the image's own, see ``transfer.receive_image``);
+    ``new_only``: raise :class:`AlreadyReceived` if this sequence number has its receipt already."""
     stamp = now()
     row = conn.execute(_INCOMING_BY_OUTGOING, {"b_box_id": box.id, "b_outgoing_id": outgoing_transaction_id}).first()
     if row is None:
@@ -830,7 +840,10 @@ def write_receipt(
         transaction_id = int(row[0])
     known = conn.execute(_RECEIVED_IMAGE, {"b_id": transaction_id, "b_sequence_number": sequence_number}).first()
     if known is not None:
-        return str(conn.execute(_INCOMING_STATUS, {"b_id": transaction_id}).scalar_one())
+        status = str(conn.execute(_INCOMING_STATUS, {"b_id": transaction_id}).scalar_one())
+        if new_only:
+            raise AlreadyReceived(int(known.image_id), status)
+        return status
     image = {
         "transaction_id": transaction_id,
         "sequence_number": sequence_number,

@@ -164,18 +164,22 @@ def receive_image(
         """Written in the image's own transaction: stored means receipted (a resend is then answered
         from the receipt), and there is no second commit to wait for."""
         args = (box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest)
-        statuses.append(store.write_receipt(conn, *args))
+        statuses.append(store.write_receipt(conn, *args, new_only=True))
 
+    # a resend is rare (a sender restarted with images in flight): it is found by its receipt, which
+    # rolls back the new copy, rather than by a lookup before every image
     for attempt in range(3):
-        known = store.received_image(context.index, box.id, transaction_id, sequence_number)
-        if known is not None:
-            status = store.record_received(
-                context.index, box, transaction_id, sequence_number, total, known, False, digest
-            )
-            return Received(known, False, True, status)
         try:
             result = context.ingest(data, Source("box", box.name), also=receipt)
-        except sa.exc.IntegrityError:  # a concurrent resend of this image (or another image) came first
+        except store.AlreadyReceived as before:
+            return Received(before.image_id, False, True, before.status)
+        except sa.exc.IntegrityError:  # a concurrent resend came first (its receipt is unique)
+            known = store.received_image(context.index, box.id, transaction_id, sequence_number)
+            if known is not None:
+                status = store.record_received(
+                    context.index, box, transaction_id, sequence_number, total, known, False, digest
+                )
+                return Received(known, False, True, status)
             if attempt == 2:
                 raise
             continue

@@ -218,7 +218,7 @@ def test_an_image_is_stored_with_its_receipt_or_not_at_all(tmp_path: Path, monke
     digest = transfer.sha256(data)
     real = store.write_receipt
 
-    def failing(*args: object) -> str:
+    def failing(*args: object, **kwargs: object) -> str:
         raise RuntimeError("the disk is full")
 
     monkeypatch.setattr(store, "write_receipt", failing)
