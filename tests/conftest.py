@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pg import pg_engine, postgresql_url  # noqa: F401  (fixtures)
+
+# tests/e2e's process helpers (nodeproc, labproc) for any test module, also when run on its own
+sys.path.insert(0, str(Path(__file__).parent / "e2e"))
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
