@@ -94,7 +94,8 @@ def _decode(image_id: int, data: bytes) -> tuple[list[_Slice], tuple[float, floa
 
 
 def _order(items: Sequence[_Slice]) -> list[int]:
-    """The order of slicebox_lab.client's volumes: along the slice normal, else by instance number."""
+    """Along the slice normal when every slice has a position (as slicebox_lab.client's volumes), else the
+    order the slots were laid out in: the images by instance number, each image's frames in order."""
     orientation = next((s.orientation for s in items if s.orientation), None)
     normal: np.ndarray | None = None
     if orientation is not None:
@@ -103,15 +104,21 @@ def _order(items: Sequence[_Slice]) -> list[int]:
             normal = cross / np.linalg.norm(cross)
     if normal is not None and all(s.position is not None for s in items):
         distances = [float(np.dot(np.array(s.position), normal)) for s in items]
-        return sorted(range(len(items)), key=lambda i: (distances[i], items[i].instance or 0))
-    return sorted(
-        range(len(items)),
-        key=lambda i: (
-            items[i].instance if items[i].instance is not None else math.inf,
-            items[i].image_id,
-            items[i].frame,
-        ),
-    )
+        return sorted(range(len(items)), key=lambda i: (distances[i], items[i].instance or 0, i))
+    return list(range(len(items)))
+
+
+def _frame_counts(images: Any) -> list[int]:
+    """NumberOfFrames of each row of an images DataFrame, 1 where missing or not a positive number."""
+    if "NumberOfFrames" not in images:
+        return [1] * len(images)
+    counts = []
+    for value in images["NumberOfFrames"].tolist():
+        try:
+            counts.append(max(1, int(value)))
+        except (TypeError, ValueError):
+            counts.append(1)
+    return counts
 
 
 def _instance_number(value: Any) -> float:
@@ -198,6 +205,8 @@ class Viewer(anywidget.AnyWidget):
                     key=lambda pair: (_instance_number(pair[1]), int(pair[0])),
                 )
                 ids = [int(i) for i, _ in order]
+                frames_of = dict(zip(images["id"].tolist(), _frame_counts(images), strict=True))
+                counts = [frames_of[i] for i in ids]
                 title = " · ".join(
                     str(record.get(key, "")) for key in ("Modality", "SeriesDescription") if record.get(key)
                 )
@@ -205,6 +214,7 @@ class Viewer(anywidget.AnyWidget):
             else:
                 assert image_id is not None
                 ids = [int(image_id)]
+                counts = [1]
                 self.title = f"image {image_id}"
             first, window = _decode(ids[0], self._client.image_bytes(ids[0]))
         except ClientError as e:
@@ -213,11 +223,11 @@ class Viewer(anywidget.AnyWidget):
         except Exception as e:  # noqa: BLE001  undecodable pixel data: say why in the widget, as for server errors
             self._fail(f"cannot show {subject}: {e}")
             return
-        slices: list[_Slice | None]
-        if image_id is not None:
-            slices = list(first)
-        else:
-            slices = [first[0], *([None] * (len(ids) - 1))] if len(first) == 1 else list(first)
+        # one slot per frame of every image (the index knows each image's NumberOfFrames); the first
+        # image is decoded now, the others by the loader into their slots
+        counts[0] = len(first)
+        offsets = [sum(counts[:i]) for i in range(len(counts))]
+        slices: list[_Slice | None] = [*first, *([None] * (sum(counts) - len(first)))]
         if window is None:
             values = first[0].array.astype(np.float32)
             low, high = float(values.min()), float(values.max())
@@ -233,12 +243,13 @@ class Viewer(anywidget.AnyWidget):
         self._current_changed()
         # to a front end that is already listening (show() on a displayed viewer)
         self._publish(generation, [i for i, s in enumerate(slices) if s is not None])
-        if image_id is None and len(first) == 1 and len(ids) > 1:
+        if len(ids) > 1:
             self._cancel = threading.Event()
-            self._loader = threading.Thread(target=self._load_rest, args=(generation, ids, self._cancel), daemon=True)
+            layout = list(zip(ids, offsets, counts, strict=True))
+            self._loader = threading.Thread(
+                target=self._load_rest, args=(generation, layout, self._cancel), daemon=True
+            )
             self._loader.start()
-        elif image_id is None and len(ids) > 1:
-            self.status = f"{self._loaded_status()} (the frames of the first of {len(ids)} multi-frame images)"
         else:
             self.status = self._loaded_status()
 
@@ -348,16 +359,19 @@ class Viewer(anywidget.AnyWidget):
             }
             self.send(header, buffers=[item.payload()])
 
-    def _load_rest(self, generation: int, ids: list[int], cancel: threading.Event) -> None:
-        """Background: download and decode the other images, nearest to the shown slice first, then sort."""
+    def _load_rest(self, generation: int, layout: list[tuple[int, int, int]], cancel: threading.Event) -> None:
+        """Background: download and decode the other images (``layout``: image id, first slot, frames),
+        nearest to the shown slice first, each into its slots; then sort."""
         start = self.index
-        todo = sorted(range(1, len(ids)), key=lambda i: (abs(i - start), i))
+        todo = sorted(range(1, len(layout)), key=lambda i: (abs(layout[i][1] - start), i))
         failures: list[str] = []
+        reported = 0
 
         def fetch(i: int) -> tuple[int, list[_Slice]]:
             if cancel.is_set():
                 return i, []
-            return i, _decode(ids[i], self._client.image_bytes(ids[i]))[0]
+            image_id = layout[i][0]
+            return i, _decode(image_id, self._client.image_bytes(image_id))[0]
 
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="slicebox-viewer") as pool:
             futures = [pool.submit(fetch, i) for i in todo]
@@ -376,14 +390,20 @@ class Viewer(anywidget.AnyWidget):
                     continue
                 if not decoded:
                     continue
+                image_id, first_slot, count = layout[i]
+                if len(decoded) != count:  # the file and the index disagree: show what fits, say so
+                    failures.append(f"image {image_id} has {len(decoded)} frames, its index entry {count}")
+                slots = list(range(first_slot, first_slot + min(count, len(decoded))))
                 with self._lock:
                     if generation != self.generation:
                         return
-                    self._slices[i] = decoded[0]
-                self._publish(generation, [i])
+                    for slot, item in zip(slots, decoded, strict=False):
+                        self._slices[slot] = item
+                self._publish(generation, slots)
                 with self._lock:
-                    n = sum(s is not None for s in self._slices)
-                if n % 10 == 0 or n == len(ids):
+                    n, total = sum(s is not None for s in self._slices), len(self._slices)
+                if n - reported >= 10 or n == total:
+                    reported = n
                     self.n_loaded = n
                     self.status = self._loaded_status()
         if cancel.is_set() or generation != self.generation:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pydicom.uid
 import pytest
 from e2e.labproc import phantom_series, upload_series
 from e2e.nodeproc import NodeProcess, start_node
@@ -179,6 +180,36 @@ def test_single_image_with_frames(node: NodeProcess, client: Any):
     assert [(c["index"], c["frame"], c["generation"]) for c, _ in sent] == expected
     for content, buffers in sent:
         assert np.array_equal(np.frombuffer(buffers[0], np.int16).reshape(8, 8), frames[content["index"]] - 1024)
+    viewer.close()
+
+
+def test_a_series_of_multi_frame_images_shows_every_frame_of_every_image(node: NodeProcess, client: Any):
+    """Cine loops or enhanced images: a slot per frame of each image, in instance then frame order."""
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    counts = {1: 3, 2: 1, 3: 4}  # InstanceNumber → frames
+    pixels = {}
+    files = []
+    for instance, n in counts.items():
+        ds = ct_dataset(rows=8, columns=8, StudyInstanceUID=study, SeriesInstanceUID=series, InstanceNumber=instance)
+        frames = (np.arange(n * 64, dtype=np.int16).reshape(n, 8, 8) + 1000 * instance).astype(np.int16)
+        ds.NumberOfFrames = n
+        ds.PixelData = frames.tobytes()
+        pixels[ds.SOPInstanceUID] = frames
+        files.append(to_bytes(ds))
+    series_id = upload(node, files)
+    images = client.images(series_id)
+    uid_of = dict(zip(images["id"], images["SOPInstanceUID"], strict=True))
+    viewer = Viewer(client, series_id=series_id)
+    assert viewer.wait(60) and viewer.error == ""
+    assert viewer.n_slices == viewer.n_loaded == sum(counts.values())
+    shown = [viewer.slice_image(i) for i in range(viewer.n_slices)]
+    instance_of = dict(zip(images["id"], images["InstanceNumber"].astype(int), strict=True))
+    # every frame of every image once, ordered by instance number, then frame
+    assert [(instance_of[image_id], frame) for image_id, frame in shown] == [
+        (instance, f) for instance, n in counts.items() for f in range(1, n + 1)
+    ]
+    for i, (image_id, frame) in enumerate(shown):
+        assert np.array_equal(viewer.slice_array(i), pixels[uid_of[image_id]][frame - 1] - 1024)
     viewer.close()
 
 
