@@ -451,22 +451,54 @@ def pending_items(index: Index, box_id: int, limit: int) -> list[OutgoingItem]:
     ]
 
 
+_ot, _oi = box_outgoing_transactions, box_outgoing_images
+# built once: a polling partner fetches and acknowledges every image by these (building them per call
+# cost more than running them)
+_OUTGOING_ITEM = (
+    sa.select(_oi.c.image_id, _oi.c.sequence_number, _ot.c.total_image_count, _ot.c.profile, _oi.c.tag_values)
+    .add_columns(_oi.c.attempts)
+    .select_from(_oi.join(_ot, _ot.c.id == _oi.c.transaction_id))
+    .where(_ot.c.box_id == sa.bindparam("b_box"), _ot.c.id == sa.bindparam("b_tid"), _oi.c.id == sa.bindparam("b_oid"))
+)
+_OUTGOING_PAIRS = (
+    sa.select(_ot.c.id, _oi.c.id)
+    .select_from(_oi.join(_ot, _ot.c.id == _oi.c.transaction_id))
+    .where(_ot.c.box_id == sa.bindparam("b_box"), _oi.c.id.in_(sa.bindparam("b_oids", expanding=True)))
+)
+_MARK_SENT = (
+    _oi.update()
+    .where(_oi.c.id == sa.bindparam("b_oid"), _oi.c.transaction_id == sa.bindparam("b_tid"), _oi.c.state != SENT)
+    .values(state=SENT, reason="", sha256=sa.bindparam("b_sha256"))
+)
+
+
 def outgoing_item(index: Index, box_id: int, transaction_id: Any, outgoing_image_id: Any) -> OutgoingItem:
     """One image of one of the box's transactions (any state); NotFound for any other pair."""
     tid, oid = row_id(transaction_id, "transactionid"), row_id(outgoing_image_id, "imageid")
-    t, i = box_outgoing_transactions, box_outgoing_images
-    statement = (
-        sa.select(i.c.image_id, i.c.sequence_number, t.c.total_image_count, t.c.profile, i.c.tag_values, i.c.attempts)
-        .select_from(i.join(t, t.c.id == i.c.transaction_id))
-        .where(t.c.box_id == box_id, t.c.id == tid, i.c.id == oid)
-    )
-    with index.reading() as conn:
-        row = None if tid is None or oid is None else conn.execute(statement).first()
+    row = None
+    if tid is not None and oid is not None:
+        with index.reading() as conn:
+            row = conn.execute(_OUTGOING_ITEM, {"b_box": box_id, "b_tid": tid, "b_oid": oid}).first()
     if row is None or tid is None or oid is None:
         raise NotFound(f"no image {outgoing_image_id} in transaction {transaction_id} for this box")
     return OutgoingItem(
         tid, oid, int(row[0]), int(row[1]), int(row[2]), json.loads(row[3]), json.loads(row[4]), int(row[5])
     )
+
+
+def check_outgoing(index: Index, box_id: int, pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, int]]:
+    """(transaction id, outgoing image id) pairs as ids, each checked to be an image of one of the box's
+    transactions, in one query; NotFound names the first that is not."""
+    checked = [(row_id(t, "transaction_id"), row_id(o, "outgoing_image_id")) for t, o in pairs]
+    known: set[tuple[int, int]] = set()
+    ids = [o for _, o in checked if o is not None]
+    if ids:
+        with index.reading() as conn:
+            known = {(int(t), int(o)) for t, o in conn.execute(_OUTGOING_PAIRS, {"b_box": box_id, "b_oids": ids})}
+    for (given_t, given_o), (t, o) in zip(pairs, checked, strict=True):
+        if t is None or o is None or (t, o) not in known:
+            raise NotFound(f"no image {given_o} in transaction {given_t} for this box")
+    return [(t, o) for t, o in checked if t is not None and o is not None]
 
 
 def mark_sent(index: Index, transaction_id: int, outgoing_image_id: int, sha256: str = "") -> None:
@@ -492,16 +524,7 @@ def mark_sent_many(index: Index, confirmed: Sequence[tuple[int, int, str]]) -> N
     if not confirmed:
         return
     with index.writing() as conn:
-        for transaction_id, outgoing_image_id, sha256 in confirmed:
-            conn.execute(
-                box_outgoing_images.update()
-                .where(
-                    box_outgoing_images.c.id == outgoing_image_id,
-                    box_outgoing_images.c.transaction_id == transaction_id,
-                    box_outgoing_images.c.state != SENT,
-                )
-                .values(state=SENT, reason="", sha256=sha256)
-            )
+        conn.execute(_MARK_SENT, [{"b_oid": o, "b_tid": t, "b_sha256": d} for t, o, d in confirmed])
         for transaction_id in dict.fromkeys(t for t, _, _ in confirmed):
             _refresh(conn, transaction_id)
 

@@ -234,12 +234,15 @@ def serve_done(context: SliceboxContext, box: store.Box, body: Any) -> None:
     bodies = body if isinstance(body, list) else [body]
     if not bodies or len(bodies) > MAX_DONE:
         raise InvalidInput(f"acknowledge 1 to {MAX_DONE} images per request")
-    confirmed = []
     for entry in bodies:
-        item = _item_of(context, box, entry)
-        digest = entry.get("sha256", "") if isinstance(entry.get("sha256", ""), str) else ""
-        confirmed.append((item.transaction_id, item.outgoing_image_id, digest))
-    store.mark_sent_many(context.index, confirmed)
+        if not isinstance(entry, dict):
+            raise InvalidInput('each acknowledgement must be {"transaction_id": ..., "outgoing_image_id": ...}')
+    # every image checked in one query (a polling partner acknowledges dozens at a time)
+    pairs = store.check_outgoing(
+        context.index, box.id, [(e.get("transaction_id"), e.get("outgoing_image_id")) for e in bodies]
+    )
+    digests = [e.get("sha256", "") if isinstance(e.get("sha256", ""), str) else "" for e in bodies]
+    store.mark_sent_many(context.index, [(t, o, d) for (t, o), d in zip(pairs, digests, strict=True)])
 
 
 def serve_failed(context: SliceboxContext, box: store.Box, body: Any) -> None:
