@@ -39,14 +39,13 @@ API = r"/slicebox/api"
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 
 SHARED_TOKEN_OWNER = "anonymous"
-#: the partner-node token in /transactions/{token}/... paths, kept out of the audit trail
-_TOKEN_PATH = re.compile(r"^transactions/[^/]+")
-_TOKEN_IN_URI = re.compile(r"(/transactions/)[^/?]+")
+#: the partner-node token in .../transactions/{token}/... paths, kept out of the audit trail and the logs
+_TOKEN_PATH = re.compile(r"(^|/)(transactions/)[^/?]+")
 
 
 def masked_uri(uri: str) -> str:
-    """``uri`` with a box token (the part after ``/transactions/``) replaced by ``***``: for logs."""
-    return _TOKEN_IN_URI.sub(r"\1***", uri)
+    """``uri`` (or a path below the API) with a box token, the part after ``transactions/``, as ``***``."""
+    return _TOKEN_PATH.sub(r"\1\2***", uri)
 
 
 class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
@@ -116,8 +115,8 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         if user:
             name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
         else:
-            name = self.audit_user or ("box-token" if _TOKEN_PATH.match(subpath) else "-")
-        shown = _TOKEN_PATH.sub("transactions/***", subpath)
+            name = self.audit_user or ("box-token" if subpath.startswith("transactions/") else "-")
+        shown = masked_uri(subpath)
         action = _audit.action_of(method, shown, self.auth_resource in (ADMIN_RESOURCE, ADMIN_ALL_RESOURCE))
         trail.record(
             name,
@@ -228,12 +227,8 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         if isinstance(e, SliceboxError):
             if self._finished:
                 return
-            if e.status_code >= 500:
-                self.log.error(
-                    "slicebox: %s %s: %s", self.request.method, masked_uri(self.request.uri or ""), e.message
-                )
-            else:
-                self.log.info("slicebox: %s %s: %s", self.request.method, masked_uri(self.request.uri or ""), e.message)
+            log = self.log.error if e.status_code >= 500 else self.log.info
+            log("slicebox: %s %s: %s", self.request.method, masked_uri(self.request.uri or ""), e.message)
             self.send_error(e.status_code, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
