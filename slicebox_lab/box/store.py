@@ -455,8 +455,9 @@ _ot, _oi = box_outgoing_transactions, box_outgoing_images
 # built once: a polling partner fetches and acknowledges every image by these (building them per call
 # cost more than running them)
 _OUTGOING_ITEM = (
-    sa.select(_oi.c.image_id, _oi.c.sequence_number, _ot.c.total_image_count, _ot.c.profile, _oi.c.tag_values)
-    .add_columns(_oi.c.attempts)
+    sa.select(
+        _oi.c.image_id, _oi.c.sequence_number, _ot.c.total_image_count, _ot.c.profile, _oi.c.tag_values, _oi.c.attempts
+    )
     .select_from(_oi.join(_ot, _ot.c.id == _oi.c.transaction_id))
     .where(_ot.c.box_id == sa.bindparam("b_box"), _ot.c.id == sa.bindparam("b_tid"), _oi.c.id == sa.bindparam("b_oid"))
 )
@@ -503,17 +504,7 @@ def check_outgoing(index: Index, box_id: int, pairs: Sequence[tuple[Any, Any]]) 
 
 def mark_sent(index: Index, transaction_id: int, outgoing_image_id: int, sha256: str = "") -> None:
     """The receiver confirmed the image durable (idempotent: a second confirmation changes nothing)."""
-    with index.writing() as conn:
-        conn.execute(
-            box_outgoing_images.update()
-            .where(
-                box_outgoing_images.c.id == outgoing_image_id,
-                box_outgoing_images.c.transaction_id == transaction_id,
-                box_outgoing_images.c.state != SENT,
-            )
-            .values(state=SENT, reason="", sha256=sha256)
-        )
-        _refresh(conn, transaction_id)
+    mark_sent_many(index, [(transaction_id, outgoing_image_id, sha256)])
 
 
 def mark_sent_many(index: Index, confirmed: Sequence[tuple[int, int, str]]) -> None:
