@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg import pg_engine, postgresql_url  # noqa: F401  (fixtures)
+from pg import index_engine, pg_engine, postgresql_url  # noqa: F401  (fixtures)
 
 # tests/e2e's process helpers (nodeproc, labproc) for any test module, also when run on its own
 sys.path.insert(0, str(Path(__file__).parent / "e2e"))

@@ -6,30 +6,21 @@ The PostgreSQL fixtures come from ``tests/pg.py``; each test module imports them
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
+from slicebox_lab.index import Index, create_engine
 from slicebox_lab.model import IndexedAttributes
 
 AttributesFactory = Callable[..., IndexedAttributes]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    """A migrated, empty index database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "postgresql":
-        yield request.getfixturevalue("pg_engine")
-        return
-    engine = create_engine(sqlite_url(tmp_path / "index" / "index.sqlite"))
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+@pytest.fixture
+def engine(index_engine: sa.Engine) -> sa.Engine:
+    """A migrated, empty index database: a SQLite file, then a fresh PostgreSQL database (``tests/pg.py``)."""
+    return index_engine
 
 
 @pytest.fixture
