@@ -312,10 +312,16 @@ report.attrs["summary"]"""),
 
 Anonymizing in place (or sending through a box) records a key: real and anonymous identities side by
 side. Here Lindqvist^Maria's secondary captures are anonymized in place.
+
+Secondary captures, ultrasound and other captured images often show names, IDs and dates in their
+pixels, and their `BurnedInAnnotation` flag is absent or wrong as often as not, so the node refuses to
+let them out de-identified unless a pixel mask covers the text or the profile accepts the pixels as
+they are (`"burnedInAnnotation": "keep"`). These sample captures hold no text (we drew them), so we
+accept their pixels.
 """),
     code("""
 maria = sbx.select(sbx.flat_series(PatientName="Lindqvist^Maria"))
-job = maria.anonymize(wait=True, progress=False, timeout=300)
+job = maria.anonymize({"burnedInAnnotation": "keep"}, wait=True, progress=False, timeout=300)
 job["state"], job.get("counts")"""),
     code("""
 keys = sbx.keys(filter="Lindqvist")

@@ -13,6 +13,7 @@ from traitlets import Dict as DictTrait
 
 from . import __version__
 from .anonymization import keystore, load_pixel_masks
+from .anonymization.pixels import SCANNED_MODALITIES
 from .asyncio_bridge import run_blocking, shutdown
 from .audit import AuditTrail
 from .auth import USER, SliceboxAuthorizer, SliceboxIdentityProvider, UserStore
@@ -130,7 +131,20 @@ class SliceboxApp(ExtensionApp):
 
     secondary_capture_burned_in = Bool(
         True,
-        help="Treat Secondary Capture images without BurnedInAnnotation=NO as burned-in (refused unless masked).",
+        help=(
+            "Treat Secondary Capture images as burned-in, whatever their BurnedInAnnotation says "
+            "(refused unless masked)."
+        ),
+    ).tag(config=True)
+
+    burned_in_modalities = List(
+        Unicode(),
+        default_value=sorted(SCANNED_MODALITIES),
+        help=(
+            "Modalities whose pixels commonly carry names, IDs and dates: their images count as burned-in whatever "
+            "their BurnedInAnnotation says, and leave the node de-identified only when a pixel mask matches them or "
+            'the profile says "burnedInAnnotation": "keep". Empty: trust the flag.'
+        ),
     ).tag(config=True)
 
     user_roles = DictTrait(
@@ -201,6 +215,7 @@ class SliceboxApp(ExtensionApp):
         self.context.reidentify_sources = frozenset(self.reidentify_sources)
         self.context.pixel_masks = load_pixel_masks(self.anonymization_pixel_masks)
         self.context.secondary_capture_burned_in = self.secondary_capture_burned_in
+        self.context.burned_in_modalities = frozenset(m.strip().upper() for m in self.burned_in_modalities)
         self.settings["slicebox_context"] = self.context
         self.settings["slicebox_users"] = UserStore(self.context.index)
         self.audit = AuditTrail(self.context.index)

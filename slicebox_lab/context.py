@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset
 from . import dicom, filtering
 from .anonymization import PixelMask, Profile, PseudonymKeys, anonymize, keystore
 from .anonymization.jobs import register_anonymization_jobs
+from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
@@ -100,8 +101,10 @@ class SliceboxContext:
         self.reidentify_sources: frozenset[str] = frozenset(SOURCE_TYPES)
         #: the node's configured pixel masks (``SliceboxApp.anonymization_pixel_masks``), added to every profile
         self.pixel_masks: tuple[PixelMask, ...] = ()
-        #: Secondary Capture images without BurnedInAnnotation=NO count as burned-in
+        #: Secondary Capture images count as burned-in (``SliceboxApp.secondary_capture_burned_in``)
         self.secondary_capture_burned_in = True
+        #: images of these modalities count as burned-in (``SliceboxApp.burned_in_modalities``)
+        self.burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
         register_anonymization_jobs(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -347,11 +350,17 @@ class SliceboxContext:
             self.delete_images([image.id])
         return result
 
+    def node_profile(self, profile: Profile) -> Profile:
+        """``profile`` with this node's burned-in settings: its configured masks added, its scanned modalities."""
+        return dataclasses.replace(
+            profile.with_pixel_masks(self.pixel_masks),
+            secondary_capture_burned_in=profile.secondary_capture_burned_in and self.secondary_capture_burned_in,
+            burned_in_modalities=self.burned_in_modalities,
+        )
+
     def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
         dataset = dicom.parse_part10(self.storage.read(image.storage_key)).dataset
-        profile = profile.with_pixel_masks(self.pixel_masks)
-        if not self.secondary_capture_burned_in:
-            profile = dataclasses.replace(profile, secondary_capture_burned_in=False)
+        profile = self.node_profile(profile)
         anonymized = anonymize(dataset, profile, self.pseudonym_keys)
         if tag_values:
             apply_tag_values(anonymized, tag_values)

@@ -319,7 +319,7 @@ def _secondary_captures(patient: _Patient, key: str, *, study: str, study_date: 
     for ds in (multi, single):
         ds.Modality = "OT"
         ds.ConversionType = "WSD"
-        ds.BurnedInAnnotation = "NO"  # no text in the pixels: the node lets them leave de-identified
+        ds.BurnedInAnnotation = "NO"  # no text in the pixels, but captures are refused on the way out unless masked
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
         ds.StudyTime = ds.SeriesTime = "091000"
         ds.StudyID = "3"

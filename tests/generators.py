@@ -134,3 +134,33 @@ def rt_structure_set(ct: Dataset) -> Dataset:
     )
     rs.ROIContourSequence = Sequence([_item(ReferencedROINumber=1, ContourSequence=Sequence([contour]))])
     return rs
+
+
+def ultrasound_with_burned_name(
+    *,
+    PatientName: str = "Lindqvist^Maja",
+    PatientID: str = "US-PID-1",
+    rows: int = 120,
+    columns: int = 320,
+    **attributes: object,
+) -> Dataset:
+    """An 8-bit ultrasound image WITHOUT BurnedInAnnotation whose top rows show the patient's name and ID
+    in white pixels, as an ultrasound scanner burns them in; the text lies in rows 0..31."""
+    from PIL import Image, ImageDraw
+
+    ds = ct_dataset(PatientName=PatientName, PatientID=PatientID, rows=rows, columns=columns, Modality="US")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
+    for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth", "FrameOfReferenceUID"):
+        delattr(ds, keyword)
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    rng = np.random.default_rng(7)
+    canvas = Image.fromarray(rng.integers(0, 60, size=(rows, columns), dtype=np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), PatientName.replace("^", " "), fill=255, font_size=12)
+    draw.text((4, 16), PatientID, fill=255, font_size=12)
+    ds.PixelData = np.asarray(canvas, dtype=np.uint8).tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds

@@ -11,8 +11,11 @@ caller says how to deal with it:
 * ``burned_in="keep"`` on the profile: the caller accepts the pixels as they are (the output keeps
   ``BurnedInAnnotation=YES``).
 
-Burned-in means ``BurnedInAnnotation=YES``, or (when the profile says so, the default) a Secondary
-Capture SOP class without an explicit ``BurnedInAnnotation=NO``: screenshots rarely carry the flag.
+Burned-in means ``BurnedInAnnotation=YES``; an image of a modality that commonly carries text in
+its pixels (:data:`SCANNED_MODALITIES`: ultrasound, secondary and other captures, external-camera
+photographs, documents, endoscopy) or of a Secondary Capture SOP class counts as burned-in whatever
+its flag says, because that flag is absent or wrong on exactly those images: an unflagged ultrasound
+frame with the patient's name in its pixels must not leave the node as it is.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ __all__ = [
     "BURNED_IN_POLICIES",
     "CLEAN_PIXEL_DATA_CODE",
     "CLEAN_PIXEL_DATA_TITLE",
+    "SCANNED_MODALITIES",
     "SECONDARY_CAPTURE_SOP_CLASSES",
     "PixelMask",
     "Rectangle",
     "burned_in_reason",
     "check_burned_in",
+    "header_burned_in_reason",
     "clean_pixels",
     "load_pixel_masks",
 ]
@@ -62,6 +67,10 @@ SECONDARY_CAPTURE_SOP_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.7.4",
     }
 )
+
+#: modalities whose pixels commonly carry names, IDs and dates (ultrasound, secondary capture, other,
+#: external-camera photography, document, endoscopy): the flag on them is not trusted
+SCANNED_MODALITIES = frozenset({"US", "SC", "OT", "XC", "DOC", "ES"})
 
 #: the attributes a mask can select images by (all given ones must match)
 _TEXT_CRITERIA = ("SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName")
@@ -228,21 +237,40 @@ def load_pixel_masks(value: str | list[Any]) -> tuple[PixelMask, ...]:
     return pixel_masks_from_json(value)
 
 
-def burned_in_reason(ds: Dataset, secondary_capture: bool = True) -> str | None:
-    """Why ``ds`` counts as having burned-in annotation, or None when it does not (or has no pixels)."""
+def burned_in_reason(
+    ds: Dataset, secondary_capture: bool = True, modalities: Iterable[str] = SCANNED_MODALITIES
+) -> str | None:
+    """Why ``ds`` counts as having burned-in annotation, or None when it does not (or has no pixels).
+
+    ``secondary_capture``: a Secondary Capture SOP class counts whatever its flag says;
+    ``modalities``: so does an image of one of these modalities (the flag is not trusted on them).
+    """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         return None
+    return header_burned_in_reason(ds, secondary_capture, modalities)
+
+
+def header_burned_in_reason(
+    ds: Dataset, secondary_capture: bool = True, modalities: Iterable[str] = SCANNED_MODALITIES
+) -> str | None:
+    """:func:`burned_in_reason` from the header alone (read without pixels, as the review report does)."""
     flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
     if flag == "YES":
         return "BurnedInAnnotation is YES"
-    if secondary_capture and flag != "NO" and _sop_class(ds) in SECONDARY_CAPTURE_SOP_CLASSES:
-        return "it is a Secondary Capture image without BurnedInAnnotation NO"
+    if secondary_capture and _sop_class(ds) in SECONDARY_CAPTURE_SOP_CLASSES:
+        return "it is a Secondary Capture image, whose pixels often carry text whatever its BurnedInAnnotation says"
+    modality = str(ds.get("Modality") or "").strip().upper()
+    if modality and modality in modalities:
+        return (
+            f"its modality {modality} commonly carries text in the pixels, whatever its BurnedInAnnotation says "
+            "(SliceboxApp.burned_in_modalities)"
+        )
     return None
 
 
 def check_burned_in(ds: Dataset, profile: Profile) -> tuple[PixelMask, ...]:
     """The masks to apply to ``ds`` (empty: nothing to clean); raises :class:`AnonymizationRefused`."""
-    reason = burned_in_reason(ds, profile.secondary_capture_burned_in)
+    reason = burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
     if reason is None:
         return ()
     masks = tuple(mask for mask in profile.pixel_masks if mask.matches(ds))
@@ -257,8 +285,9 @@ def check_burned_in(ds: Dataset, profile: Profile) -> tuple[PixelMask, ...]:
         return ()
     raise AnonymizationRefused(
         f"{_describe(ds)} was not anonymized: its pixels may show identifying text ({reason}). Configure a "
-        f"pixel mask that matches it (by {', '.join(_TEXT_CRITERIA + _INT_CRITERIA)}) to blank that text, or "
-        'send "burnedInAnnotation": "keep" to accept its pixels as they are'
+        f"pixel mask that matches it (by {', '.join(_TEXT_CRITERIA + _INT_CRITERIA)}; in a request's "
+        '"pixelMasks" or SliceboxApp.anonymization_pixel_masks) to blank that text, or '
+        'send "burnedInAnnotation": "keep" (in the request or the box\'s profile) to accept its pixels as they are'
     )
 
 

@@ -60,7 +60,7 @@ from pydicom.datadict import dictionary_has_tag, dictionary_VR, repeater_has_tag
 from pydicom.tag import BaseTag, Tag
 
 from ..errors import InvalidInput
-from .pixels import BURNED_IN_POLICIES, PixelMask, pixel_masks_from_json
+from .pixels import BURNED_IN_POLICIES, SCANNED_MODALITIES, PixelMask, pixel_masks_from_json
 
 __all__ = [
     "BASIC_PROFILE_CODE",
@@ -231,8 +231,10 @@ class Profile:
     options: frozenset[Option] = frozenset()
     #: what to do with burned-in images no mask matches: "refuse" them, or "keep" their pixels (see pixels.py)
     burned_in: str = "refuse"
-    #: Secondary Capture images without an explicit BurnedInAnnotation=NO count as burned-in
+    #: Secondary Capture images count as burned-in, whatever their BurnedInAnnotation says
     secondary_capture_burned_in: bool = True
+    #: images of these modalities count as burned-in, whatever their BurnedInAnnotation says
+    burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
     #: masks that blank burned-in text; an image one matches is cleaned instead of refused
     pixel_masks: tuple[PixelMask, ...] = ()
     _actions: Mapping[str, Action] = field(init=False, repr=False, compare=False)
@@ -249,6 +251,8 @@ class Profile:
         if self.burned_in not in BURNED_IN_POLICIES:
             raise ValueError(f"burned_in must be one of {', '.join(BURNED_IN_POLICIES)}, not {self.burned_in!r}")
         object.__setattr__(self, "pixel_masks", tuple(self.pixel_masks))
+        modalities = frozenset(m.strip().upper() for m in self.burned_in_modalities)
+        object.__setattr__(self, "burned_in_modalities", modalities)
         tables = _RESOLVED.get(options)
         if tables is None:  # resolving the table costs about as much as anonymizing an image: once per option set
             actions: dict[str, Action] = {}

@@ -14,7 +14,7 @@ element whose private creator is missing in one image, a creator whose block kee
 
 Items of a sequence the profile cleans are walked in the anonymizer's cleaning mode (unnamed text
 cleaned, unnamed PN/AE/UR emptied). Pixels are not read: burned-in images (BurnedInAnnotation YES,
-or secondary captures the profile counts) are counted by what the profile's burned-in policy and
+secondary captures, images of the modalities the profile scans) are counted by what the profile's burned-in policy and
 pixel masks do with them (pixels.py), and named as risks with RecognizableVisualFeatures YES.
 """
 
@@ -31,7 +31,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
-from .pixels import SECONDARY_CAPTURE_SOP_CLASSES
+from .pixels import SECONDARY_CAPTURE_SOP_CLASSES, header_burned_in_reason
 from .profile import Action, Option, Profile, confidentiality_table, resolve_basic
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"
 _PATIENT_NAME = Tag(0x0010, 0x0010)
 _PATIENT_ID = Tag(0x0010, 0x0020)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
+_MODALITY = Tag(0x0008, 0x0060)
 _SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
 _BURNED_IN = Tag(0x0028, 0x0301)
 _RECOGNIZABLE = Tag(0x0028, 0x0302)
@@ -304,6 +305,8 @@ class _Review:
         self.burned_in = 0
         self.recognizable = 0
         self.secondary_capture = 0
+        #: images counted burned-in only for their modality (the flag is not trusted there)
+        self.scanned = 0
         self.pixel_fates: Counter[str] = Counter()
 
     def add(
@@ -337,7 +340,10 @@ class _Review:
         self.burned_in += flag == "YES"
         self.recognizable += _text(ds.get(_RECOGNIZABLE)).upper() == "YES"
         self.secondary_capture += secondary_capture
-        if flag == "YES" or (secondary_capture and flag != "NO" and self.profile.secondary_capture_burned_in):
+        profile = self.profile
+        reason = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
+        if reason is not None:
+            self.scanned += flag != "YES" and not (secondary_capture and profile.secondary_capture_burned_in)
             self.pixel_fates[self.pixel_fate(ds)] += 1
 
     def pixel_fate(self, ds: Dataset) -> str:
@@ -521,6 +527,12 @@ class _Review:
                 _SOP_CLASS_UID,
                 self.secondary_capture,
                 "{n} secondary capture image(s): their pixels often carry burned-in text",
+            ),
+            (
+                _MODALITY,
+                self.scanned,
+                "{n} image(s) of a modality whose pixels commonly carry text (ultrasound, captures, "
+                "photographs, documents, endoscopy): burned-in whatever BurnedInAnnotation says",
             ),
         ]
         fates = self.pixel_fates

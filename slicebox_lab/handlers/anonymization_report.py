@@ -68,7 +68,7 @@ class AnonymizationReportHandler(_ProfileHandler):
         return list(selected)
 
     def _review(self, image_ids: list[int], profile: Profile) -> Report:
-        return review(self._read_headers(image_ids), profile)
+        return review(self._read_headers(image_ids), self.context.node_profile(profile))
 
     def _read_headers(self, image_ids: list[int]) -> Iterator[Dataset]:
         for image_id in image_ids:
