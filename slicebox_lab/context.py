@@ -36,24 +36,21 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pydicom.dataset import Dataset
 
-from . import dicom, filtering
+from . import dicom
 from .anonymization import PixelMask, Profile, PseudonymKeys, anonymize, keystore
-from .anonymization.jobs import register_anonymization_jobs
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
+from .index.leader import Leadership
 from .jobs import JobManager
-from .leader import Leadership
 from .model import SOURCE_TYPES, Image, IngestResult, Source
+from .routing import filtering
 from .storage import FileSystemStorage, StorageArea
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
-
-    from .net.scp import ScpService
-    from .watch import WatchService
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +73,6 @@ class ReconcileReport:
 
 class SliceboxContext:
     """Owns storage, index and events; built once per server (or per test)."""
-
-    #: set by ``watch.create_watch_service`` when the services start
-    watch_service: WatchService
-    #: set by ``net.scp.scp_service_factory`` when the services start
-    scp_service: ScpService
 
     def __init__(self, storage: StorageArea, index: Index, events: EventBus | None = None) -> None:
         self.storage = storage
@@ -105,7 +97,6 @@ class SliceboxContext:
         self.secondary_capture_burned_in = True
         #: images of these modalities count as burned-in (``SliceboxApp.burned_in_modalities``)
         self.burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
-        register_anonymization_jobs(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,7 +210,7 @@ class SliceboxContext:
 
         Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
         bytes that are not an acceptable Part-10 file; nothing is stored then.
-        The tag filters attached to ``source`` are applied first (``filtering.py``); then
+        The tag filters attached to ``source`` are applied first (``routing/filtering.py``); then
         anonymous data (PatientIdentityRemoved=YES) matching an anonymization key is
         re-identified when ``source`` is one of :attr:`reidentify_sources`
         (``reidentify=False``: never, for the node's own anonymized results).  ``also(conn, result)``
