@@ -343,7 +343,7 @@ def reidentify(index: Index, ds: Dataset) -> str | None:
             return None
         key, level = found
         depth = LEVELS.index(level)
-        values = rows.values_of(conn, key.id)
+        values = rows.key_values_in(conn, key.id)
         uid_map = _uid_map(rows.uid_candidates(conn, _uid_values(ds)))
     # references first (they may include the root's own UIDs; those are then set from the key)
     for elem in ds.iterall():

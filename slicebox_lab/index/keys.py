@@ -2,7 +2,7 @@
 with the records of their rows.
 
 What a key records, the CSV export and re-identification itself live in ``anonymization/keystore.py``;
-it looks a received image up in one read transaction (:func:`match_key`, :func:`values_of`,
+it looks a received image up in one read transaction (:func:`match_key`, :func:`key_values_in`,
 :func:`uid_candidates` on the connection of ``Index.reading``).
 """
 
@@ -28,11 +28,11 @@ __all__ = [
     "delete_key",
     "key_batches",
     "key_by_id",
+    "key_values_in",
     "list_keys",
     "match_key",
     "store_key",
     "uid_candidates",
-    "values_of",
     "values_of_key",
 ]
 
@@ -302,7 +302,7 @@ def match_key(conn: sa.Connection, value_of: Callable[[str], str | None]) -> tup
     return _key(best), _MATCH_LEVELS[best.match_level][2]
 
 
-def values_of(conn: sa.Connection, key_id: int) -> list[KeyValue]:
+def key_values_in(conn: sa.Connection, key_id: int) -> list[KeyValue]:
     """The key attributes of one key, read in the caller's transaction."""
     rows = conn.execute(sa.select(anonymization_key_values).where(anonymization_key_values.c.key_id == key_id))
     return [_key_value(row) for row in rows]
