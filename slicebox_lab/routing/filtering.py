@@ -157,16 +157,8 @@ class TagFilterInfo:
         }
 
 
-@dataclass(frozen=True)
-class SourceFilter:
+class SourceFilter(rows.AssociationRow):
     """A filter attached to a source; ``source_id`` is the index's id of the source (None: nothing received yet)."""
-
-    id: int
-    source_type: str
-    source_name: str
-    source_id: int | None
-    filter_id: int
-    filter_name: str
 
     def json(self) -> dict[str, Any]:
         return {

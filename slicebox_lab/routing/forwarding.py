@@ -139,17 +139,8 @@ def _iso(value: datetime | None) -> str | None:
 # ---------------------------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True)
-class ForwardingRule:
-    id: int
-    source_type: str
-    source_name: str
-    destination_type: str
-    destination_id: int
-    destination_name: str
-    keep_images: bool
-    quiet_seconds: float
-    created: datetime
+class ForwardingRule(rows.RuleRow):
+    """A rule as stored (fields: ``index/forwarding.py``), with its JSON."""
 
     def json(self, source_id: int | None = None, queued: int = 0) -> dict[str, Any]:
         return {
