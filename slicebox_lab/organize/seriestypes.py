@@ -25,6 +25,7 @@ writes the series' rule-assigned types.  Any change to a rule, and deleting a ty
 every series as a job (kind ``classify_series_types``) with progress; so does
 ``POST /seriestypes/updatestatus``.  One lock serialises the classification of single series, so
 the worker and a re-classification job never write results from stale rules over fresh ones.
+The statements are ``index/seriestypes.py``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ differing from Slicebox: a duplicate name is a 409 conflict (not 400), an unknow
 (not a 500), and a selection of series is tagged or untagged in one transaction (unknown series
 ids fail the whole request with 404 naming them, so a typo never tags half a cohort).
 
-Listing and querying series by tag is in ``index/query.py`` (``series_tags``, any or all).
+The statements are ``index/seriestags.py``; listing and querying series by tag is in
+``index/query.py`` (``series_tags``, any or all).
 """
 
 from __future__ import annotations

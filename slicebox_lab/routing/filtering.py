@@ -29,6 +29,7 @@ one canonical spelling (keywords where the dictionary has one) and is unique per
 source can have a filter attached once (409).  Attached filters are read from the index once and
 cached per index; every change made here clears the cache, so changes apply to the next image
 without a restart.  Filters run right after parsing, before re-identification (as in Slicebox).
+The statements are ``index/filters.py``.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ States of a batch: QUEUED (waiting to be submitted, after ``notBefore``), SENDIN
 FAILED.  States of an image in a batch: PENDING, DELIVERED (kept: keepImages or waiting for another
 rule), DELETED (deleted here after delivery), KEPT (delivered, but kept because another destination
 gave up on it), RETRIED (not delivered, in a later batch), FAILED (given up), SKIPPED.
+(:class:`BatchState`, :class:`ImageState`.)  The statements are ``index/forwarding.py``.
 """
 
 from __future__ import annotations
