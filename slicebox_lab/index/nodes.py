@@ -1,7 +1,9 @@
 """Statements of the node's DICOM network configuration: its SCPs (table ``scps``) and the remote nodes
 it knows (table ``scus``), with the records of their rows.
 
-Validation of every value a client sends lives in ``net/nodes.py``.
+Validation of every value a client sends, and the rules of a new row (a used name or AE title is a
+Conflict), live in ``net/nodes.py``; it inserts in its own transaction (``index.unique.writing_unique``)
+through :func:`insert_scp`, :func:`scu_ae_title_used` and :func:`insert_scu`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-
-from slicebox_lab.errors import Conflict
 
 from .repository import Index
 from .schema import scps, scus
@@ -29,6 +29,7 @@ __all__ = [
     "list_scus",
     "scp_by_id",
     "scp_name_used",
+    "scu_ae_title_used",
     "scu_by_id",
     "set_scp_port",
 ]
@@ -83,15 +84,10 @@ def scp_name_used(index: Index, name: str) -> bool:
         return conn.execute(sa.select(scps.c.id).where(scps.c.name == name)).first() is not None
 
 
-def insert_scp(index: Index, name: str, ae_title: str, host: str, port: int) -> ScpConfig:
-    """Insert a validated row; a used name is a Conflict."""
+def insert_scp(conn: sa.Connection, name: str, ae_title: str, host: str, port: int) -> int:
+    """Insert a validated row in the caller's transaction; its id (a used name: the insert fails)."""
     values = {"name": name, "ae_title": ae_title, "host": host, "port": port, "created": _now()}
-    try:
-        with index.writing() as conn:
-            new_id = conn.execute(scps.insert().values(values).returning(scps.c.id)).scalar_one()
-    except sa.exc.IntegrityError:
-        raise Conflict(f"an SCP named {name!r} already exists") from None
-    return ScpConfig(id=int(new_id), name=name, ae_title=ae_title, host=host, port=port)
+    return int(conn.execute(scps.insert().values(values).returning(scps.c.id)).scalar_one())
 
 
 def set_scp_port(index: Index, scp_id: int, port: int) -> None:
@@ -134,25 +130,16 @@ def find_scu_by_ae_title(index: Index, ae_title: str) -> RemoteNode | None:
     return None if row is None else _scu(row)
 
 
-def insert_scu(index: Index, node: RemoteNode) -> RemoteNode:
-    """Insert a validated remote node (its ``id`` is ignored) and return it with its id.
+def scu_ae_title_used(conn: sa.Connection, ae_title: str) -> bool:
+    """Whether a remote node has this AE title, read in the caller's transaction."""
+    return conn.execute(sa.select(scus.c.id).where(scus.c.ae_title == ae_title)).first() is not None
 
-    A name already used is a Conflict, and so is an AE title already used by another remote node,
-    checked in the inserting transaction: C-MOVE finds its destination by AE title, which must
-    therefore be unambiguous.
-    """
+
+def insert_scu(conn: sa.Connection, node: RemoteNode) -> int:
+    """Insert a validated remote node (its ``id`` is ignored) in the caller's transaction; its id (a used
+    name: the insert fails)."""
     values = {"name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port, "created": _now()}
-    try:
-        with index.writing() as conn:
-            if conn.execute(sa.select(scus.c.id).where(scus.c.ae_title == values["ae_title"])).first():
-                raise Conflict(
-                    f"a remote node with AE title {values['ae_title']!r} already exists "
-                    "(C-MOVE destinations are found by AE title)"
-                )
-            new_id = conn.execute(scus.insert().values(values).returning(scus.c.id)).scalar_one()
-    except sa.exc.IntegrityError:
-        raise Conflict(f"a remote node named {values['name']!r} already exists") from None
-    return RemoteNode(id=int(new_id), name=node.name, ae_title=node.ae_title, host=node.host, port=node.port)
+    return int(conn.execute(scus.insert().values(values).returning(scus.c.id)).scalar_one())
 
 
 def delete_scu_row(index: Index, key: int) -> bool:

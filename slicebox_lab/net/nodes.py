@@ -13,9 +13,10 @@ significant (they are removed), not only spaces.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from slicebox_lab.errors import InvalidInput, NotFound
+from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.index import Index
 from slicebox_lab.index import nodes as rows
 from slicebox_lab.index.nodes import (
@@ -23,13 +24,13 @@ from slicebox_lab.index.nodes import (
     ScpConfig,
     delete_scp_row,
     find_scu_by_ae_title,
-    insert_scp,
     list_scps,
     list_scus,
     scp_name_used,
     set_scp_port,
 )
 from slicebox_lab.index.query import row_id
+from slicebox_lab.index.unique import writing_unique
 
 __all__ = [
     "RemoteNode",
@@ -124,6 +125,13 @@ def get_scp(index: Index, scp_id: Any) -> ScpConfig:
     return scp
 
 
+def insert_scp(index: Index, name: str, ae_title: str, host: str, port: int) -> ScpConfig:
+    """Insert a validated row; a used name is a Conflict."""
+    with writing_unique(index, f"an SCP named {name!r} already exists") as conn:
+        new_id = rows.insert_scp(conn, name, ae_title, host, port)
+    return ScpConfig(id=new_id, name=name, ae_title=ae_title, host=host, port=port)
+
+
 # ---------------------------------------------------------------------------------------------
 # remote nodes (SCUs in Slicebox's words)
 
@@ -148,7 +156,14 @@ def add_scu(index: Index, name: Any, ae_title: Any, host: Any, port: Any) -> Rem
         host=validate_host(host),
         port=validate_port(port),
     )
-    return rows.insert_scu(index, node)
+    with writing_unique(index, f"a remote node named {node.name!r} already exists") as conn:
+        if rows.scu_ae_title_used(conn, node.ae_title):
+            raise Conflict(
+                f"a remote node with AE title {node.ae_title!r} already exists "
+                "(C-MOVE destinations are found by AE title)"
+            )
+        new_id = rows.insert_scu(conn, node)
+    return dataclasses.replace(node, id=new_id)
 
 
 def delete_scu(index: Index, scu_id: Any) -> None:
