@@ -625,8 +625,7 @@ class ForwardingService:
         return job.id, None
 
     def _outcome(self, job_id: int | None, transaction_id: int | None, ids: list[int]) -> _Outcome | None:
-        from ..jobs import CANCELLED, SUCCEEDED
-        from ..jobs import FAILED as JOB_FAILED
+        from ..jobs import JobState
 
         if transaction_id is not None:
             from ..box import store as box_store
@@ -651,14 +650,14 @@ class ForwardingService:
             job = self._context.jobs.get(job_id)
         except NotFound:
             return _Outcome(frozenset(), f"job {job_id} was deleted")
-        if job.state == SUCCEEDED:
+        if job.state == JobState.SUCCEEDED:
             failed = {int(k): str(v) for k, v in dict(job.result.get("failed") or {}).items()}
             if not failed:
                 return _Outcome(frozenset(ids), "")
             first = next(iter(failed.values()))
             reason = f"{len(failed)} of {len(ids)} images were refused by the remote node: {first}"
             return _Outcome(frozenset(i for i in ids if i not in failed), reason)
-        if job.state in (JOB_FAILED, CANCELLED):
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
             return _Outcome(frozenset(), f"job {job_id} {job.state.lower()}: {job.error}")
         return None
 
