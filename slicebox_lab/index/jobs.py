@@ -8,11 +8,12 @@ rows, not rules.  Datetimes come back aware (SQLite hands back naive ones, which
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from ._records import aware
 from .repository import Index
 from .schema import jobs, servers
 
@@ -59,30 +60,10 @@ class JobRow(NamedTuple):
 _COLUMNS = tuple(jobs.c[name] for name in JobRow._fields)
 
 
-def aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes, which were written as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _row(row: Any) -> JobRow:
-    m = row._mapping
-    return JobRow(
-        id=int(m["id"]),
-        kind=m["kind"],
-        description=m["description"],
-        state=m["state"],
-        progress_done=m["progress_done"],
-        progress_total=m["progress_total"],
-        counts=m["counts"],
-        parameters=m["parameters"],
-        result=m["result"],
-        error=m["error"],
-        owner=m["owner"],
-        created=aware(m["created"]),
-        started=None if m["started"] is None else aware(m["started"]),
-        finished=None if m["finished"] is None else aware(m["finished"]),
-        server=m["server"],
-    )
+    """A row of :data:`_COLUMNS`."""
+    job = JobRow(*row)
+    return job._replace(created=aware(job.created), started=aware(job.started), finished=aware(job.finished))
 
 
 # ---------------------------------------------------------------------------------------------- jobs

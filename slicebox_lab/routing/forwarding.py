@@ -233,7 +233,7 @@ def _source(conn: sa.Connection, body: Any) -> tuple[str, str]:
 
 
 def _destination(index: Index, body: Any) -> tuple[str, int, str]:
-    from ..box import store as box_store
+    from ..box import connections as box_connections
     from ..net import nodes
 
     if not isinstance(body, Mapping):
@@ -245,7 +245,7 @@ def _destination(index: Index, body: Any) -> tuple[str, int, str]:
     if key is None:
         raise InvalidInput('the destination needs "id": the id of the box or of the remote node (SCU)')
     if kind.lower() == "box":
-        box = box_store.get_box(index, key)
+        box = box_connections.get_box(index, key)
         return "box", box.id, box.name
     node = nodes.get_scu(index, key)
     return "scu", node.id, node.name
@@ -628,20 +628,20 @@ class ForwardingService:
         from ..jobs import JobState
 
         if transaction_id is not None:
-            from ..box import store as box_store
+            from ..box import outgoing as box_outgoing
 
             try:
-                transaction = box_store.get_outgoing(self._index, transaction_id)
+                transaction = box_outgoing.get_outgoing(self._index, transaction_id)
             except NotFound:
                 return _Outcome(frozenset(), f"box transaction {transaction_id} was deleted")
-            if transaction["status"] == box_store.FINISHED:
+            if transaction["status"] == box_outgoing.TransactionStatus.FINISHED:
                 return _Outcome(frozenset(ids), "")
-            if transaction["status"] != box_store.FAILED:
+            if transaction["status"] != box_outgoing.TransactionStatus.FAILED:
                 return None
             sent = frozenset(
                 int(i["image_id"])
-                for i in box_store.outgoing_images(self._index, transaction_id)
-                if i["state"] == box_store.SENT
+                for i in box_outgoing.outgoing_images(self._index, transaction_id)
+                if i["state"] == box_outgoing.ImageState.SENT
             )
             return _Outcome(sent, f"box transaction {transaction_id} failed: {transaction.get('reason', '')}")
         if job_id is None:
