@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .base import ClientBase, _listify, frame, profile_body
 from .errors import ClientError, NodeUnreachable, NotFound
-from .http import PAGE, HttpClient, discover_server
+from .http import PAGE, discover_server
 from .volume import Volume, decode_pixels, read_dataset, slices_of, stack_volume
 
 if TYPE_CHECKING:
@@ -152,26 +151,6 @@ _FINISHED_JOB = ("SUCCEEDED", "FAILED", "CANCELLED")
 _FINISHED_TRANSACTION = ("FINISHED", "FAILED")
 
 
-def frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = ("id",)) -> pd.DataFrame:
-    """Rows of REST JSON as a DataFrame: the known columns first (``id`` first), then any others."""
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    df = pd.DataFrame.from_records(list(rows))
-    ordered = [c for c in columns if c in df.columns] + [c for c in df.columns if c not in columns]
-    return df[ordered]
-
-
-def profile_body(options: Any) -> dict[str, Any]:
-    """An AnonymizationProfile body from ``None`` (basic profile), a list of option names or a dict."""
-    if options is None:
-        return {}
-    if isinstance(options, Mapping):
-        return dict(options)
-    if isinstance(options, str):
-        return {"options": [options]}
-    return {"options": list(options)}
-
-
 def _typed(vr: str, values: list[str]) -> Any:
     """An attribute listing's text values as numbers where the VR says so; one value → a scalar."""
     converted: list[Any] = []
@@ -236,16 +215,8 @@ class UploadSummary:
         return "\n".join(lines)
 
 
-def _progress(total: int | None, description: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, disable=not enabled, unit="img")
-
-
-class SliceboxClient(HttpClient):
+class SliceboxClient(ClientBase):
     """A slicebox_lab node over HTTP; see the module docstring of :mod:`slicebox_lab.client`."""
-
-    workers = 4
 
     # ------------------------------------------------------------------ system
 
@@ -643,16 +614,6 @@ class SliceboxClient(HttpClient):
             imageheight=height or None,
         )
 
-    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any], progress: bool, description: str) -> list[Any]:
-        """``fn`` over ``items`` on a small thread pool, results in order, with a tqdm bar."""
-        results: list[Any] = [None] * len(items)
-        with _progress(len(items), description, progress) as bar, ThreadPoolExecutor(self.workers) as pool:
-            futures = {pool.submit(fn, item): n for n, item in enumerate(items)}
-            for future in futures:
-                results[futures[future]] = future.result()
-                bar.update(1)
-        return results
-
     def series_volume(self, series_id: int, *, progress: bool = False) -> Volume:
         """The series as a :class:`Volume` (slices sorted along the normal, rescale applied)."""
         ids = self.image_ids(series_id)
@@ -853,42 +814,6 @@ class SliceboxClient(HttpClient):
         """C-STORE images to a remote node (id or name), as a job (see :meth:`wait_job`)."""
         scu = self._id_by_name(scu_id, self.scus, "remote node")
         return dict(self.post(f"scus/{scu}/send", json={"image_ids": [int(i) for i in image_ids]}))
-
-    @staticmethod
-    def _id_by_name(value: int | str, listing: Callable[[], pd.DataFrame], what: str) -> int:
-        if isinstance(value, str) and not value.isdigit():
-            known = listing()
-            match = known[known["name"] == value] if len(known) else known
-            if not len(match):
-                raise NotFound(f"no {what} named {value!r}", 404)
-            return int(match["id"].iloc[0])
-        return int(value)
-
-    def _poll(
-        self,
-        fetch: Callable[[], dict[str, Any]],
-        finished: Callable[[dict[str, Any]], bool],
-        done_total: Callable[[dict[str, Any]], tuple[int, int | None]],
-        description: str,
-        progress: bool,
-        timeout: float | None,
-        interval: float,
-    ) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        state = fetch()
-        with _progress(done_total(state)[1], description, progress) as bar:
-            while True:
-                done, total = done_total(state)
-                if total is not None and bar.total != total:
-                    bar.total = total
-                bar.n = done
-                bar.refresh()
-                if finished(state):
-                    return state
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"{description} not finished after {timeout} s: {state}")
-                time.sleep(interval)
-                state = fetch()
 
     def wait_job(
         self, job_id: int, *, progress: bool = True, timeout: float | None = None, interval: float = 0.5
@@ -1161,12 +1086,6 @@ def _direction(direction: str) -> str:
     if direction not in ("outgoing", "incoming"):
         raise ValueError(f"direction must be 'outgoing' or 'incoming', not {direction!r}")
     return direction
-
-
-def _listify(value: Any) -> list[Any]:
-    if isinstance(value, str | int | np.integer):
-        return [value]
-    return list(value)
 
 
 def _series_ids_of(value: Any) -> list[int]:
