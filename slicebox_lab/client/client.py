@@ -16,9 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .base import ClientBase, _listify, frame, profile_body
+from .anonymization import AnonymizationMixin
+from .base import _listify, frame
+from .boxes import BoxesMixin
+from .configuration import ConfigurationMixin
 from .errors import ClientError, NodeUnreachable, NotFound
 from .http import PAGE, discover_server
+from .jobs import JobsMixin
+from .networking import NetworkingMixin
 from .volume import Volume, decode_pixels, read_dataset, slices_of, stack_volume
 
 if TYPE_CHECKING:
@@ -77,59 +82,6 @@ FLAT_SERIES_COLUMNS = [
     "tags",
     "series_types",
 ]
-JOB_COLUMNS = [
-    "id",
-    "kind",
-    "description",
-    "state",
-    "progress_done",
-    "progress_total",
-    "counts",
-    "parameters",
-    "result",
-    "error",
-    "owner",
-    "created",
-    "started",
-    "finished",
-]
-TRANSACTION_COLUMNS = [
-    "id",
-    "box_id",
-    "box_name",
-    "status",
-    "reason",
-    "total_image_count",
-    "sent_image_count",
-    "failed_image_count",
-    "received_image_count",
-    "added_image_count",
-    "outgoing_transaction_id",
-    "job_id",
-    "created",
-    "updated",
-]
-KEY_COLUMNS = [
-    "id",
-    "created",
-    "imageId",
-    "profile",
-    "PatientName",
-    "AnonPatientName",
-    "PatientID",
-    "AnonPatientID",
-    "StudyInstanceUID",
-    "AnonStudyInstanceUID",
-    "SeriesInstanceUID",
-    "AnonSeriesInstanceUID",
-    "SOPInstanceUID",
-    "AnonSOPInstanceUID",
-]
-LOG_COLUMNS = ["id", "created", "entry_type", "subject", "message"]
-BOX_COLUMNS = ["id", "name", "send_method", "base_url", "online", "last_contact", "last_error", "created"]
-NODE_COLUMNS = ["id", "name", "ae_title", "host", "port"]
-SCP_COLUMNS = [*NODE_COLUMNS, "running"]
-WATCH_COLUMNS = ["id", "name", "path", "delete_on_import", "created"]
 ATTRIBUTE_COLUMNS = [
     "tag",
     "name",
@@ -143,12 +95,9 @@ ATTRIBUTE_COLUMNS = [
     "length",
     "values",
 ]
-REPORT_COLUMNS = ["tag", "keyword", "vr", "path", "occurrences", "outcome", "decided_by", "risk"]
 
 _INT_VRS = {"US", "SS", "UL", "SL", "IS", "UV", "SV"}
 _FLOAT_VRS = {"DS", "FL", "FD"}
-_FINISHED_JOB = ("SUCCEEDED", "FAILED", "CANCELLED")
-_FINISHED_TRANSACTION = ("FINISHED", "FAILED")
 
 
 def _typed(vr: str, values: list[str]) -> Any:
@@ -215,19 +164,10 @@ class UploadSummary:
         return "\n".join(lines)
 
 
-class SliceboxClient(ClientBase):
+class SliceboxClient(AnonymizationMixin, BoxesMixin, NetworkingMixin, ConfigurationMixin, JobsMixin):
     """A slicebox_lab node over HTTP; see the module docstring of :mod:`slicebox_lab.client`."""
 
-    # ------------------------------------------------------------------ system
-
-    def health(self) -> dict[str, Any]:
-        return dict(self.get("system/health"))
-
-    def information(self) -> dict[str, Any]:
-        return dict(self.get("system/information"))
-
-    def current_user(self) -> dict[str, Any]:
-        return dict(self.get("users/current"))
+    # ------------------------------------------------------------------ sources
 
     def sources(self) -> pd.DataFrame:
         return frame(self.get("sources"), ["source_id", "source_type", "source_name"])
@@ -724,200 +664,13 @@ class SliceboxClient(ClientBase):
 
         return Selection(self, _series_ids_of(frame_or_series_ids))
 
-    # ------------------------------------------------------------------ anonymization
-
-    def anonymization_options(self) -> list[dict[str, Any]]:
-        return list(self.get("anonymization/options"))
-
-    def review(
-        self, image_ids: Iterable[int] = (), options: Any = None, *, series_ids: Iterable[int] = ()
-    ) -> pd.DataFrame:
-        """What the profile would do to each attribute path of the selection (values never included);
-        the report's summary is in ``df.attrs["summary"]``."""
-        body = {
-            **profile_body(options),
-            "imageIds": [int(i) for i in image_ids],
-            "seriesIds": [int(i) for i in series_ids],
-        }
-        report = self.post("anonymization/report", json=body)
-        df = frame(report.get("attributes", []), REPORT_COLUMNS)
-        df.attrs["summary"] = report.get("summary", {})
-        return df
-
-    def anonymize_images(self, image_ids: Iterable[int], options: Any = None) -> dict[str, Any]:
-        """Anonymize images in place, as a job (see :meth:`wait_job`)."""
-        return dict(
-            self.post(
-                "anonymization/anonymize", json={**profile_body(options), "imageIds": [int(i) for i in image_ids]}
-            )
-        )
-
-    def anonymize_image(self, image_id: int, options: Any = None) -> dict[str, Any]:
-        """Replace one stored image by its de-identified version; the new image record."""
-        return dict(self.put(f"images/{int(image_id)}/anonymize", json=profile_body(options)))
-
-    def anonymized_bytes(self, image_id: int, options: Any = None) -> bytes:
-        """The image de-identified, as a file (nothing stored changes)."""
-        return self.request(
-            "POST", f"images/{int(image_id)}/anonymized", json=profile_body(options), headers={"Accept": "*/*"}
-        ).content
-
-    def modify_image(self, image_id: int, tag_values: Any) -> dict[str, Any]:
-        """Write tag values (``{"PatientName": "x"}`` or TagValue dicts) into a stored image; the new record."""
-        if isinstance(tag_values, Mapping):
-            tag_values = [{"tagPath": k, "value": v} for k, v in tag_values.items()]
-        return dict(self.put(f"images/{int(image_id)}/modify", json=list(tag_values)))
-
-    def keys(
-        self,
-        filter: str | None = None,
-        *,
-        order_by: str | None = None,
-        ascending: bool = True,
-        limit: int | None = None,
-    ) -> pd.DataFrame:
-        params = {"filter": filter, "orderby": order_by, "orderascending": ascending}
-        return frame(self.get_all("anonymization/keys", params, limit=limit), KEY_COLUMNS)
-
-    def key_values(self, key_id: int) -> pd.DataFrame:
-        return frame(
-            self.get(f"anonymization/keys/{int(key_id)}/keyvalues"),
-            ["id", "keyId", "tagPath", "level", "value", "anonymizedValue"],
-        )
-
-    def delete_key(self, key_id: int) -> None:
-        self.delete(f"anonymization/keys/{int(key_id)}")
-
-    def export_keys_csv(self) -> str:
-        return str(self.get("anonymization/keys/export/csv"))
-
-    # ------------------------------------------------------------------ sending
-
-    def send_to_box(
-        self, box_id: int | str, image_ids: Iterable[int], *, options: Any = None, tag_values: Any = None
-    ) -> dict[str, Any]:
-        """Send images to a box (id or name) as one outgoing transaction; the transaction (``job_id`` inside).
-        ``options`` None: the box's default profile."""
-        box = self._id_by_name(box_id, self.boxes, "box")
-        body: dict[str, Any] = {"imageIds": [int(i) for i in image_ids]}
-        if options is not None:
-            body["profile"] = profile_body(options)
-        if tag_values is not None:
-            body["tagValues"] = tag_values
-        job = self.post(f"boxes/{box}/send", json=body)
-        transaction_id = (job.get("parameters") or {}).get("transaction_id")
-        if transaction_id is None:
-            return {"job_id": job["id"], "status": "WAITING", "job": job}
-        return dict(self.get(f"boxes/outgoing/transactions/{int(transaction_id)}"))
-
-    def send_to_scu(self, scu_id: int | str, image_ids: Iterable[int]) -> dict[str, Any]:
-        """C-STORE images to a remote node (id or name), as a job (see :meth:`wait_job`)."""
-        scu = self._id_by_name(scu_id, self.scus, "remote node")
-        return dict(self.post(f"scus/{scu}/send", json={"image_ids": [int(i) for i in image_ids]}))
-
-    def wait_job(
-        self, job_id: int, *, progress: bool = True, timeout: float | None = None, interval: float = 0.5
-    ) -> dict[str, Any]:
-        """Poll a job until SUCCEEDED, FAILED or CANCELLED; the final job (check ``state``)."""
-        return self._poll(
-            lambda: dict(self.get(f"jobs/{int(job_id)}")),
-            lambda j: j.get("state") in _FINISHED_JOB,
-            lambda j: (int(j.get("progress_done") or 0), j.get("progress_total")),
-            f"job {job_id}",
-            progress,
-            timeout,
-            interval,
-        )
-
-    def wait_transaction(
-        self, transaction_id: int, *, progress: bool = True, timeout: float | None = None, interval: float = 0.5
-    ) -> dict[str, Any]:
-        """Poll an outgoing box transaction until FINISHED or FAILED; the final transaction."""
-        return self._poll(
-            lambda: dict(self.get(f"boxes/outgoing/transactions/{int(transaction_id)}")),
-            lambda t: t.get("status") in _FINISHED_TRANSACTION,
-            lambda t: (int(t.get("sent_image_count") or 0), t.get("total_image_count")),
-            f"transaction {transaction_id}",
-            progress,
-            timeout,
-            interval,
-        )
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        return dict(self.get(f"jobs/{int(job_id)}"))
-
-    def cancel_job(self, job_id: int) -> dict[str, Any]:
-        return dict(self.post(f"jobs/{int(job_id)}/cancel"))
-
-    def resume_job(self, job_id: int) -> dict[str, Any]:
-        return dict(self.post(f"jobs/{int(job_id)}/resume"))
-
-    def transaction(self, transaction_id: int, direction: str = "outgoing") -> dict[str, Any]:
-        return dict(self.get(f"boxes/{_direction(direction)}/transactions/{int(transaction_id)}"))
-
-    def transaction_images(self, transaction_id: int, direction: str = "outgoing") -> pd.DataFrame:
-        return frame(self.get(f"boxes/{_direction(direction)}/transactions/{int(transaction_id)}/images"))
-
-    def delete_transaction(self, transaction_id: int, direction: str = "outgoing") -> None:
-        self.delete(f"boxes/{_direction(direction)}/transactions/{int(transaction_id)}")
-
     # ------------------------------------------------------------------ listings
-
-    def transactions(self, direction: str = "outgoing", *, limit: int | None = None) -> pd.DataFrame:
-        return frame(self.get_all(f"boxes/{_direction(direction)}/transactions", limit=limit), TRANSACTION_COLUMNS)
-
-    def jobs(self, *, state: str | None = None, kind: str | None = None, limit: int | None = None) -> pd.DataFrame:
-        return frame(self.get_all("jobs", {"state": state, "kind": kind}, limit=limit), JOB_COLUMNS)
-
-    def log(self, limit: int | None = 100, *, subject: str | None = None, type: str | None = None) -> pd.DataFrame:
-        """Log entries, newest first."""
-        return frame(self.get_all("log", {"subject": subject, "type": type}, limit=limit), LOG_COLUMNS)
-
-    def audit(self, limit: int | None = 100, **params: Any) -> pd.DataFrame:
-        """The audit trail, newest first (``user``, ``action``, ``since``, ``until`` as the route takes them)."""
-        return frame(
-            self.get_all("audit", params, limit=limit),
-            ["id", "created", "user", "action", "method", "path", "status", "remote_ip", "detail"],
-        )
-
-    def boxes(self) -> pd.DataFrame:
-        return frame(self.get_all("boxes"), BOX_COLUMNS)
-
-    def scus(self) -> pd.DataFrame:
-        return frame(self.get_all("scus"), NODE_COLUMNS)
-
-    def scps(self) -> pd.DataFrame:
-        return frame(self.get_all("scps"), SCP_COLUMNS)
-
-    def watches(self) -> pd.DataFrame:
-        return frame(self.get_all("directorywatches"), WATCH_COLUMNS)
-
-    def forwarding_rules(self) -> pd.DataFrame:
-        return frame(
-            self.get_all("forwarding/rules"),
-            ["id", "source", "destination", "keepImages", "quietSeconds", "created", "queuedImageCount"],
-        )
-
-    def forwarding_batches(self, rule_id: int) -> pd.DataFrame:
-        return frame(self.get_all(f"forwarding/rules/{int(rule_id)}/batches"))
-
-    def filters(self) -> pd.DataFrame:
-        return frame(self.get("filtering/filters"), ["id", "name", "type", "tagPaths"])
-
-    def filter_associations(self) -> pd.DataFrame:
-        return frame(
-            self.get("filtering/associations"),
-            ["id", "sourceType", "sourceName", "sourceId", "filterId", "filterName"],
-        )
 
     def series_types(self) -> pd.DataFrame:
         return frame(self.get_all("seriestypes"), ["id", "name"])
 
     def series_type_rules(self, series_type_id: int) -> pd.DataFrame:
         return frame(self.get(f"seriestypes/{int(series_type_id)}/rules"), ["id", "series_type_id", "attributes"])
-
-    def users(self) -> pd.DataFrame:
-        return frame(self.get_all("users"), ["id", "user", "role", "created"])
 
     def series_tags(self) -> pd.DataFrame:
         return frame(self.get_all("metadata/seriestags"), ["id", "name", "series_count"])
@@ -926,81 +679,6 @@ class SliceboxClient(ClientBase):
         return frame(self.get_all("import/sessions"))
 
     # ------------------------------------------------------------------ admin (verb_noun)
-
-    def add_scp(self, name: str, ae_title: str, port: int, host: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"name": name, "ae_title": ae_title, "port": int(port)}
-        if host is not None:
-            body["host"] = host
-        return dict(self.post("scps", json=body))
-
-    def delete_scp(self, scp_id: int) -> None:
-        self.delete(f"scps/{int(scp_id)}")
-
-    def add_scu(self, name: str, ae_title: str, host: str, port: int) -> dict[str, Any]:
-        return dict(self.post("scus", json={"name": name, "ae_title": ae_title, "host": host, "port": int(port)}))
-
-    def delete_scu(self, scu_id: int) -> None:
-        self.delete(f"scus/{int(scu_id)}")
-
-    def echo_scu(self, scu_id: int | str) -> dict[str, Any]:
-        return dict(self.post(f"scus/{self._id_by_name(scu_id, self.scus, 'remote node')}/echo"))
-
-    def query_scu(self, scu_id: int | str, level: str = "STUDY", **identifier: Any) -> pd.DataFrame:
-        """C-FIND a remote node: keywords with a value to match, or "" to have them returned."""
-        scu = self._id_by_name(scu_id, self.scus, "remote node")
-        rows = self.post(f"scus/{scu}/query", json={"level": level.upper(), "identifier": identifier})
-        return pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(identifier))
-
-    def retrieve_scu(
-        self,
-        scu_id: int | str,
-        level: str,
-        identifier: Mapping[str, Any],
-        *,
-        method: str = "move",
-        destination_scp_id: int | None = None,
-    ) -> dict[str, Any]:
-        """C-MOVE (into one of this node's SCPs) or C-GET from a remote node, as a job."""
-        scu = self._id_by_name(scu_id, self.scus, "remote node")
-        body: dict[str, Any] = {"level": level.upper(), "identifier": dict(identifier), "method": method}
-        if destination_scp_id is not None:
-            body["destination_scp_id"] = int(destination_scp_id)
-        return dict(self.post(f"scus/{scu}/retrieve", json=body))
-
-    def add_watch(self, name: str, path: str | os.PathLike[str], *, delete_on_import: bool = False) -> dict[str, Any]:
-        return dict(
-            self.post("directorywatches", json={"name": name, "path": str(path), "delete_on_import": delete_on_import})
-        )
-
-    def delete_watch(self, watch_id: int) -> None:
-        self.delete(f"directorywatches/{int(watch_id)}")
-
-    def create_box_connection(
-        self, name: str, options: Any = None, *, send_anonymous_as_is: bool = False
-    ) -> dict[str, Any]:
-        """A box the partner will call; the answer's ``base_url`` is the URL to hand to the partner."""
-        body: dict[str, Any] = {"name": name, "sendAnonymousAsIs": send_anonymous_as_is}
-        if options is not None:
-            body["defaultProfile"] = profile_body(options)
-        return dict(self.post("boxes/createconnection", json=body))
-
-    def connect_box(
-        self, name: str, url: str, options: Any = None, *, send_anonymous_as_is: bool = False
-    ) -> dict[str, Any]:
-        """Connect to a partner from the URL its create_box_connection answered."""
-        body: dict[str, Any] = {"name": name, "url": url, "sendAnonymousAsIs": send_anonymous_as_is}
-        if options is not None:
-            body["defaultProfile"] = profile_body(options)
-        return dict(self.post("boxes/connect", json=body))
-
-    def delete_box(self, box_id: int) -> None:
-        self.delete(f"boxes/{int(box_id)}")
-
-    def add_user(self, user: str, password: str, role: str = "USER") -> dict[str, Any]:
-        return dict(self.post("users", json={"user": user, "password": password, "role": role}))
-
-    def delete_user(self, user_id: int) -> None:
-        self.delete(f"users/{int(user_id)}")
 
     def add_series_tag(self, name: str) -> dict[str, Any]:
         return dict(self.post("metadata/seriestags", json={"name": name}))
@@ -1035,57 +713,6 @@ class SliceboxClient(ClientBase):
     def update_series_types(self) -> dict[str, Any]:
         """Re-classify every series now (a job)."""
         return dict(self.post("seriestypes/updatestatus"))
-
-    def add_filter(self, name: str, type: str, tag_paths: Iterable[str] = ()) -> dict[str, Any]:
-        return dict(
-            self.post("filtering/filters", json={"name": name, "type": type.upper(), "tagPaths": list(tag_paths)})
-        )
-
-    def delete_filter(self, filter_id: int) -> None:
-        self.delete(f"filtering/filters/{int(filter_id)}")
-
-    def add_filter_association(
-        self, filter_id: int, source_type: str, source_name: str | None = None, source_id: int | None = None
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"filterId": int(filter_id), "sourceType": source_type}
-        if source_name is not None:
-            body["sourceName"] = source_name
-        if source_id is not None:
-            body["sourceId"] = int(source_id)
-        return dict(self.post("filtering/associations", json=body))
-
-    def delete_filter_association(self, association_id: int) -> None:
-        self.delete(f"filtering/associations/{int(association_id)}")
-
-    def add_forwarding_rule(
-        self,
-        source_type: str,
-        source_name: str,
-        destination_type: str,
-        destination_id: int,
-        *,
-        keep_images: bool = True,
-        quiet_seconds: float = 30,
-    ) -> dict[str, Any]:
-        body = {
-            "source": {"sourceType": source_type, "sourceName": source_name},
-            "destination": {"type": destination_type, "id": int(destination_id)},
-            "keepImages": keep_images,
-            "quietSeconds": quiet_seconds,
-        }
-        return dict(self.post("forwarding/rules", json=body))
-
-    def delete_forwarding_rule(self, rule_id: int) -> None:
-        self.delete(f"forwarding/rules/{int(rule_id)}")
-
-    def clear_log(self) -> None:
-        self.delete("log")
-
-
-def _direction(direction: str) -> str:
-    if direction not in ("outgoing", "incoming"):
-        raise ValueError(f"direction must be 'outgoing' or 'incoming', not {direction!r}")
-    return direction
 
 
 def _series_ids_of(value: Any) -> list[int]:
