@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .base import frame
 from .errors import Conflict, NotFound
+from .metadata import FLAT_SERIES_COLUMNS
 from .volume import Volume
 
 if TYPE_CHECKING:
@@ -123,8 +125,6 @@ class Selection:
 
     def to_frame(self) -> pd.DataFrame:
         """The selected series as flat series rows (patient, study, series attributes)."""
-        from .client import FLAT_SERIES_COLUMNS, frame
-
         rows = self.client._map(self.client.series_record, self.series_ids, False, "series")
         return frame(rows, [c for c in FLAT_SERIES_COLUMNS if c not in ("source", "tags", "series_types")])
 
