@@ -9,7 +9,7 @@ adds what spans them: selections of series.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,7 @@ from .jobs import JobsMixin
 from .metadata import MetadataMixin
 from .networking import NetworkingMixin
 from .organizing import OrganizingMixin
-
-if TYPE_CHECKING:
-    from .selection import Selection, Series
+from .selection import Selection, Series
 
 __all__ = ["SliceboxClient", "UploadSummary", "connect"]
 
@@ -47,13 +45,9 @@ class SliceboxClient(
 
     def select(self, frame_or_series_ids: Any) -> Selection:
         """A selection of series from a DataFrame (``series_id`` or ``id`` column of series) or ids."""
-        from .selection import Selection
-
         return Selection(self, _series_ids_of(frame_or_series_ids))
 
     def series_obj(self, series_id: int) -> Series:
-        from .selection import Series
-
         return Series(self, int(series_id))
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from .base import frame
 from .errors import ClientError, NodeUnreachable, NotFound
 from .metadata import IMAGE_COLUMNS, MetadataMixin
+from .selection import Selection, Series
 from .volume import Volume, decode_pixels, read_dataset, slices_of, stack_volume
 
 __all__ = ["ImagesMixin", "UploadSummary"]
@@ -260,8 +261,6 @@ class ImagesMixin(MetadataMixin):
         return written
 
     def _image_ids_of(self, value: Any) -> list[int]:
-        from .selection import Selection, Series
-
         if isinstance(value, Selection):
             return value.image_ids()
         if isinstance(value, Series):
