@@ -29,18 +29,18 @@ one canonical spelling (keywords where the dictionary has one) and is unique per
 source can have a filter attached once (409).  Attached filters are read from the index once and
 cached per index; every change made here clears the cache, so changes apply to the next image
 without a restart.  Filters run right after parsing, before re-identification (as in Slicebox).
+The statements are ``index/filters.py``.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
@@ -48,8 +48,10 @@ from pydicom.tag import BaseTag
 from ..dicom.tagpath import TagPath, TagPathSet
 from ..errors import Conflict, InvalidInput, NotFound
 from ..index import Index
+from ..index import filters as rows
 from ..index.query import row_id
-from ..index.schema import source_tag_filters, sources, tag_filter_paths, tag_filters
+from ..index.sources import SourceName, source_by_id
+from ..index.unique import writing_unique
 from ..model import SOURCE_TYPES, Source
 
 __all__ = [
@@ -156,16 +158,8 @@ class TagFilterInfo:
         }
 
 
-@dataclass(frozen=True)
-class SourceFilter:
+class SourceFilter(rows.AssociationRow):
     """A filter attached to a source; ``source_id`` is the index's id of the source (None: nothing received yet)."""
-
-    id: int
-    source_type: str
-    source_name: str
-    source_id: int | None
-    filter_id: int
-    filter_name: str
 
     def json(self) -> dict[str, Any]:
         return {
@@ -242,26 +236,9 @@ def filter_for_source(index: Index, source: Source) -> TagFilter | None:
 
 
 def _load(index: Index) -> dict[tuple[str, str], TagFilter]:
-    statement = (
-        sa.select(
-            source_tag_filters.c.source_type,
-            source_tag_filters.c.source_name,
-            tag_filters.c.filter_type,
-            tag_filter_paths.c.tag_path,
-            tag_filters.c.id,
-        )  # fmt: skip
-        .select_from(
-            source_tag_filters.join(tag_filters, tag_filters.c.id == source_tag_filters.c.filter_id).outerjoin(
-                tag_filter_paths, tag_filter_paths.c.filter_id == tag_filters.c.id
-            )
-        )
-        .order_by(source_tag_filters.c.id, tag_filter_paths.c.id)
-    )
     black: dict[tuple[str, str], list[TagPath]] = {}
     white: dict[tuple[str, str], list[TagPath]] = {}
-    with index.reading() as conn:
-        rows = conn.execute(statement).all()
-    for source_type, source_name, filter_type, text, _ in rows:
+    for source_type, source_name, filter_type, text, _ in rows.paths_by_source(index):
         key = (source_type, source_name)
         black.setdefault(key, [])
         if filter_type == "WHITELIST":
@@ -340,12 +317,6 @@ def _unique_paths(texts: Iterable[Any], filter_type: str) -> list[str]:
     return out
 
 
-def _inserted_id(conn: sa.Connection, statement: sa.Insert) -> int:
-    inserted = conn.execute(statement).inserted_primary_key
-    assert inserted is not None
-    return int(inserted[0])
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -353,44 +324,24 @@ def _now() -> datetime:
 # ------------------------------------------------------------------ filters
 
 
-def _paths_of(conn: sa.Connection, filter_ids: list[int]) -> dict[int, list[FilterTagPath]]:
-    out: dict[int, list[FilterTagPath]] = {i: [] for i in filter_ids}
-    if not filter_ids:
-        return out
-    statement = (
-        sa.select(tag_filter_paths.c.id, tag_filter_paths.c.filter_id, tag_filter_paths.c.tag_path)
-        .where(tag_filter_paths.c.filter_id.in_(filter_ids))
-        .order_by(tag_filter_paths.c.id)
-    )
-    for row in conn.execute(statement):
-        out[row.filter_id].append(FilterTagPath(row.id, row.filter_id, row.tag_path))
-    return out
+def _info(row: rows.FilterRow) -> TagFilterInfo:
+    return TagFilterInfo(row.id, row.name, row.filter_type, tuple(FilterTagPath(*p) for p in row.tag_paths))
 
 
-def _filters(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> list[TagFilterInfo]:
-    statement = sa.select(tag_filters.c.id, tag_filters.c.name, tag_filters.c.filter_type).order_by(tag_filters.c.id)
-    if where is not None:
-        statement = statement.where(where)
-    rows = conn.execute(statement).all()
-    paths = _paths_of(conn, [row.id for row in rows])
-    return [TagFilterInfo(row.id, row.name, row.filter_type, tuple(paths[row.id])) for row in rows]
+def _found(row: rows.FilterRow | None, filter_id: Any) -> TagFilterInfo:
+    if row is None:
+        raise NotFound(f"tag filter {filter_id} not found")
+    return _info(row)
 
 
 def list_filters(index: Index) -> list[TagFilterInfo]:
     with index.reading() as conn:
-        return _filters(conn)
+        return [_info(row) for row in rows.filters(conn)]
 
 
 def get_filter(index: Index, filter_id: Any) -> TagFilterInfo:
     with index.reading() as conn:
-        return _get_filter(conn, filter_id)
-
-
-def _get_filter(conn: sa.Connection, filter_id: Any) -> TagFilterInfo:
-    found = _filters(conn, tag_filters.c.id == _id(filter_id, "filter id"))
-    if not found:
-        raise NotFound(f"tag filter {filter_id} not found")
-    return found[0]
+        return _found(rows.filter_by_id(conn, _id(filter_id, "filter id")), filter_id)
 
 
 def create_filter(index: Index, body: Any) -> TagFilterInfo:
@@ -402,18 +353,11 @@ def create_filter(index: Index, body: Any) -> TagFilterInfo:
     if not isinstance(texts, list) or len(texts) > MAX_TAG_PATHS:
         raise InvalidInput(f'"tagPaths" must be a JSON array of at most {MAX_TAG_PATHS} tag path strings')
     paths = _unique_paths(texts, filter_type)
-    try:
-        with index.writing() as conn:
-            if conn.execute(sa.select(tag_filters.c.id).where(tag_filters.c.name == name)).first() is not None:
-                raise Conflict(f"a tag filter named {name!r} already exists")
-            filter_id = _inserted_id(
-                conn, tag_filters.insert().values(name=name, filter_type=filter_type, created=_now())
-            )
-            if paths:
-                conn.execute(tag_filter_paths.insert(), [{"filter_id": filter_id, "tag_path": p} for p in paths])
-            created = _get_filter(conn, filter_id)
-    except sa.exc.IntegrityError:
-        raise Conflict(f"a tag filter named {name!r} already exists") from None
+    with writing_unique(index, f"a tag filter named {name!r} already exists") as conn:
+        if rows.filter_id_named(conn, name) is not None:
+            raise Conflict(f"a tag filter named {name!r} already exists")
+        filter_id = rows.insert_filter(conn, name, filter_type, paths, _now())
+        created = _found(rows.filter_by_id(conn, filter_id), filter_id)
     _invalidate(index)
     return created
 
@@ -422,9 +366,7 @@ def delete_filter(index: Index, filter_id: Any) -> None:
     """Delete a filter with its tag paths and the associations that attach it."""
     key = _id(filter_id, "filter id")
     with index.writing() as conn:
-        conn.execute(source_tag_filters.delete().where(source_tag_filters.c.filter_id == key))
-        conn.execute(tag_filter_paths.delete().where(tag_filter_paths.c.filter_id == key))
-        if conn.execute(tag_filters.delete().where(tag_filters.c.id == key)).rowcount == 0:
+        if not rows.delete_filter(conn, key):
             raise NotFound(f"tag filter {filter_id} not found")
     _invalidate(index)
 
@@ -438,26 +380,20 @@ def add_tag_path(index: Index, filter_id: Any, body: Any) -> FilterTagPath:
     body = _object(body, '{"tagPath": "ReferencedStudySequence[*].ReferencedSOPInstanceUID"}')
     if "tagPath" not in body:
         raise InvalidInput('the body needs "tagPath", e.g. {"tagPath": "PatientAddress"}')
-    try:
-        with index.writing() as conn:
-            found = _get_filter(conn, filter_id)
-            path = _parse_path(body["tagPath"], found.type)
-            if any(p.tag_path == path for p in found.tag_paths):
-                raise Conflict(f"tag filter {found.id} already has the tag path {path!r}")
-            path_id = _inserted_id(conn, tag_filter_paths.insert().values(filter_id=found.id, tag_path=path))
-    except sa.exc.IntegrityError:
-        raise Conflict(f"tag filter {filter_id} already has this tag path") from None
+    with writing_unique(index, f"tag filter {filter_id} already has this tag path") as conn:
+        found = _found(rows.filter_by_id(conn, _id(filter_id, "filter id")), filter_id)
+        path = _parse_path(body["tagPath"], found.type)
+        if any(p.tag_path == path for p in found.tag_paths):
+            raise Conflict(f"tag filter {found.id} already has the tag path {path!r}")
+        path_id = rows.insert_tag_path(conn, found.id, path)
     _invalidate(index)
     return FilterTagPath(int(path_id), found.id, path)
 
 
 def delete_tag_path(index: Index, filter_id: Any, path_id: Any) -> None:
     with index.writing() as conn:
-        found = _get_filter(conn, filter_id)
-        condition = sa.and_(
-            tag_filter_paths.c.id == _id(path_id, "tag path id"), tag_filter_paths.c.filter_id == found.id
-        )
-        if conn.execute(tag_filter_paths.delete().where(condition)).rowcount == 0:
+        found = _found(rows.filter_by_id(conn, _id(filter_id, "filter id")), filter_id)
+        if not rows.delete_tag_path(conn, found.id, _id(path_id, "tag path id")):
             raise NotFound(f"tag path {path_id} of tag filter {found.id} not found")
     _invalidate(index)
 
@@ -465,50 +401,19 @@ def delete_tag_path(index: Index, filter_id: Any, path_id: Any) -> None:
 # ------------------------------------------------------------------ associations
 
 
-def _associations(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> list[SourceFilter]:
-    statement = (
-        sa.select(
-            source_tag_filters.c.id,
-            source_tag_filters.c.source_type,
-            source_tag_filters.c.source_name,
-            sources.c.id.label("source_id"),
-            tag_filters.c.id.label("filter_id"),
-            tag_filters.c.name,
-        )  # fmt: skip
-        .select_from(
-            source_tag_filters.join(tag_filters, tag_filters.c.id == source_tag_filters.c.filter_id).outerjoin(
-                sources,
-                sa.and_(
-                    sources.c.source_type == source_tag_filters.c.source_type,
-                    sources.c.source_name == source_tag_filters.c.source_name,
-                ),  # fmt: skip
-            )
-        )
-        .order_by(source_tag_filters.c.id)
-    )
-    if where is not None:
-        statement = statement.where(where)
-    return [
-        SourceFilter(r.id, r.source_type, r.source_name, r.source_id, r.filter_id, r.name)
-        for r in conn.execute(statement)
-    ]
-
-
 def list_associations(index: Index) -> list[SourceFilter]:
     with index.reading() as conn:
-        return _associations(conn)
+        return [SourceFilter(*row) for row in rows.associations(conn)]
 
 
-def _source_of(conn: sa.Connection, body: Mapping[str, Any]) -> tuple[str, str]:
+def _source_of(body: Mapping[str, Any], lookup: Callable[[int], SourceName | None]) -> tuple[str, str]:
     source_type = body.get("sourceType")
     if not isinstance(source_type, str) or source_type not in SOURCE_TYPES:
         raise InvalidInput(f'"sourceType" must be one of {", ".join(SOURCE_TYPES)}, not {source_type!r}')
     name = body.get("sourceName")
     if body.get("sourceId") is not None:
         source_id = body["sourceId"]
-        row = conn.execute(
-            sa.select(sources.c.source_type, sources.c.source_name).where(sources.c.id == _id(source_id, "sourceId"))
-        ).first()
+        row = lookup(_id(source_id, "sourceId"))
         if row is None:
             raise NotFound(f'source {source_id} not found (give "sourceName" for a source that sent nothing yet)')
         if row.source_type != source_type:
@@ -526,42 +431,25 @@ def create_association(index: Index, body: Any) -> SourceFilter:
     body = _object(body, '{"sourceType": "scp", "sourceName": "ct-scanner", "filterId": 1}')
     if "filterId" not in body:
         raise InvalidInput('the body needs "filterId"')
-    try:
-        with index.writing() as conn:
-            source_type, source_name = _source_of(conn, body)
-            found = _get_filter(conn, body["filterId"])
-            existing = sa.and_(source_tag_filters.c.source_type == source_type,
-                               source_tag_filters.c.source_name == source_name,
-                               source_tag_filters.c.filter_id == found.id)  # fmt: skip
-            if conn.execute(sa.select(source_tag_filters.c.id).where(existing)).first() is not None:
-                raise Conflict(f"tag filter {found.id} is already attached to {source_type} {source_name!r}")
-            association_id = _inserted_id(
-                conn,
-                source_tag_filters.insert().values(
-                    source_type=source_type, source_name=source_name, filter_id=found.id, created=_now()
-                ),
-            )
-            created = _associations(conn, source_tag_filters.c.id == association_id)[0]
-    except sa.exc.IntegrityError:
-        raise Conflict("this tag filter is already attached to this source") from None
+    with writing_unique(index, "this tag filter is already attached to this source") as conn:
+        source_type, source_name = _source_of(body, lambda key: source_by_id(conn, key))
+        found = _found(rows.filter_by_id(conn, _id(body["filterId"], "filter id")), body["filterId"])
+        if rows.association_id_for(conn, source_type, source_name, found.id) is not None:
+            raise Conflict(f"tag filter {found.id} is already attached to {source_type} {source_name!r}")
+        association_id = rows.insert_association(conn, source_type, source_name, found.id, _now())
+        created = SourceFilter(*rows.associations(conn, association_id)[0])
     _invalidate(index)
     return created
 
 
 def delete_association(index: Index, association_id: Any) -> None:
-    key = _id(association_id, "association id")
-    with index.writing() as conn:
-        if conn.execute(source_tag_filters.delete().where(source_tag_filters.c.id == key)).rowcount == 0:
-            raise NotFound(f"tag filter association {association_id} not found")
+    if not rows.delete_association(index, _id(association_id, "association id")):
+        raise NotFound(f"tag filter association {association_id} not found")
     _invalidate(index)
 
 
 def forget_source(index: Index, source_type: str, source_name: str) -> int:
     """Detach every filter from a source that is removed (an SCP, a watch, a box); how many were attached."""
-    condition = sa.and_(
-        source_tag_filters.c.source_type == source_type, source_tag_filters.c.source_name == source_name
-    )
-    with index.writing() as conn:
-        removed = int(conn.execute(source_tag_filters.delete().where(condition)).rowcount)
+    removed = rows.detach_source(index, source_type, source_name)
     _invalidate(index)
     return removed

@@ -45,33 +45,27 @@ States of a batch: QUEUED (waiting to be submitted, after ``notBefore``), SENDIN
 FAILED.  States of an image in a batch: PENDING, DELIVERED (kept: keepImages or waiting for another
 rule), DELETED (deleted here after delivery), KEPT (delivered, but kept because another destination
 gave up on it), RETRIED (not delivered, in a later batch), FAILED (given up), SKIPPED.
+(:class:`BatchState`, :class:`ImageState`.)  The statements are ``index/forwarding.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
 
 from ..errors import Conflict, InvalidInput, NotFound, SliceboxError
 from ..events import ImageAdded
 from ..index import Index
+from ..index import forwarding as rows
 from ..index.query import row_id
-from ..index.schema import (
-    forwarding_batch_images,
-    forwarding_batches,
-    forwarding_queue,
-    forwarding_rules,
-    images,
-    sources,
-)
+from ..index.sources import SourceName, source_by_id
+from ..index.unique import writing_unique
 from ..model import SOURCE_TYPES, Source
 
 if TYPE_CHECKING:
@@ -79,6 +73,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DESTINATION_TYPES",
+    "BatchState",
+    "ImageState",
     "MAX_ATTEMPTS",
     "MAX_BATCH",
     "ForwardingRule",
@@ -103,8 +99,26 @@ MAX_ATTEMPTS = 10
 MAX_RETRY_DELAY = 3600.0
 NAME_ALIASES = {"watch": "directory"}
 
-QUEUED, SENDING, DELIVERED, FAILED = "QUEUED", "SENDING", "DELIVERED", "FAILED"
-PENDING, DELETED, KEPT, RETRIED, SKIPPED = "PENDING", "DELETED", "KEPT", "RETRIED", "SKIPPED"
+
+class BatchState(StrEnum):
+    """States of a batch (the module docstring says when each is reached)."""
+
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class ImageState(StrEnum):
+    """States of an image in a batch."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    DELETED = "DELETED"
+    KEPT = "KEPT"
+    RETRIED = "RETRIED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
 
 
 def _now() -> datetime:
@@ -126,17 +140,8 @@ def _iso(value: datetime | None) -> str | None:
 # ---------------------------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True)
-class ForwardingRule:
-    id: int
-    source_type: str
-    source_name: str
-    destination_type: str
-    destination_id: int
-    destination_name: str
-    keep_images: bool
-    quiet_seconds: float
-    created: datetime
+class ForwardingRule(rows.RuleRow):
+    """A rule as stored (fields: ``index/forwarding.py``), with its JSON."""
 
     def json(self, source_id: int | None = None, queued: int = 0) -> dict[str, Any]:
         return {
@@ -150,18 +155,8 @@ class ForwardingRule:
         }
 
 
-def _rule(row: Any) -> ForwardingRule:
-    return ForwardingRule(
-        int(row.id),
-        row.source_type,
-        row.source_name,
-        row.destination_type,
-        int(row.destination_id),
-        row.destination_name,
-        bool(row.keep_images),
-        float(row.quiet_seconds),
-        row.created,
-    )
+def _rules_json(listed: list[rows.ListedRule]) -> list[dict[str, Any]]:
+    return [ForwardingRule(*r.rule).json(r.source_id, r.queued) for r in listed]
 
 
 # ---------------------------------------------------------------------------------------------- rules cache
@@ -181,12 +176,8 @@ def _rules_of_source(index: Index, source: Source) -> list[int]:
         found = _caches.get(index)
     if found is None:
         found = {}
-        with index.reading() as conn:
-            rows = conn.execute(
-                sa.select(forwarding_rules.c.id, forwarding_rules.c.source_type, forwarding_rules.c.source_name)
-            ).all()
-        for rule_id, source_type, source_name in rows:
-            found.setdefault((source_type, source_name), []).append(int(rule_id))
+        for rule_id, source_type, source_name in rows.rule_sources(index):
+            found.setdefault((source_type, source_name), []).append(rule_id)
         with _caches_lock:
             _caches[index] = found
     return found.get((source.source_type, source.source_name), [])
@@ -204,7 +195,7 @@ def _object(body: Any) -> Mapping[str, Any]:
     return body
 
 
-def _source(conn: sa.Connection, body: Any) -> tuple[str, str]:
+def _source(body: Any, lookup: Callable[[int], SourceName | None]) -> tuple[str, str]:
     if not isinstance(body, Mapping):
         raise InvalidInput('"source" must be an object {"sourceType", "sourceName" | "sourceId"}')
     source_type = body.get("sourceType")
@@ -215,11 +206,7 @@ def _source(conn: sa.Connection, body: Any) -> tuple[str, str]:
     name = body.get("sourceName")
     if body.get("sourceId") is not None:
         key = row_id(body["sourceId"], "sourceId")
-        row = None
-        if key is not None:
-            row = conn.execute(
-                sa.select(sources.c.source_type, sources.c.source_name).where(sources.c.id == key)
-            ).first()
+        row = None if key is None else lookup(key)
         if row is None:
             raise NotFound(
                 f'source {body["sourceId"]} not found (give "sourceName" for a source that sent nothing yet)'
@@ -268,41 +255,16 @@ def _quiet_seconds(body: Mapping[str, Any]) -> float:
 # ---------------------------------------------------------------------------------------------- rules
 
 
-def _source_ids(conn: sa.Connection) -> dict[tuple[str, str], int]:
-    rows = conn.execute(sa.select(sources.c.id, sources.c.source_type, sources.c.source_name)).all()
-    return {(r.source_type, r.source_name): int(r.id) for r in rows}
-
-
-def _queued(conn: sa.Connection) -> dict[int, int]:
-    q = forwarding_queue
-    rows = conn.execute(sa.select(q.c.rule_id, sa.func.count()).group_by(q.c.rule_id)).all()
-    return {int(r[0]): int(r[1]) for r in rows}
-
-
-def _rules_json(conn: sa.Connection, rules: list[ForwardingRule]) -> list[dict[str, Any]]:
-    ids, queued = _source_ids(conn), _queued(conn)
-    return [r.json(ids.get((r.source_type, r.source_name)), queued.get(r.id, 0)) for r in rules]
-
-
 def list_rules(index: Index, start_index: int = 0, count: int = 20) -> list[dict[str, Any]]:
-    with index.reading() as conn:
-        rows = conn.execute(
-            sa.select(forwarding_rules).order_by(forwarding_rules.c.id).offset(start_index).limit(count)
-        ).all()
-        return _rules_json(conn, [_rule(r) for r in rows])
-
-
-def _get(conn: sa.Connection, rule_id: Any) -> ForwardingRule:
-    key = row_id(rule_id, "rule id")
-    row = None if key is None else conn.execute(sa.select(forwarding_rules).where(forwarding_rules.c.id == key)).first()
-    if row is None:
-        raise NotFound(f"forwarding rule {rule_id} not found")
-    return _rule(row)
+    return _rules_json(rows.rules_page(index, start_index, count))
 
 
 def get_rule(index: Index, rule_id: Any) -> dict[str, Any]:
-    with index.reading() as conn:
-        return _rules_json(conn, [_get(conn, rule_id)])[0]
+    key = row_id(rule_id, "rule id")
+    found = None if key is None else rows.rule(index, key)
+    if found is None:
+        raise NotFound(f"forwarding rule {rule_id} not found")
+    return _rules_json([found])[0]
 
 
 def create_rule(index: Index, body: Any) -> dict[str, Any]:
@@ -310,40 +272,20 @@ def create_rule(index: Index, body: Any) -> dict[str, Any]:
     body = _object(body)
     keep, quiet = _keep_images(body), _quiet_seconds(body)
     destination_type, destination_id, destination_name = _destination(index, body.get("destination"))
-    r = forwarding_rules
-    try:
-        with index.writing() as conn:
-            source_type, source_name = _source(conn, body.get("source"))
-            existing = conn.execute(
-                sa.select(r.c.id).where(
-                    r.c.source_type == source_type,
-                    r.c.source_name == source_name,
-                    r.c.destination_type == destination_type,
-                    r.c.destination_id == destination_id,
-                )
-            ).scalar()
-            if existing is not None:
-                raise Conflict(
-                    f"forwarding rule {existing} already forwards {source_type} {source_name!r} to "
-                    f"{destination_type} {destination_name!r}: delete it to change it"
-                )
-            rule_id = conn.execute(
-                r.insert()
-                .values(
-                    source_type=source_type,
-                    source_name=source_name,
-                    destination_type=destination_type,
-                    destination_id=destination_id,
-                    destination_name=destination_name,
-                    keep_images=keep,
-                    quiet_seconds=quiet,
-                    created=_now(),
-                )
-                .returning(r.c.id)
-            ).scalar_one()
-            created = _rules_json(conn, [_get(conn, rule_id)])[0]
-    except sa.exc.IntegrityError:
-        raise Conflict("a forwarding rule with this source and destination already exists") from None
+    with writing_unique(index, "a forwarding rule with this source and destination already exists") as conn:
+        source_type, source_name = _source(body.get("source"), lambda key: source_by_id(conn, key))
+        existing = rows.rule_id_for(conn, source_type, source_name, destination_type, destination_id)
+        if existing is not None:
+            raise Conflict(
+                f"forwarding rule {existing} already forwards {source_type} {source_name!r} to "
+                f"{destination_type} {destination_name!r}: delete it to change it"
+            )
+        rule_id = rows.insert_rule(
+            conn, source_type, source_name, destination_type, destination_id, destination_name, keep, quiet, _now()
+        )
+        inserted = rows.rule_by_id(conn, rule_id)
+        assert inserted is not None
+        created = _rules_json(rows.listed_rules(conn, [inserted]))[0]
     _invalidate(index)
     return created
 
@@ -351,25 +293,19 @@ def create_rule(index: Index, body: Any) -> dict[str, Any]:
 def delete_rule(index: Index, rule_id: Any) -> None:
     """Delete a rule with its queue and batches (the next image of its source is not queued)."""
     key = row_id(rule_id, "rule id")
-    with index.writing() as conn:
-        if key is None or conn.execute(forwarding_rules.delete().where(forwarding_rules.c.id == key)).rowcount == 0:
-            raise NotFound(f"forwarding rule {rule_id} not found")
-        # the cascades, spelled out for engines without foreign keys enforced
-        batch_ids = sa.select(forwarding_batches.c.id).where(forwarding_batches.c.rule_id == key)
-        conn.execute(forwarding_batch_images.delete().where(forwarding_batch_images.c.batch_id.in_(batch_ids)))
-        conn.execute(forwarding_batches.delete().where(forwarding_batches.c.rule_id == key))
-        conn.execute(forwarding_queue.delete().where(forwarding_queue.c.rule_id == key))
+    if key is None or not rows.delete_rule(index, key):
+        raise NotFound(f"forwarding rule {rule_id} not found")
     _invalidate(index)
 
 
-def _batch_json(row: Any, counts: Mapping[str, int]) -> dict[str, Any]:
+def _batch_json(row: rows.BatchRow) -> dict[str, Any]:
     return {
-        "id": int(row.id),
-        "ruleId": int(row.rule_id),
+        "id": row.id,
+        "ruleId": row.rule_id,
         "state": row.state,
-        "attempt": int(row.attempt),
-        "imageCount": int(row.image_count),
-        "images": dict(counts),
+        "attempt": row.attempt,
+        "imageCount": row.image_count,
+        "images": dict(row.images),
         "jobId": row.job_id,
         "transactionId": row.transaction_id,
         "reason": row.reason,
@@ -381,21 +317,11 @@ def _batch_json(row: Any, counts: Mapping[str, int]) -> dict[str, Any]:
 
 def list_batches(index: Index, rule_id: Any, start_index: int = 0, count: int = 20) -> list[dict[str, Any]]:
     """The rule's batches, newest first, with the number of images in each image state."""
-    b, i = forwarding_batches, forwarding_batch_images
-    with index.reading() as conn:
-        rule = _get(conn, rule_id)
-        rows = conn.execute(
-            sa.select(b).where(b.c.rule_id == rule.id).order_by(b.c.id.desc()).offset(start_index).limit(count)
-        ).all()
-        counts: dict[int, dict[str, int]] = {int(r.id): {} for r in rows}
-        if counts:
-            for batch_id, state, n in conn.execute(
-                sa.select(i.c.batch_id, i.c.state, sa.func.count())
-                .where(i.c.batch_id.in_(list(counts)))
-                .group_by(i.c.batch_id, i.c.state)
-            ):
-                counts[int(batch_id)][str(state)] = int(n)
-        return [_batch_json(r, counts[int(r.id)]) for r in rows]
+    key = row_id(rule_id, "rule id")
+    found = None if key is None else rows.rule_batches(index, key, start_index, count)
+    if found is None:
+        raise NotFound(f"forwarding rule {rule_id} not found")
+    return [_batch_json(r) for r in found]
 
 
 # ---------------------------------------------------------------------------------------------- service
@@ -478,17 +404,8 @@ class ForwardingService:
         if not rule_ids:
             return
         stamp = self.clock()
-        q = forwarding_queue
         for rule_id in rule_ids:
-            try:
-                with self._index.writing() as conn:
-                    bumped = conn.execute(
-                        q.update().where(q.c.rule_id == rule_id, q.c.image_id == event.image.id).values(added=stamp)
-                    ).rowcount
-                    if not bumped:
-                        conn.execute(q.insert().values(rule_id=rule_id, image_id=event.image.id, added=stamp))
-            except sa.exc.IntegrityError:
-                pass  # the rule or the image was deleted meanwhile, or a concurrent overwrite queued it
+            rows.queue_image(self._index, rule_id, event.image.id, stamp)
 
     # ------------------------------------------------------------------ one round
 
@@ -503,114 +420,40 @@ class ForwardingService:
             self._delete_delivered()
 
     def _make_batches(self) -> None:
-        q, r = forwarding_queue, forwarding_rules
         now = self.clock()
-        with self._index.reading() as conn:
-            waiting = conn.execute(
-                sa.select(q.c.rule_id, sa.func.max(q.c.added), sa.func.count(), r.c.quiet_seconds)
-                .join(r, r.c.id == q.c.rule_id)
-                .group_by(q.c.rule_id, r.c.quiet_seconds)
-            ).all()
-        for rule_id, last, count, quiet in waiting:
+        for rule_id, last, count, quiet in rows.waiting_queues(self._index):
             last_added = _aware(last)
             assert last_added is not None
-            if count < MAX_BATCH and now - last_added < timedelta(seconds=float(quiet)):
+            if count < MAX_BATCH and now - last_added < timedelta(seconds=quiet):
                 continue
             with self._index.writing() as conn:
-                ids = [
-                    int(i)
-                    for i in conn.execute(
-                        sa.select(q.c.image_id)
-                        .where(q.c.rule_id == rule_id)
-                        .order_by(q.c.added, q.c.image_id)
-                        .limit(MAX_BATCH)
-                    ).scalars()
-                ]
+                ids = rows.queued_images(conn, rule_id, MAX_BATCH)
                 if not ids:
                     continue
-                self._insert_batch(conn, int(rule_id), ids, attempt=1, not_before=None)
-                conn.execute(q.delete().where(q.c.rule_id == rule_id, q.c.image_id.in_(ids)))
-
-    def _insert_batch(
-        self, conn: sa.Connection, rule_id: int, ids: list[int], attempt: int, not_before: datetime | None
-    ) -> int:
-        stamp = self.clock()
-        batch_id = int(
-            conn.execute(
-                forwarding_batches.insert()
-                .values(
-                    rule_id=rule_id,
-                    state=QUEUED,
-                    attempt=attempt,
-                    image_count=len(ids),
-                    reason="",
-                    not_before=not_before,
-                    created=stamp,
-                    updated=stamp,
+                rows.insert_batch(
+                    conn, rule_id, ids, BatchState.QUEUED, ImageState.PENDING, 1, not_before=None, created=self.clock()
                 )
-                .returning(forwarding_batches.c.id)
-            ).scalar_one()
-        )
-        conn.execute(
-            forwarding_batch_images.insert(),
-            [{"batch_id": batch_id, "image_id": i, "state": PENDING} for i in ids],
-        )
-        return batch_id
-
-    def _batch_images(self, conn: sa.Connection, batch_id: int, state: str = PENDING) -> list[int]:
-        i = forwarding_batch_images
-        statement = sa.select(i.c.image_id).where(i.c.batch_id == batch_id, i.c.state == state).order_by(i.c.image_id)
-        return [int(x) for x in conn.execute(statement).scalars()]
-
-    def _set_images(self, conn: sa.Connection, batch_id: int, ids: Any, state: str) -> None:
-        i = forwarding_batch_images
-        ids = list(ids)
-        for start in range(0, len(ids), 500):
-            conn.execute(
-                i.update()
-                .where(i.c.batch_id == batch_id, i.c.image_id.in_(ids[start : start + 500]))
-                .values(state=state)
-            )
-
-    def _existing(self, conn: sa.Connection, ids: list[int]) -> set[int]:
-        found: set[int] = set()
-        for start in range(0, len(ids), 500):
-            found.update(
-                int(x)
-                for x in conn.execute(sa.select(images.c.id).where(images.c.id.in_(ids[start : start + 500]))).scalars()
-            )
-        return found
+                rows.unqueue(conn, rule_id, ids)
 
     def _submit_due(self) -> None:
-        b, r = forwarding_batches, forwarding_rules
-        now = self.clock()
-        with self._index.reading() as conn:
-            due = conn.execute(
-                sa.select(b.c.id, b.c.attempt, r.c.destination_type, r.c.destination_id)
-                .join(r, r.c.id == b.c.rule_id)
-                .where(b.c.state == QUEUED, sa.or_(b.c.not_before.is_(None), b.c.not_before <= now))
-                .order_by(b.c.id)
-            ).all()
-        for batch_id, attempt, destination_type, destination_id in due:
+        for batch_id, attempt, destination_type, destination_id in rows.due_batches(
+            self._index, BatchState.QUEUED, self.clock()
+        ):
             with self._index.writing() as conn:
-                ids = self._batch_images(conn, batch_id)
-                existing = self._existing(conn, ids)
-                self._set_images(conn, batch_id, [i for i in ids if i not in existing], SKIPPED)
+                ids = rows.batch_images(conn, batch_id, ImageState.PENDING)
+                existing = rows.existing_images(conn, ids)
+                rows.set_image_states(conn, batch_id, [i for i in ids if i not in existing], ImageState.SKIPPED)
             send = [i for i in ids if i in existing]
             if not send:
-                self._settle(batch_id, DELIVERED, "every image was deleted before it could be sent")
+                self._settle(batch_id, BatchState.DELIVERED, "every image was deleted before it could be sent")
                 continue
             try:
                 job_id, transaction_id = self._send(destination_type, destination_id, send)
             except SliceboxError as error:
-                self._failed(batch_id, int(attempt), frozenset(), f"could not be sent: {error}")
+                self._failed(batch_id, attempt, frozenset(), f"could not be sent: {error}")
                 continue
             with self._index.writing() as conn:
-                conn.execute(
-                    b.update()
-                    .where(b.c.id == batch_id)
-                    .values(state=SENDING, job_id=job_id, transaction_id=transaction_id, updated=self.clock())
-                )
+                rows.set_batch_sending(conn, batch_id, BatchState.SENDING, job_id, transaction_id, self.clock())
 
     def _send(self, destination_type: str, destination_id: int, ids: list[int]) -> tuple[int, int | None]:
         """Submit the send; (job id, box transaction id or None)."""
@@ -663,120 +506,72 @@ class ForwardingService:
         return None
 
     def _check_sending(self) -> None:
-        b = forwarding_batches
-        with self._index.reading() as conn:
-            sending = conn.execute(
-                sa.select(b.c.id, b.c.attempt, b.c.job_id, b.c.transaction_id).where(b.c.state == SENDING)
-            ).all()
-        for batch_id, attempt, job_id, transaction_id in sending:
+        for batch_id, attempt, job_id, transaction_id in rows.batches_in_state(self._index, BatchState.SENDING):
             with self._index.reading() as conn:
-                ids = self._batch_images(conn, batch_id)
+                ids = rows.batch_images(conn, batch_id, ImageState.PENDING)
             outcome = self._outcome(job_id, transaction_id, ids)
             if outcome is None:
                 continue
             if not outcome.reason:
                 with self._index.writing() as conn:
-                    self._set_images(conn, batch_id, ids, DELIVERED)
-                self._settle(batch_id, DELIVERED, "")
+                    rows.set_image_states(conn, batch_id, ids, ImageState.DELIVERED)
+                self._settle(batch_id, BatchState.DELIVERED, "")
             else:
-                self._failed(batch_id, int(attempt), outcome.delivered, outcome.reason)
+                self._failed(batch_id, attempt, outcome.delivered, outcome.reason)
 
-    def _settle(self, batch_id: int, state: str, reason: str) -> None:
-        b = forwarding_batches
+    def _settle(self, batch_id: int, state: BatchState, reason: str) -> None:
         with self._index.writing() as conn:
-            conn.execute(b.update().where(b.c.id == batch_id).values(state=state, reason=reason, updated=self.clock()))
+            rows.set_batch_state(conn, batch_id, state, reason, self.clock())
 
     def _failed(self, batch_id: int, attempt: int, delivered: frozenset[int], reason: str) -> None:
         """FAILED with ``reason``: delivered images count as delivered, the others are retried or given up."""
-        b = forwarding_batches
         with self._index.writing() as conn:
-            rule_id = int(conn.execute(sa.select(b.c.rule_id).where(b.c.id == batch_id)).scalar_one())
-            ids = self._batch_images(conn, batch_id)
-            self._set_images(conn, batch_id, [i for i in ids if i in delivered], DELIVERED)
+            rule_id = rows.batch_rule(conn, batch_id)
+            ids = rows.batch_images(conn, batch_id, ImageState.PENDING)
+            rows.set_image_states(conn, batch_id, [i for i in ids if i in delivered], ImageState.DELIVERED)
             rest = [i for i in ids if i not in delivered]
-            existing = self._existing(conn, rest)
-            self._set_images(conn, batch_id, [i for i in rest if i not in existing], SKIPPED)
+            existing = rows.existing_images(conn, rest)
+            rows.set_image_states(conn, batch_id, [i for i in rest if i not in existing], ImageState.SKIPPED)
             again = [i for i in rest if i in existing]
             if again and attempt < MAX_ATTEMPTS:
                 delay = min(self.retry_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY)
-                retry = self._insert_batch(
-                    conn, rule_id, again, attempt + 1, not_before=self.clock() + timedelta(seconds=delay)
+                not_before = self.clock() + timedelta(seconds=delay)
+                retry = rows.insert_batch(
+                    conn, rule_id, again, BatchState.QUEUED, ImageState.PENDING, attempt + 1, not_before, self.clock()
                 )
-                self._set_images(conn, batch_id, again, RETRIED)
+                rows.set_image_states(conn, batch_id, again, ImageState.RETRIED)
                 reason = f"{reason}; {len(again)} images are sent again in batch {retry} in {delay:g} s"
             elif again:
-                self._set_images(conn, batch_id, again, FAILED)
+                rows.set_image_states(conn, batch_id, again, ImageState.FAILED)
                 reason = f"{reason}; given up after {attempt} attempts: {len(again)} images are kept here"
-            conn.execute(b.update().where(b.c.id == batch_id).values(state=FAILED, reason=reason, updated=self.clock()))
+            rows.set_batch_state(conn, batch_id, BatchState.FAILED, reason, self.clock())
         log.warning("forwarding batch %d failed: %s", batch_id, reason)
         self._context.index.add_log("WARN", "Forwarding", f"batch {batch_id} of rule {rule_id}: {reason}")
 
     def _delete_delivered(self) -> None:
         """Delete images delivered for a keepImages=false rule once no rule still has them to send."""
-        i, b, r, q = forwarding_batch_images, forwarding_batches, forwarding_rules, forwarding_queue
-        candidates_query = (
-            sa.select(i.c.image_id)
-            .join(b, b.c.id == i.c.batch_id)
-            .join(r, r.c.id == b.c.rule_id)
-            .where(i.c.state == DELIVERED, ~r.c.keep_images)
-            .distinct()
-        )
         with self._index.reading() as conn:
-            candidates = [int(x) for x in conn.execute(candidates_query).scalars()]
+            candidates = rows.delivered_images_of_deleting_rules(conn, ImageState.DELIVERED)
             if not candidates:
                 return
-            deletable: list[int] = []
-            kept: list[int] = []
-            for start in range(0, len(candidates), 500):
-                chunk = candidates[start : start + 500]
-                waiting = {int(x) for x in conn.execute(sa.select(q.c.image_id).where(q.c.image_id.in_(chunk)))
-                           .scalars()}  # fmt: skip
-                states: dict[int, set[str]] = {}
-                for image_id, state in conn.execute(
-                    sa.select(i.c.image_id, i.c.state).where(i.c.image_id.in_(chunk), i.c.state.in_((PENDING, FAILED)))
-                ):
-                    states.setdefault(int(image_id), set()).add(str(state))
-                for image_id in chunk:
-                    if FAILED in states.get(image_id, set()):
-                        kept.append(image_id)
-                    elif image_id not in waiting and PENDING not in states.get(image_id, set()):
-                        deletable.append(image_id)
+            waiting = rows.queued_among(conn, candidates)
+            states = rows.image_states(conn, candidates, (ImageState.PENDING, ImageState.FAILED))
+        deletable: list[int] = []
+        kept: list[int] = []
+        for image_id in candidates:
+            if ImageState.FAILED in states.get(image_id, set()):
+                kept.append(image_id)
+            elif image_id not in waiting and ImageState.PENDING not in states.get(image_id, set()):
+                deletable.append(image_id)
         if deletable:
             self._context.delete_images(deletable)
         with self._index.writing() as conn:
-            for ids, state in ((deletable, DELETED), (kept, KEPT)):
-                for start in range(0, len(ids), 500):
-                    batches = sa.select(b.c.id).join(r, r.c.id == b.c.rule_id).where(~r.c.keep_images)
-                    conn.execute(
-                        i.update()
-                        .where(
-                            i.c.image_id.in_(ids[start : start + 500]),
-                            i.c.state == DELIVERED,
-                            i.c.batch_id.in_(batches),
-                        )  # fmt: skip
-                        .values(state=state)
-                    )
+            for ids, state in ((deletable, ImageState.DELETED), (kept, ImageState.KEPT)):
+                rows.set_delivered_images(conn, ids, ImageState.DELIVERED, state)
         if deletable:
             self._context.index.add_log(
                 "INFO", "Forwarding", f"{len(deletable)} forwarded images deleted here after their delivery"
             )
-
-    # ------------------------------------------------------------------ tests
-
-    def wait_idle(self, timeout: float = 30.0) -> bool:
-        """True once nothing is queued or being sent (tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._index.reading() as conn:
-                busy = conn.execute(sa.select(sa.func.count()).select_from(forwarding_queue)).scalar_one()
-                busy += conn.execute(
-                    sa.select(sa.func.count()).select_from(forwarding_batches)
-                    .where(forwarding_batches.c.state.in_((QUEUED, SENDING)))
-                ).scalar_one()  # fmt: skip
-            if not busy:
-                return True
-            time.sleep(0.05)
-        return False
 
 
 def forwarding_service_factory(context: SliceboxContext) -> ForwardingService:

@@ -23,8 +23,8 @@ from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.events import ImageAdded
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
+from slicebox_lab.index.schema import forwarding_batches, forwarding_queue, scus
 from slicebox_lab.index.schema import images as images_table
-from slicebox_lab.index.schema import scus
 from slicebox_lab.model import Source
 from slicebox_lab.net import nodes
 from slicebox_lab.net.scu_jobs import register_scu_jobs
@@ -115,6 +115,23 @@ def _ingest(context: SliceboxContext, n: int, source: Source = SCANNER, first: i
 def _image_ids(context: SliceboxContext) -> list[int]:
     with context.index.reading() as conn:
         return sorted(int(i) for i in conn.execute(sa.select(images_table.c.id)).scalars())
+
+
+def _wait_idle(context: SliceboxContext, timeout: float = 30.0) -> bool:
+    """True once nothing is queued or being sent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with context.index.reading() as conn:
+            busy = conn.execute(sa.select(sa.func.count()).select_from(forwarding_queue)).scalar_one()
+            busy += conn.execute(
+                sa.select(sa.func.count())
+                .select_from(forwarding_batches)
+                .where(forwarding_batches.c.state.in_((forwarding.BatchState.QUEUED, forwarding.BatchState.SENDING)))
+            ).scalar_one()
+        if not busy:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _rule(context: SliceboxContext, destination: dict, keep: bool = False, quiet: float = 10, **source: str) -> int:
@@ -374,7 +391,7 @@ def test_the_service_thread_forwards_on_its_own(pair: Pair):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         pair.deliver()
-        assert service.wait_idle(20)
+        assert _wait_idle(pair.sender, 20)
         assert forwarding.list_batches(pair.sender.index, rule)[0]["state"] == "DELIVERED"
         assert len(_image_ids(pair.receiver)) == 2 and len(_image_ids(pair.sender)) == 2
     finally:
