@@ -209,7 +209,7 @@ jobs = sa.Table(
     sa.Column("started", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
     #: the server process running the job ("host:pid:random"), its last sign of life, and a cancel
-    #: asked for on another server (several servers share one database: see jobs.py)
+    #: asked for on another server (several servers share one database: see jobs/servers.py)
     sa.Column("server", sa.String(), nullable=False, server_default=""),
     sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
@@ -217,7 +217,7 @@ jobs = sa.Table(
     sqlite_autoincrement=True,
 )
 
-#: the server processes using this database, with their heartbeats (see jobs.py): a start after a
+#: the server processes using this database, with their heartbeats (see jobs/servers.py): a start after a
 #: crash repairs storage more carefully while other servers are live
 servers = sa.Table(
     "servers",

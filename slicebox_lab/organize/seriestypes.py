@@ -55,7 +55,7 @@ from slicebox_lab.index import Index
 from slicebox_lab.index import seriestypes as rows
 from slicebox_lab.index.query import MAX_COUNT, row_id
 from slicebox_lab.index.unique import writing_unique
-from slicebox_lab.jobs import FINISHED_STATES, Job, JobContext
+from slicebox_lab.jobs import FINISHED_STATES, Job, JobContext, JobState
 from slicebox_lab.model import to_json
 
 if TYPE_CHECKING:
@@ -578,7 +578,7 @@ class SeriesTypeClassifier:
             job_id = self._job_id
         if job_id is not None:
             job = self._context.jobs.get(job_id)
-            if job.state == "PENDING":
+            if job.state == JobState.PENDING:
                 return job
             if job.state not in FINISHED_STATES:
                 try:

@@ -220,7 +220,7 @@ def _source(body: Any, lookup: Callable[[int], SourceName | None]) -> tuple[str,
 
 
 def _destination(index: Index, body: Any) -> tuple[str, int, str]:
-    from ..box import store as box_store
+    from ..box import connections as box_connections
     from ..net import nodes
 
     if not isinstance(body, Mapping):
@@ -232,7 +232,7 @@ def _destination(index: Index, body: Any) -> tuple[str, int, str]:
     if key is None:
         raise InvalidInput('the destination needs "id": the id of the box or of the remote node (SCU)')
     if kind.lower() == "box":
-        box = box_store.get_box(index, key)
+        box = box_connections.get_box(index, key)
         return "box", box.id, box.name
     node = nodes.get_scu(index, key)
     return "scu", node.id, node.name
@@ -468,24 +468,23 @@ class ForwardingService:
         return job.id, None
 
     def _outcome(self, job_id: int | None, transaction_id: int | None, ids: list[int]) -> _Outcome | None:
-        from ..jobs import CANCELLED, SUCCEEDED
-        from ..jobs import FAILED as JOB_FAILED
+        from ..jobs import JobState
 
         if transaction_id is not None:
-            from ..box import store as box_store
+            from ..box import outgoing as box_outgoing
 
             try:
-                transaction = box_store.get_outgoing(self._index, transaction_id)
+                transaction = box_outgoing.get_outgoing(self._index, transaction_id)
             except NotFound:
                 return _Outcome(frozenset(), f"box transaction {transaction_id} was deleted")
-            if transaction["status"] == box_store.FINISHED:
+            if transaction["status"] == box_outgoing.TransactionStatus.FINISHED:
                 return _Outcome(frozenset(ids), "")
-            if transaction["status"] != box_store.FAILED:
+            if transaction["status"] != box_outgoing.TransactionStatus.FAILED:
                 return None
             sent = frozenset(
                 int(i["image_id"])
-                for i in box_store.outgoing_images(self._index, transaction_id)
-                if i["state"] == box_store.SENT
+                for i in box_outgoing.outgoing_images(self._index, transaction_id)
+                if i["state"] == box_outgoing.ImageState.SENT
             )
             return _Outcome(sent, f"box transaction {transaction_id} failed: {transaction.get('reason', '')}")
         if job_id is None:
@@ -494,14 +493,14 @@ class ForwardingService:
             job = self._context.jobs.get(job_id)
         except NotFound:
             return _Outcome(frozenset(), f"job {job_id} was deleted")
-        if job.state == SUCCEEDED:
+        if job.state == JobState.SUCCEEDED:
             failed = {int(k): str(v) for k, v in dict(job.result.get("failed") or {}).items()}
             if not failed:
                 return _Outcome(frozenset(ids), "")
             first = next(iter(failed.values()))
             reason = f"{len(failed)} of {len(ids)} images were refused by the remote node: {first}"
             return _Outcome(frozenset(i for i in ids if i not in failed), reason)
-        if job.state in (JOB_FAILED, CANCELLED):
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
             return _Outcome(frozenset(), f"job {job_id} {job.state.lower()}: {job.error}")
         return None
 

@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 from generators import ct_bytes
 
-from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store
+from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport
+from slicebox_lab.box import connections as box_connections
+from slicebox_lab.box import outgoing as box_outgoing
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.events import ImageAdded
@@ -75,7 +77,7 @@ class BoxClock:
 class Pair:
     sender: SliceboxContext
     receiver: SliceboxContext
-    box: store.Box
+    box: box_connections.Box
     boxes: BoxService
     forwarder: ForwardingService
     clock: Clock
@@ -86,7 +88,9 @@ class Pair:
         for _ in range(20):
             self.box_clock.now += 120
             moved = self.boxes.run_once()
-            open_ = [t for t in store.list_outgoing(self.sender.index) if t["status"] in ("WAITING", "PROCESSING")]
+            open_ = [
+                t for t in box_outgoing.list_outgoing(self.sender.index) if t["status"] in ("WAITING", "PROCESSING")
+            ]
             if not moved and not open_:
                 return
 
@@ -94,8 +98,10 @@ class Pair:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
     sender, receiver = _context(tmp_path / "sender.sqlite"), _context(tmp_path / "receiver.sqlite")
-    _, token = store.create_poll_box(receiver.index, "hospital")
-    box, _ = store.connect_push_box(sender.index, "university", f"http://b.invalid/slicebox/api/transactions/{token}")
+    _, token = box_connections.create_poll_box(receiver.index, "hospital")
+    box, _ = box_connections.connect_push_box(
+        sender.index, "university", f"http://b.invalid/slicebox/api/transactions/{token}"
+    )
     transport = InMemoryTransport(receiver, token)
     box_clock = BoxClock()
     boxes = BoxService(sender, BoxSettings(poll_interval=1.0), transport_factory=lambda b: transport, clock=box_clock)
@@ -160,7 +166,7 @@ def test_a_batch_waits_for_the_quiet_source_and_images_go_only_after_delivery(pa
     pair.forwarder.run_once()
     (batch,) = forwarding.list_batches(pair.sender.index, rule)
     assert batch["state"] == "SENDING" and batch["imageCount"] == 5 and batch["images"] == {"PENDING": 5}
-    transaction = store.get_outgoing(pair.sender.index, batch["transactionId"])
+    transaction = box_outgoing.get_outgoing(pair.sender.index, batch["transactionId"])
     assert transaction["total_image_count"] == 5 and transaction["status"] != "FINISHED"
     assert forwarding.get_rule(pair.sender.index, rule)["queuedImageCount"] == 0
 
@@ -169,7 +175,7 @@ def test_a_batch_waits_for_the_quiet_source_and_images_go_only_after_delivery(pa
     assert _image_ids(pair.receiver) == []
 
     pair.deliver()
-    assert store.get_outgoing(pair.sender.index, batch["transactionId"])["status"] == "FINISHED"
+    assert box_outgoing.get_outgoing(pair.sender.index, batch["transactionId"])["status"] == "FINISHED"
     assert len(_image_ids(pair.receiver)) == 5
     assert _image_ids(pair.sender) == sorted(other + sent)  # delivered, but the forwarder has not looked yet
 
@@ -309,9 +315,11 @@ def test_retries_give_up_after_max_attempts_and_keep_the_images(
 def test_the_queue_and_a_sending_batch_survive_a_restart(tmp_path: Path):
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     receiver = SliceboxContext.open(b_dir, fsync=False)
-    _, token = store.create_poll_box(receiver.index, "hospital")
+    _, token = box_connections.create_poll_box(receiver.index, "hospital")
     sender = SliceboxContext.open(a_dir, fsync=False)
-    box, _ = store.connect_push_box(sender.index, "university", f"http://b.invalid/slicebox/api/transactions/{token}")
+    box, _ = box_connections.connect_push_box(
+        sender.index, "university", f"http://b.invalid/slicebox/api/transactions/{token}"
+    )
     clock = Clock()
     service = _service(sender, clock)
     rule = _rule(sender, {"type": "box", "id": box.id}, keep=False, quiet=10)
@@ -375,7 +383,7 @@ def test_rules_are_validated_and_deleting_one_stops_the_queueing(pair: Pair):
     _ingest(pair.sender, 1, Source("directory", "incoming"), first=1)
     pair.clock.advance(100)
     pair.forwarder.run_once()
-    assert store.list_outgoing(index) == []
+    assert box_outgoing.list_outgoing(index) == []
     assert forwarding.list_rules(index) == []
 
 
