@@ -464,7 +464,7 @@ class DemoNode:
 
     def client(self) -> Any:
         """A :class:`slicebox_lab.client.SliceboxClient` of this node."""
-        from .client import connect
+        from ..client import connect
 
         return connect(self.url, token=self.token)
 
