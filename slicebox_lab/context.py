@@ -28,11 +28,11 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 
@@ -44,13 +44,11 @@ from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
 from .index.leader import Leadership
+from .index.repository import IngestAlso
 from .jobs import JobManager
 from .model import SOURCE_TYPES, Image, IngestResult, Source
 from .routing import filtering
 from .storage import FileSystemStorage, StorageArea
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +202,7 @@ class SliceboxContext:
         data: bytes,
         source: Source,
         reidentify: bool = True,
-        also: Callable[[sa.Connection, IngestResult], None] | None = None,
+        also: IngestAlso | None = None,
     ) -> IngestResult:
         """Store one DICOM file from ``source``; the one way in (house rule 3).
 

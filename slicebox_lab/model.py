@@ -2,7 +2,7 @@
 
 Field names follow rule 7 of ARCHITECTURE.md: DICOM keywords for DICOM attributes,
 snake_case for our own fields.  The ``*_ATTRIBUTES`` tuples are the indexed DICOM
-attributes of each level; the index schema and the DICOM extraction are both
+attributes of each level; the tables of the index and the DICOM extraction are both
 derived from them so the two can never disagree.
 """
 

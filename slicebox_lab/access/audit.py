@@ -17,15 +17,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..errors import InvalidInput
 from ..events import EventBus, ImageAdded, ImagesDeleted
-from ..index.schema import audit
+from ..index import audit as rows
+from ..index.audit import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +31,6 @@ log = logging.getLogger(__name__)
 LINGER_S = 0.05
 #: most entries in one transaction
 MAX_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    created: str
-    user: str
-    action: str
-    method: str
-    path: str
-    status: int
-    remote_ip: str
-    detail: str
 
 
 #: (method, path pattern below /slicebox/api/, action); first match wins, "configure" for admin routes
@@ -155,10 +140,7 @@ class AuditTrail:
                     break
             if batch:
                 try:
-                    # not fsynced on its own: the next image commit (WAL) or checkpoint syncs these rows
-                    # too, so only a power cut in between can lose the last entries, never a crash
-                    with self._index.writing(durable=False) as conn:
-                        conn.execute(audit.insert(), batch)
+                    rows.insert_entries(self._index, batch)  # not fsynced on its own (see there)
                 except Exception:
                     log.exception("slicebox audit: could not record %d entries", len(batch))
             for waiter in waiters:
@@ -186,25 +168,7 @@ class AuditTrail:
     ) -> list[AuditEntry]:
         if start_index < 0 or count < 0:
             raise InvalidInput("startindex and count must be non-negative")
-        statement = sa.select(audit)
-        if user is not None:
-            statement = statement.where(audit.c.user == user)
-        if action is not None:
-            statement = statement.where(audit.c.action == action)
-        if since is not None:
-            statement = statement.where(audit.c.created >= since)
-        if until is not None:
-            statement = statement.where(audit.c.created < until)
-        order = audit.c.id.desc() if newest_first else audit.c.id.asc()
-        statement = statement.order_by(order).offset(start_index).limit(count)
-        with self._index.reading() as conn:
-            rows = conn.execute(statement).all()
-        return [
-            AuditEntry(
-                int(r.id), _iso(r.created), r.user, r.action, r.method, r.path, int(r.status), r.remote_ip, r.detail
-            )  # fmt: skip
-            for r in rows
-        ]
+        return rows.list_entries(self._index, start_index, count, user, action, since, until, newest_first)
 
     # ------------------------------------------------------------- non-REST sources
 
@@ -246,9 +210,3 @@ class AuditTrail:
 
 def _clean(value: object) -> str:
     return str(value).replace("\x00", "")[:2000]
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()

@@ -68,6 +68,8 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, d
 _ATTEMPTS = 5
 
 T = TypeVar("T")
+#: the ``also`` of :meth:`Index.ingest`: writes rows that belong with the image, in its transaction
+IngestAlso = Callable[[sa.Connection, IngestResult], None]
 
 
 class _Pending:
@@ -285,7 +287,7 @@ class Index:
         source: Source,
         storage_key: str,
         size: int,
-        also: Callable[[sa.Connection, IngestResult], None] | None = None,
+        also: IngestAlso | None = None,
     ) -> IngestResult:
         """Upsert the image and its parents in one transaction (Slicebox semantics).
 

@@ -8,24 +8,23 @@ the session counts the files accepted (``files_imported``), the images that were
 Imports (sessions and watched folders) accept *image data* only: Secondary Capture objects, which
 ``POST /images`` stores, are refused here as Slicebox did (:func:`refuse_secondary_capture`).
 
-Blocking (SQL, parsing): callers on the event loop go through ``asyncio_bridge.run_blocking``.
+The rows are ``index/imports.py``.  Blocking (SQL, parsing): callers on the event loop go through
+``asyncio_bridge.run_blocking``.
 """
 
 from __future__ import annotations
 
 import builtins
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pydicom
-import sqlalchemy as sa
 
 from ..errors import InvalidDicom, InvalidInput, NotFound
-from ..index import _records, query
-from ..index.schema import images, import_sessions, sources
+from ..index import imports as rows
+from ..index import query
+from ..index.imports import ImportSession
 from ..model import Image, IngestResult, Source
 
 if TYPE_CHECKING:
@@ -62,28 +61,6 @@ def refuse_secondary_capture(data: bytes) -> None:
             )
 
 
-@dataclass(frozen=True)
-class ImportSession:
-    id: int
-    name: str
-    user: str
-    files_imported: int
-    files_added: int
-    files_rejected: int
-    created: str
-    last_updated: str
-
-
-_COLUMNS = tuple(import_sessions.c[name] for name in ImportSession.__dataclass_fields__)
-
-
-def _session(row: Sequence[Any]) -> ImportSession:
-    values = list(row)
-    values[-2] = _records.iso(values[-2])
-    values[-1] = _records.iso(values[-1])
-    return ImportSession(*values)
-
-
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("an import session needs a non-empty string 'name'")
@@ -108,35 +85,25 @@ class ImportSessions:
         name = _name(name)
         now = datetime.now(UTC)
         with self.index.writing() as conn:
-            rows = conn.execute(sa.select(*_COLUMNS).where(import_sessions.c.name == name)).all()
-            for row in rows:
-                if row.user == user:
-                    return _session(row), False
-            if rows:
+            named = rows.sessions_named(conn, name)
+            for existing in named:
+                if existing.user == user:
+                    return existing, False
+            if named:
                 raise InvalidInput(f"an import session named {name!r} already exists and belongs to another user")
-            session_id = conn.execute(
-                import_sessions.insert()
-                .values(name=name, user=user, created=now, last_updated=now)
-                .returning(import_sessions.c.id)
-            ).scalar_one()
-            row = conn.execute(sa.select(*_COLUMNS).where(import_sessions.c.id == session_id)).one()
-        session = _session(row)
+            session = rows.insert_session(conn, name, user, now)
         self.index.add_log("INFO", "Import", f"import session {name!r} created by {user}")
         return session, True
 
     def list(self, start_index: int = 0, count: int = 20) -> list[ImportSession]:
-        start, limit = query._page(start_index, count)
-        statement = sa.select(*_COLUMNS).order_by(import_sessions.c.id).offset(start).limit(limit)
-        with self.index.reading() as conn:
-            return [_session(row) for row in conn.execute(statement)]
+        return rows.list_sessions(self.index, start_index, count)
 
     def get(self, session_id: int) -> ImportSession:
         key = query.row_id(session_id, "import session id")
         if key is not None:
-            with self.index.reading() as conn:
-                row = conn.execute(sa.select(*_COLUMNS).where(import_sessions.c.id == key)).first()
-            if row is not None:
-                return _session(row)
+            session = rows.session_by_id(self.index, key)
+            if session is not None:
+                return session
         raise NotFound(f"import session {session_id} not found")
 
     def delete(self, session_id: int) -> None:
@@ -144,24 +111,14 @@ class ImportSessions:
         key = query.row_id(session_id, "import session id")
         if key is None:
             return
-        with self.index.writing() as conn:
-            name = conn.execute(
-                import_sessions.delete().where(import_sessions.c.id == key).returning(import_sessions.c.name)
-            ).scalar_one_or_none()
+        name = rows.delete_session(self.index, key)
         if name is not None:
             self.index.add_log("INFO", "Import", f"import session {name!r} deleted")
 
     def images(self, session_id: int) -> builtins.list[Image]:
         """The images whose latest source is this session (those that still exist)."""
         session = self.get(session_id)
-        statement = (
-            sa.select(*_records.IMAGE_COLUMNS)
-            .join(sources, sources.c.id == images.c.source_id)
-            .where(sources.c.source_type == "import", sources.c.source_name == session.name)
-            .order_by(images.c.id)
-        )
-        with self.index.reading() as conn:
-            return [_records.image(row) for row in conn.execute(statement)]
+        return rows.session_images(self.index, session.name)
 
     def add_image(self, session_id: int, data: bytes) -> IngestResult:
         """Ingest one file into the session and count it; a refused file is counted, then re-raised."""
@@ -178,15 +135,4 @@ class ImportSessions:
         return result
 
     def _count(self, session_id: int, imported: int, added: int, rejected: int) -> None:
-        c = import_sessions.c
-        with self.index.writing() as conn:
-            conn.execute(
-                import_sessions.update()
-                .where(c.id == session_id)
-                .values(
-                    files_imported=c.files_imported + imported,
-                    files_added=c.files_added + added,
-                    files_rejected=c.files_rejected + rejected,
-                    last_updated=datetime.now(UTC),
-                )
-            )
+        rows.count_files(self.index, session_id, imported, added, rejected)

@@ -34,7 +34,7 @@ from .imports import refuse_secondary_capture
 
 if TYPE_CHECKING:
     from ..context import SliceboxContext
-    from .service import WatchedDirectory
+    from ..index.watches import WatchedDirectory
 
 log = logging.getLogger(__name__)
 
