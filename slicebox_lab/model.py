@@ -11,7 +11,37 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+
+class JobState(StrEnum):
+    """The state of a job (``jobs/``), stored and shown as its name; the client and widgets read it too."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+#: the states of a job that is not running and never will be again
+FINISHED_STATES: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class TransactionStatus(StrEnum):
+    """The status of a box transaction (``box/``), outgoing or incoming (an incoming one is PROCESSING or
+    FINISHED); the client and widgets read it too."""
+
+    WAITING = "WAITING"
+    PROCESSING = "PROCESSING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+
+#: the statuses of a transaction that moves no more images
+TRANSACTION_ENDED: frozenset[TransactionStatus] = frozenset({TransactionStatus.FINISHED, TransactionStatus.FAILED})
+
 
 PATIENT_ATTRIBUTES: tuple[str, ...] = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 STUDY_ATTRIBUTES: tuple[str, ...] = (

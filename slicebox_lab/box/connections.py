@@ -77,7 +77,7 @@ class Box:
         error_at = self.last_error_at
         return error_at is None or error_at <= contact
 
-    def as_json(self, window: float) -> dict[str, Any]:
+    def to_json(self, window: float) -> dict[str, Any]:
         """The REST form; never a token (PUSH boxes show the partner's URL without its token)."""
         url = self.base_url.rsplit("/", 1)[0] + "/<token>" if self.base_url else ""
         return {

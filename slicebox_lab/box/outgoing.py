@@ -24,17 +24,9 @@ from slicebox_lab.index import Connection, Index
 from slicebox_lab.index import boxes as rows
 from slicebox_lab.index.query import row_id
 from slicebox_lab.jobs import DATABASE_SERVER, JobState
+from slicebox_lab.model import TransactionStatus
 
 from .connections import Box, iso, now
-
-
-class TransactionStatus(StrEnum):
-    """The status of a transaction, outgoing or incoming (an incoming one is PROCESSING or FINISHED)."""
-
-    WAITING = "WAITING"
-    PROCESSING = "PROCESSING"
-    FINISHED = "FINISHED"
-    FAILED = "FAILED"
 
 
 class ImageState(StrEnum):
@@ -66,7 +58,7 @@ class OutgoingItem:
     tag_values: list[Any]
     attempts: int
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """What a polling partner sees (never the sender's image id or profile)."""
         return {
             "transaction_id": self.transaction_id,

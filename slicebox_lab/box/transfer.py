@@ -133,7 +133,7 @@ class Received:
     duplicate: bool
     status: str
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "added": self.added, "duplicate": self.duplicate, "status": self.status}
 
 
@@ -195,7 +195,7 @@ def serve_poll(context: SliceboxContext, box: Box, n: int) -> list[dict[str, Any
     """The next images the partner should fetch (oldest transaction first), as it sees them."""
     if n < 1:
         raise InvalidInput("n must be a positive integer")
-    return [item.as_json() for item in outgoing.pending_items(context.index, box.id, min(n, 1000))]
+    return [item.to_json() for item in outgoing.pending_items(context.index, box.id, min(n, 1000))]
 
 
 def serve_image(context: SliceboxContext, box: Box, transaction_id: Any, outgoing_image_id: Any) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..model import TRANSACTION_ENDED, TransactionStatus
 from .base import ClientBase, frame, profile_body
 
 __all__ = ["BoxesMixin"]
@@ -28,7 +29,6 @@ TRANSACTION_COLUMNS = [
     "created",
     "updated",
 ]
-_FINISHED_TRANSACTION = ("FINISHED", "FAILED")
 
 
 def _direction(direction: str) -> str:
@@ -82,7 +82,7 @@ class BoxesMixin(ClientBase):
         job = self.post(f"boxes/{box}/send", json=body)
         transaction_id = (job.get("parameters") or {}).get("transaction_id")
         if transaction_id is None:
-            return {"job_id": job["id"], "status": "WAITING", "job": job}
+            return {"job_id": job["id"], "status": TransactionStatus.WAITING, "job": job}
         return dict(self.get(f"boxes/outgoing/transactions/{int(transaction_id)}"))
 
     def wait_transaction(
@@ -91,7 +91,7 @@ class BoxesMixin(ClientBase):
         """Poll an outgoing box transaction until FINISHED or FAILED; the final transaction."""
         return self._poll(
             lambda: dict(self.get(f"boxes/outgoing/transactions/{int(transaction_id)}")),
-            lambda t: t.get("status") in _FINISHED_TRANSACTION,
+            lambda t: t.get("status") in TRANSACTION_ENDED,
             lambda t: (int(t.get("sent_image_count") or 0), t.get("total_image_count")),
             f"transaction {transaction_id}",
             progress,

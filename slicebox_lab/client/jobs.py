@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..model import FINISHED_STATES
 from .base import ClientBase, frame
 
 __all__ = ["JobsMixin"]
@@ -27,7 +28,6 @@ JOB_COLUMNS = [
     "finished",
 ]
 LOG_COLUMNS = ["id", "created", "entry_type", "subject", "message"]
-_FINISHED_JOB = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 class JobsMixin(ClientBase):
@@ -45,7 +45,7 @@ class JobsMixin(ClientBase):
         """Poll a job until SUCCEEDED, FAILED or CANCELLED; the final job (check ``state``)."""
         return self._poll(
             lambda: dict(self.get(f"jobs/{int(job_id)}")),
-            lambda j: j.get("state") in _FINISHED_JOB,
+            lambda j: j.get("state") in FINISHED_STATES,
             lambda j: (int(j.get("progress_done") or 0), j.get("progress_total")),
             f"job {job_id}",
             progress,

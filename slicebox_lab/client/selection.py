@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState, TransactionStatus
 from .base import frame
 from .errors import Conflict, NotFound
 from .metadata import FLAT_SERIES_COLUMNS
@@ -104,14 +105,14 @@ class Transfer:
     @property
     def done(self) -> bool:
         if self.transaction is not None:
-            return self.transaction.get("status") in ("FINISHED", "FAILED")
-        return self.job.get("state") in ("SUCCEEDED", "FAILED", "CANCELLED")
+            return self.transaction.get("status") in TRANSACTION_ENDED
+        return self.job.get("state") in FINISHED_STATES
 
     @property
     def succeeded(self) -> bool:
         if self.transaction is not None:
-            return self.transaction.get("status") == "FINISHED"
-        return self.job.get("state") == "SUCCEEDED"
+            return self.transaction.get("status") == TransactionStatus.FINISHED
+        return self.job.get("state") == JobState.SUCCEEDED
 
     def refresh(self) -> Transfer:
         if self.transaction is not None:

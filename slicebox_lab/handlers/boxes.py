@@ -62,7 +62,7 @@ class BoxesHandler(_BoxHandler):
     async def get(self) -> None:
         start, count = self.page()
         boxes = await self.blocking(connections.list_boxes, self.context.index)
-        self.write_json([box.as_json(self.window()) for box in boxes[start : start + count]])
+        self.write_json([box.to_json(self.window()) for box in boxes[start : start + count]])
 
 
 class CreateConnectionHandler(_BoxHandler):
@@ -83,7 +83,7 @@ class CreateConnectionHandler(_BoxHandler):
         )
         base = f"{self.request.protocol}://{self.request.host}{self.base_url.rstrip('/')}"
         url = f"{base}{connections.TRANSACTIONS_PATH}{token}"
-        self.write_json({**box.as_json(self.window()), "token": token, "base_url": url}, status=201)
+        self.write_json({**box.to_json(self.window()), "token": token, "base_url": url}, status=201)
 
 
 class ConnectHandler(_BoxHandler):
@@ -104,7 +104,7 @@ class ConnectHandler(_BoxHandler):
             body.get("sendAnonymousAsIs"),
         )
         service.wake_boxes(self.context)  # contact the partner now: "online" within a second of connecting
-        self.write_json(box.as_json(self.window()), status=201 if created else 200)
+        self.write_json(box.to_json(self.window()), status=201 if created else 200)
 
 
 class BoxHandler(_BoxHandler):
@@ -114,7 +114,7 @@ class BoxHandler(_BoxHandler):
     @authorized
     async def get(self, box_id: str) -> None:
         box = await self.blocking(connections.get_box, self.context.index, int(box_id))
-        self.write_json(box.as_json(self.window()))
+        self.write_json(box.to_json(self.window()))
 
     @web.authenticated
     @authorized
@@ -262,7 +262,7 @@ class TransactionImageHandler(_TokenHandler):
             data,
             self.request.headers.get(HASH_HEADER, ""),
         )
-        self.write_json(received.as_json())
+        self.write_json(received.to_json())
 
 
 class TransactionPollHandler(_TokenHandler):

@@ -15,26 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from ..errors import InvalidInput, NotFound
+from ..model import FINISHED_STATES, JobState
 
 log = logging.getLogger(__name__)
 
 
-class JobState(StrEnum):
-    """The state of a job, stored and shown as its name."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-#: the states of a job that is not running and never will be again
-FINISHED_STATES: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 #: the states of a job that was queued or is running (on some server)
 UNFINISHED_STATES: tuple[JobState, ...] = (JobState.PENDING, JobState.RUNNING)
 RESUMABLE_STATES: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED})

@@ -103,7 +103,7 @@ class SeriesType:
     id: int
     name: str
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name}
 
 
@@ -114,7 +114,7 @@ class Condition:
     tag: str
     values: tuple[str, ...]
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"tag": self.tag, "values": list(self.values)}
 
     def path(self) -> TagPath:
@@ -127,8 +127,12 @@ class Rule:
     series_type_id: int
     attributes: tuple[Condition, ...]
 
-    def json(self) -> dict[str, Any]:
-        return {"id": self.id, "series_type_id": self.series_type_id, "attributes": [a.json() for a in self.attributes]}
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "series_type_id": self.series_type_id,
+            "attributes": [a.to_json() for a in self.attributes],
+        }
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -349,7 +353,7 @@ def get_rule(index: Index, type_id: int, rule_id: int) -> Rule:
 
 
 def _dump(conditions: Sequence[Condition]) -> str:
-    return json.dumps([c.json() for c in conditions])
+    return json.dumps([c.to_json() for c in conditions])
 
 
 def create_rule(context: SliceboxContext, type_id: int, body: Any) -> Rule:
@@ -411,7 +415,7 @@ def types_of_many_series(index: Index, body: Any) -> list[dict[str, Any]]:
         raise InvalidInput(f"at most {MAX_COUNT} series ids per query")
     keys = sorted({key for key in (row_id(i, "series id") for i in ids) if key is not None})
     return [
-        {"series_id": series_key, "series_type": SeriesType(*row).json()}
+        {"series_id": series_key, "series_type": SeriesType(*row).to_json()}
         for series_key, row in rows.types_of_many_series(index, keys)
     ]
 

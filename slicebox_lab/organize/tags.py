@@ -53,7 +53,7 @@ class SeriesTag:
     #: how many series carry the tag now
     series_count: int = 0
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "series_count": self.series_count}
 
 

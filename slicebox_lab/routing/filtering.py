@@ -136,7 +136,7 @@ class FilterTagPath:
     filter_id: int
     tag_path: str
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "tagFilterId": self.filter_id, "tagPath": self.tag_path}
 
 
@@ -149,7 +149,7 @@ class TagFilterInfo:
     type: str
     tag_paths: tuple[FilterTagPath, ...]
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -161,7 +161,7 @@ class TagFilterInfo:
 class SourceFilter(rows.AssociationRow):
     """A filter attached to a source; ``source_id`` is the index's id of the source (None: nothing received yet)."""
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "sourceType": self.source_type,

@@ -143,7 +143,7 @@ def _iso(value: datetime | None) -> str | None:
 class ForwardingRule(rows.RuleRow):
     """A rule as stored (fields: ``index/forwarding.py``), with its JSON."""
 
-    def json(self, source_id: int | None = None, queued: int = 0) -> dict[str, Any]:
+    def to_json(self, source_id: int | None = None, queued: int = 0) -> dict[str, Any]:
         return {
             "id": self.id,
             "source": {"sourceType": self.source_type, "sourceName": self.source_name, "sourceId": source_id},
@@ -156,7 +156,7 @@ class ForwardingRule(rows.RuleRow):
 
 
 def _rules_json(listed: list[rows.ListedRule]) -> list[dict[str, Any]]:
-    return [ForwardingRule(*r.rule).json(r.source_id, r.queued) for r in listed]
+    return [ForwardingRule(*r.rule).to_json(r.source_id, r.queued) for r in listed]
 
 
 # ---------------------------------------------------------------------------------------------- rules cache

@@ -20,6 +20,8 @@ import ipywidgets as widgets
 import pandas as pd
 from traitlets import Bool, Unicode
 
+from ..model import JobState
+
 __all__ = ["StatusLine", "Outcome", "Grid", "Progress", "ProgressWatcher", "frame_to_html", "error_message", "records"]
 
 _COLOURS = {"info": "#555", "ok": "#1a7f37", "error": "#c62828", "busy": "#555"}
@@ -309,7 +311,7 @@ class ProgressWatcher:
         self.bar.value = min(progress.done, self.bar.max)
         self.bar.description = f"{progress.done}/{total}" if total else str(progress.done)
         if progress.finished:
-            failed = progress.state.upper() in ("FAILED", "CANCELLED")
+            failed = progress.state.upper() in (JobState.FAILED, JobState.CANCELLED)
             self.bar.bar_style = "danger" if failed else "success"
             text = progress.state + (f": {progress.message}" if progress.message else "")
             self.state.show(text, "error" if failed else "ok")

@@ -15,13 +15,12 @@ import ipywidgets as widgets
 import pandas as pd
 from traitlets import Bool, Unicode
 
+from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState
 from ._common import Progress, ProgressWatcher, StatusLine, frame_to_html, reporting
 from ._common import records as _records
 
 __all__ = ["Sender"]
 
-_TRANSACTION_END = ("FINISHED", "FAILED")
-_JOB_END = ("SUCCEEDED", "FAILED", "CANCELLED")
 #: the review's columns worth reading, in this order (others follow)
 _REVIEW_COLUMNS = ("path", "keyword", "tag", "vr", "occurrences", "outcome", "decided_by", "risk")
 
@@ -29,7 +28,7 @@ _REVIEW_COLUMNS = ("path", "keyword", "tag", "vr", "occurrences", "outcome", "de
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
     done = int(transaction.get("sent_image_count") or 0) + int(transaction.get("failed_image_count") or 0)
     status = str(transaction.get("status", ""))
-    return Progress(done, int(transaction.get("total_image_count") or 0), status, status in _TRANSACTION_END,
+    return Progress(done, int(transaction.get("total_image_count") or 0), status, status in TRANSACTION_ENDED,
                     str(transaction.get("reason") or ""), transaction)  # fmt: skip
 
 
@@ -37,7 +36,7 @@ def job_progress(job: dict[str, Any]) -> Progress:
     state = str(job.get("state", ""))
     total = job.get("progress_total")
     return Progress(int(job.get("progress_done") or 0), int(total) if total is not None else None, state,
-                    state in _JOB_END, str(job.get("error") or ""), job)  # fmt: skip
+                    state in FINISHED_STATES, str(job.get("error") or ""), job)  # fmt: skip
 
 
 class Sender(widgets.VBox):
@@ -219,7 +218,7 @@ class Sender(widgets.VBox):
                 job = self.client.send_to_scu(target, image_ids)
                 poll = self._job_poll(int(job["id"]))
         if outcome.failed:
-            self.state = "FAILED"
+            self.state = JobState.FAILED
             self.state_line.error("not sent")
             self._update_send_button()
             return None
@@ -252,7 +251,7 @@ class Sender(widgets.VBox):
     def _done(self, progress: Progress) -> None:
         self.result = progress.record
         self.state = progress.state
-        if progress.state in ("FAILED", "CANCELLED"):
+        if progress.state in (JobState.FAILED, JobState.CANCELLED):
             self.status.error(progress.message or progress.state)
         else:
             self.status.ok(f"{progress.state}: {progress.done} of {progress.total} images")

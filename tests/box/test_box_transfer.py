@@ -338,7 +338,7 @@ def test_connections_are_checked_and_tokens_stored_hashed(tmp_path: Path):
     context = _context(tmp_path / "n.sqlite")
     box, token = box_connections.create_poll_box(context.index, "hospital", {"options": ["RETAIN_UIDS"]})
     assert (
-        len(token) >= 40 and box.token_hash == box_connections.hash_token(token) and token not in repr(box.as_json(15))
+        len(token) >= 40 and box.token_hash == box_connections.hash_token(token) and token not in repr(box.to_json(15))
     )
     assert box_connections.box_for_token(context.index, token) == box
     assert box_connections.box_for_token(context.index, token[:-1] + "x") is None

@@ -87,9 +87,9 @@ def test_all_attributes_of_a_rule_must_match_and_an_empty_rule_matches_nothing()
 
 def test_rule_attributes_are_validated_and_stored_canonically() -> None:
     (condition,) = st._conditions({"attributes": [{"tag": "(0008,0060)", "values": "CT"}]})
-    assert condition.json() == {"tag": "Modality", "values": ["CT"]}
+    assert condition.to_json() == {"tag": "Modality", "values": ["CT"]}
     (condition,) = st._conditions([{"tag": 0x00080060, "values": ["CT", "CT"]}])
-    assert condition.json() == {"tag": "Modality", "values": ["CT"]}
+    assert condition.to_json() == {"tag": "Modality", "values": ["CT"]}
     for bad in (
         {"attributes": [{"tag": "NoSuchKeyword", "values": ["x"]}]},
         {"attributes": [{"tag": "Modality", "values": []}]},

@@ -209,7 +209,7 @@ def test_paths_are_stored_canonical_and_unique(index: Index):
         filtering.create_filter(index, {"name": "g", "type": "BLACKLIST", "tagPaths": ["PatientAddress", "00101040"]})
     with pytest.raises(Conflict, match="already exists"):
         filtering.create_filter(index, {"name": " f ", "type": "WHITELIST"})
-    assert filtering.get_filter(index, created.id).json()["tagPaths"][0] == {
+    assert filtering.get_filter(index, created.id).to_json()["tagPaths"][0] == {
         "id": created.tag_paths[0].id,
         "tagPath": "PatientAddress",
     }
@@ -248,7 +248,7 @@ def test_associations_by_name_or_by_source_id(index: Index):
     created = filtering.create_association(
         index, {"sourceType": "scp", "sourceName": "ct-scanner", "filterId": filter_id}
     )
-    assert created.json() == {
+    assert created.to_json() == {
         "id": created.id,
         "sourceType": "scp",
         "sourceName": "ct-scanner",
