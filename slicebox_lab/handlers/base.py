@@ -110,31 +110,39 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
     audit_detail: str = ""
 
     def on_finish(self) -> None:
-        """Record every change, and every GET that lets data or keys leave (slicebox_lab/audit.py)."""
+        """Record every change, and every GET that lets data or keys leave (access/audit.py)."""
         trail = self.settings.get("slicebox_audit")
         if not isinstance(trail, _audit.AuditTrail):
             return
-        method = self.request.method or ""
-        base = self.settings.get("base_url", "/").rstrip("/") + API + "/"
-        subpath = self.request.path[len(base) :] if self.request.path.startswith(base) else self.request.path
-        if not _audit.is_recorded(method, subpath):
+        entry = self.audit_entry()
+        if entry is None:
             return
+        action, path, fallback_name = entry
         user = getattr(self, "_jupyter_current_user", None)
         if user:
             name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
         else:
-            name = self.audit_user or ("box-token" if subpath.startswith("transactions/") else "-")
-        shown = masked_uri(subpath)
-        action = _audit.action_of(method, shown, self.auth_resource in (ADMIN_RESOURCE, ADMIN_ALL_RESOURCE))
+            name = self.audit_user or fallback_name
         trail.record(
             name,
             action,
-            method=method,
-            path=API + "/" + shown,
+            method=self.request.method or "",
+            path=path,
             status=self.get_status(),
             remote_ip=str(self.request.remote_ip or ""),
             detail=self.audit_detail,
         )
+
+    def audit_entry(self) -> tuple[str, str, str] | None:
+        """(action, path as recorded, who when no user signed in) of this request, or None: not recorded."""
+        method = self.request.method or ""
+        base = self.settings.get("base_url", "/").rstrip("/") + API + "/"
+        subpath = self.request.path[len(base) :] if self.request.path.startswith(base) else self.request.path
+        if not _audit.is_recorded(method, subpath):
+            return None
+        shown = masked_uri(subpath)
+        action = _audit.action_of(method, shown, self.auth_resource in (ADMIN_RESOURCE, ADMIN_ALL_RESOURCE))
+        return action, API + "/" + shown, "box-token" if subpath.startswith("transactions/") else "-"
 
     def user_source(self) -> Source:
         return Source("user", self.user_name())

@@ -615,51 +615,6 @@ class Index:
     # -----------------------------------------------------------------------------------------
     # lists and queries (see query.py)
 
-    def list_patients(
-        self,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        filter: str = "",
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[Patient]:
-        with self._reading() as conn:
-            return query.list_patients(
-                conn, start_index, count, order_by, order_ascending, filter, sources, after_id=after_id
-            )
-
-    def list_studies(
-        self,
-        patient_id: int,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[Study]:
-        with self._reading() as conn:
-            return query.list_studies(
-                conn, patient_id, start_index, count, order_by, order_ascending, sources, after_id=after_id
-            )
-
-    def list_series(
-        self,
-        study_id: int,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[Series]:
-        with self._reading() as conn:
-            return query.list_series(
-                conn, study_id, start_index, count, order_by, order_ascending, sources, after_id=after_id
-            )
-
     def list_images(
         self,
         series_id: int,
