@@ -22,6 +22,7 @@ from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.index import Index
 from slicebox_lab.index import boxes as rows
 from slicebox_lab.index.query import row_id
+from slicebox_lab.net.nodes import validate_name  # a box is named as a remote DICOM node is
 
 
 class SendMethod(StrEnum):
@@ -31,7 +32,6 @@ class SendMethod(StrEnum):
     POLL = "POLL"
 
 
-NAME_MAX_LENGTH = 200
 #: path segment between the partner's base URL and its token
 TRANSACTIONS_PATH = "/slicebox/api/transactions/"
 
@@ -113,15 +113,6 @@ def _box(row: rows.BoxRow) -> Box:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-
-
-def validate_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput("name must be a non-empty string")
-    name = value.strip()
-    if len(name) > NAME_MAX_LENGTH or any(ord(c) < 0x20 for c in name):
-        raise InvalidInput(f"name must be at most {NAME_MAX_LENGTH} characters, without control characters")
-    return name
 
 
 def validate_url(value: Any) -> str:
