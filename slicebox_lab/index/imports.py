@@ -44,14 +44,11 @@ class ImportSession:
     last_updated: str
 
 
-_COLUMNS = tuple(import_sessions.c[name] for name in ImportSession.__dataclass_fields__)
+_COLUMNS = _records.columns_of(import_sessions, ImportSession)
 
 
 def _session(row: Sequence[Any]) -> ImportSession:
-    values = list(row)
-    values[-2] = _records.iso(values[-2])
-    values[-1] = _records.iso(values[-1])
-    return ImportSession(*values)
+    return _records.record_of(ImportSession, row)
 
 
 def sessions_named(conn: sa.Connection, name: str) -> list[ImportSession]:

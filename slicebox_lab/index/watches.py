@@ -30,14 +30,11 @@ class WatchedDirectory:
     created: str
 
 
-_COLUMNS = tuple(directory_watches.c[name] for name in WatchedDirectory.__dataclass_fields__)
+_COLUMNS = _records.columns_of(directory_watches, WatchedDirectory)
 
 
 def _record(row: Sequence[Any]) -> WatchedDirectory:
-    values = list(row)
-    values[3] = bool(values[3])
-    values[4] = _records.iso(values[4])
-    return WatchedDirectory(*values)
+    return _records.record_of(WatchedDirectory, row)
 
 
 def watches_in(conn: sa.Connection) -> list[WatchedDirectory]:
