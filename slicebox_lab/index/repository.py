@@ -39,7 +39,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from slicebox_lab import errors
 from slicebox_lab.index import _records, query
-from slicebox_lab.index.database import configure_sqlite, is_sqlite_memory, write_connection
+from slicebox_lab.index.database import configure_sqlite, inserted_id, is_sqlite_memory, write_connection
 from slicebox_lab.index.query import Query
 from slicebox_lab.index.schema import images, log, patients, series, sources, studies
 from slicebox_lab.model import (
@@ -655,7 +655,7 @@ class Index:
         subject, message = str(subject).replace("\x00", ""), str(message).replace("\x00", "")
         values = {"created": now, "entry_type": entry_type, "subject": subject, "message": message}
         with self._writing() as conn:
-            entry_id = conn.execute(log.insert().values(values).returning(log.c.id)).scalar_one()
+            entry_id = inserted_id(conn, log, **values)
         return LogEntry(
             id=int(entry_id),
             created=_records.iso(now),
