@@ -61,12 +61,14 @@ def refuse_secondary_capture(data: bytes) -> None:
             )
 
 
-def _name(value: Any) -> str:
+def checked_name(value: Any, what: str = "an import session") -> str:
+    """The name a user gives ``what``: an import session or a folder watch (``service.py``), the two ways
+    files come in without a network protocol, named by one rule."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInput("an import session needs a non-empty string 'name'")
+        raise InvalidInput(f"{what} needs a non-empty string 'name'")
     name = value.strip()
     if len(name) > MAX_NAME_LENGTH or "\x00" in name:
-        raise InvalidInput(f"an import session name must be at most {MAX_NAME_LENGTH} characters, without NUL")
+        raise InvalidInput(f"{what} name must be at most {MAX_NAME_LENGTH} characters, without NUL")
     return name
 
 
@@ -82,7 +84,7 @@ class ImportSessions:
 
         The same name owned by another user is refused (Slicebox: 400).
         """
-        name = _name(name)
+        name = checked_name(name)
         now = datetime.now(UTC)
         with self.index.writing() as conn:
             named = rows.sessions_named(conn, name)

@@ -29,23 +29,13 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..index import query
 from ..index import watches as rows
 from ..index.watches import WatchedDirectory
+from .imports import checked_name
 from .watcher import SUBJECT, FolderWatcher
 
 if TYPE_CHECKING:
     from ..context import SliceboxContext
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 256
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput("a directory watch needs a non-empty string 'name'")
-    name = name.strip()
-    if len(name) > MAX_NAME_LENGTH or "\x00" in name:
-        raise InvalidInput(f"a directory watch name must be at most {MAX_NAME_LENGTH} characters, without NUL")
-    return name
 
 
 def _check_path(path: Any) -> Path:
@@ -129,7 +119,7 @@ class WatchService:
 
     def add(self, name: Any, path: Any, delete_on_import: bool = False) -> WatchedDirectory:
         """Watch ``path`` under ``name``; the same name and path again returns the existing watch."""
-        name = _check_name(name)
+        name = checked_name(name, "a directory watch")
         if not isinstance(delete_on_import, bool):
             raise InvalidInput("delete_on_import must be true or false")
         folder = _check_path(path)
