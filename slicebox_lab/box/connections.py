@@ -18,10 +18,10 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from slicebox_lab.errors import Conflict, InvalidInput, NotFound
+from slicebox_lab.errors import Conflict, InvalidInput
 from slicebox_lab.index import Index
 from slicebox_lab.index import boxes as rows
-from slicebox_lab.index.query import row_id
+from slicebox_lab.index.query import found
 from slicebox_lab.net.nodes import validate_name  # a box is named as a remote DICOM node is
 
 
@@ -223,11 +223,7 @@ def list_boxes(index: Index) -> list[Box]:
 
 
 def get_box(index: Index, box_id: Any) -> Box:
-    key = row_id(box_id, "box id")
-    row = None if key is None else rows.box_row(index, key)
-    if row is None:
-        raise NotFound(f"box {box_id} not found")
-    return _box(row)
+    return _box(found(box_id, "box", lambda key: rows.box_row(index, key)))
 
 
 def box_for_token(index: Index, token: str) -> Box | None:

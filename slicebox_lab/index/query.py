@@ -167,6 +167,16 @@ def row_id(value: Any, what: str) -> int | None:
     return number if 0 < number <= MAX_ID else None
 
 
+def found(value: Any, what: str, lookup: Callable[[int], R | None]) -> R:
+    """The row ``lookup`` finds for ``value``, a client's id of a ``what``: NotFound when there is none (and
+    InvalidInput when ``value`` is no id), as every "get by id" of a service answers."""
+    key = row_id(value, f"{what} id")
+    row = None if key is None else lookup(key)
+    if row is None:
+        raise errors.NotFound(f"{what} {value} not found")
+    return row
+
+
 def _source_ids(values: Sequence[Any]) -> list[int]:
     if isinstance(values, (str, bytes)) or not all(_is_int(v) for v in values):
         raise errors.InvalidInput("sources must be a list of source ids (integers)")

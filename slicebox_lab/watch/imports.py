@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydicom
 
-from ..errors import InvalidDicom, InvalidInput, NotFound
+from ..errors import InvalidDicom, InvalidInput
 from ..index import imports as rows
 from ..index import query
 from ..index.imports import ImportSession
@@ -101,12 +101,7 @@ class ImportSessions:
         return rows.list_sessions(self.index, start_index, count)
 
     def get(self, session_id: int) -> ImportSession:
-        key = query.row_id(session_id, "import session id")
-        if key is not None:
-            session = rows.session_by_id(self.index, key)
-            if session is not None:
-                return session
-        raise NotFound(f"import session {session_id} not found")
+        return query.found(session_id, "import session", lambda key: rows.session_by_id(self.index, key))
 
     def delete(self, session_id: int) -> None:
         """Delete a session (its images stay); unknown ids are ignored."""

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput
 from ..index import query
 from ..index import watches as rows
 from ..index.watches import WatchedDirectory
@@ -161,12 +161,7 @@ class WatchService:
             self.index.add_log("INFO", SUBJECT, f"stopped watching {path} ({name!r})")
 
     def get(self, watch_id: int) -> WatchedDirectory:
-        key = query.row_id(watch_id, "directory watch id")
-        if key is not None:
-            watch = rows.watch_by_id(self.index, key)
-            if watch is not None:
-                return watch
-        raise NotFound(f"directory watch {watch_id} not found")
+        return query.found(watch_id, "directory watch", lambda key: rows.watch_by_id(self.index, key))
 
     def list(self, start_index: int = 0, count: int | None = None) -> builtins.list[WatchedDirectory]:
         """The watches by id; ``count`` None: all of them."""
