@@ -18,10 +18,11 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from slicebox_lab.errors import Conflict, InvalidInput, NotFound
+from slicebox_lab.errors import Conflict, InvalidInput
 from slicebox_lab.index import Index
 from slicebox_lab.index import boxes as rows
-from slicebox_lab.index.query import row_id
+from slicebox_lab.index.query import found
+from slicebox_lab.net.nodes import validate_name  # a box is named as a remote DICOM node is
 
 
 class SendMethod(StrEnum):
@@ -31,7 +32,6 @@ class SendMethod(StrEnum):
     POLL = "POLL"
 
 
-NAME_MAX_LENGTH = 200
 #: path segment between the partner's base URL and its token
 TRANSACTIONS_PATH = "/slicebox/api/transactions/"
 
@@ -113,15 +113,6 @@ def _box(row: rows.BoxRow) -> Box:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-
-
-def validate_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput("name must be a non-empty string")
-    name = value.strip()
-    if len(name) > NAME_MAX_LENGTH or any(ord(c) < 0x20 for c in name):
-        raise InvalidInput(f"name must be at most {NAME_MAX_LENGTH} characters, without control characters")
-    return name
 
 
 def validate_url(value: Any) -> str:
@@ -232,11 +223,7 @@ def list_boxes(index: Index) -> list[Box]:
 
 
 def get_box(index: Index, box_id: Any) -> Box:
-    key = row_id(box_id, "box id")
-    row = None if key is None else rows.box_row(index, key)
-    if row is None:
-        raise NotFound(f"box {box_id} not found")
-    return _box(row)
+    return _box(found(box_id, "box", lambda key: rows.box_row(index, key)))
 
 
 def box_for_token(index: Index, token: str) -> Box | None:

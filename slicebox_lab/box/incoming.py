@@ -9,6 +9,7 @@ received its total, then FINISHED.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from slicebox_lab.errors import NotFound
@@ -33,26 +34,29 @@ def received_image(index: Index, box_id: int, outgoing_transaction_id: int, sequ
     return rows.received_image(index, box_id, outgoing_transaction_id, sequence_number)
 
 
-def record_received(
-    index: Index,
-    box: Box,
-    outgoing_transaction_id: int,
-    sequence_number: int,
-    total: int,
-    image_id: int,
-    added: bool,
-    sha256: str,
-) -> str:
+@dataclass(frozen=True)
+class Receipt:
+    """What a receipt records: one image of a partner's transaction, stored here as ``image_id``."""
+
+    box: Box
+    outgoing_transaction_id: int
+    sequence_number: int
+    total: int
+    image_id: int
+    added: bool
+    sha256: str
+
+
+def record_received(index: Index, receipt: Receipt) -> str:
     """Record a durable image of an incoming transaction (once per sequence number); returns its status.
 
     Concurrent receipts share one write transaction (one commit) on SQLite, as concurrent ingests do:
     with several images in flight, a commit per receipt was a large part of the receiver's time.
     """
-    args = (box, outgoing_transaction_id, sequence_number, total, image_id, added, sha256)
     for attempt in range(3):
         try:
             # the ingest's group commit: the receipt usually shares the commit of the next images' rows
-            status: str = index.grouped_writing(lambda conn: write_receipt(conn, *args))
+            status: str = index.grouped_writing(lambda conn: write_receipt(conn, receipt))
             return status
         except rows.DuplicateReceipt:  # a concurrent request recorded the transaction or the image first
             if attempt == 2:
@@ -60,38 +64,31 @@ def record_received(
     raise AssertionError("unreachable")
 
 
-def write_receipt(
-    conn: Connection,
-    box: Box,
-    outgoing_transaction_id: int,
-    sequence_number: int,
-    total: int,
-    image_id: int,
-    added: bool,
-    sha256: str,
-    new_only: bool = False,
-) -> str:
+def write_receipt(conn: Connection, receipt: Receipt, new_only: bool = False) -> str:
     """``record_received`` inside the caller's transaction (the image's own, see ``transfer.receive_image``);
     ``new_only``: raise :class:`AlreadyReceived` if this sequence number has its receipt already."""
     stamp = now()
-    transaction_id = rows.incoming_id(conn, box.id, outgoing_transaction_id)
+    box, total = receipt.box, receipt.total
+    transaction_id = rows.incoming_id(conn, box.id, receipt.outgoing_transaction_id)
     if transaction_id is None:
         transaction_id = rows.insert_incoming(
             conn,
             box_id=box.id,
             box_name=box.name,
-            outgoing_transaction_id=outgoing_transaction_id,
+            outgoing_transaction_id=receipt.outgoing_transaction_id,
             status=TransactionStatus.PROCESSING,
             total=total,
             now=stamp,
         )
-    known = rows.receipt_of(conn, transaction_id, sequence_number)
+    known = rows.receipt_of(conn, transaction_id, receipt.sequence_number)
     if known is not None:
         status = rows.incoming_status(conn, transaction_id)
         if new_only:
             raise AlreadyReceived(known, status)
         return status
-    received = rows.insert_receipt(conn, transaction_id, sequence_number, total, image_id, added, sha256, stamp)
+    received = rows.insert_receipt(
+        conn, transaction_id, receipt.sequence_number, total, receipt.image_id, receipt.added, receipt.sha256, stamp
+    )
     status = TransactionStatus.FINISHED if received >= total else TransactionStatus.PROCESSING
     rows.set_incoming_status(conn, transaction_id, status)
     return status

@@ -164,8 +164,10 @@ def receive_image(
     def receipt(conn: Connection, result: IngestResult) -> None:
         """Written in the image's own transaction: stored means receipted (a resend is then answered
         from the receipt), and there is no second commit to wait for."""
-        args = (box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest)
-        statuses.append(incoming.write_receipt(conn, *args, new_only=True))
+        this = incoming.Receipt(
+            box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest
+        )
+        statuses.append(incoming.write_receipt(conn, this, new_only=True))
 
     # a resend is rare (a sender restarted with images in flight): it is found by its receipt, which
     # rolls back the new copy, rather than by a lookup before every image
@@ -177,9 +179,8 @@ def receive_image(
         except rows.DuplicateReceipt:  # a concurrent resend came first (its receipt is unique)
             known = incoming.received_image(context.index, box.id, transaction_id, sequence_number)
             if known is not None:
-                status = incoming.record_received(
-                    context.index, box, transaction_id, sequence_number, total, known, False, digest
-                )
+                again = incoming.Receipt(box, transaction_id, sequence_number, total, known, False, digest)
+                status = incoming.record_received(context.index, again)
                 return Received(known, False, True, status)
             if attempt == 2:
                 raise

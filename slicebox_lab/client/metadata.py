@@ -5,11 +5,12 @@ Browsing filters by series tags and types given by name, so it builds on :class:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import pandas as pd
 
+from ..model import Image, Patient, Series, Study, json_fields
 from .base import _listify, frame
 from .errors import NotFound
 from .http import PAGE
@@ -17,45 +18,11 @@ from .organizing import OrganizingMixin
 
 __all__ = ["FLAT_SERIES_COLUMNS", "MetadataMixin"]
 
-#: columns of the REST JSON, in the order the DataFrames show them (id first)
-PATIENT_COLUMNS = ["id", "PatientName", "PatientID", "PatientBirthDate", "PatientSex"]
-STUDY_COLUMNS = [
-    "id",
-    "patient_id",
-    "StudyInstanceUID",
-    "StudyDescription",
-    "StudyDate",
-    "StudyID",
-    "AccessionNumber",
-    "PatientAge",
-]
-SERIES_COLUMNS = [
-    "id",
-    "study_id",
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "SeriesDate",
-    "Modality",
-    "ProtocolName",
-    "BodyPartExamined",
-    "Manufacturer",
-    "StationName",
-    "FrameOfReferenceUID",
-    "source_id",
-]
-IMAGE_COLUMNS = [
-    "id",
-    "series_id",
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "ImageType",
-    "InstanceNumber",
-    "TransferSyntaxUID",
-    "NumberOfFrames",
-    "size",
-    "source_id",
-    "created",
-]
+#: columns of the REST JSON, in the order the DataFrames show them (id first): the records' fields
+PATIENT_COLUMNS = json_fields(Patient)
+STUDY_COLUMNS = json_fields(Study)
+SERIES_COLUMNS = json_fields(Series)
+IMAGE_COLUMNS = json_fields(Image)
 FLAT_SERIES_COLUMNS = [
     "id",
     "series_id",
@@ -98,6 +65,33 @@ def _flatten_series(row: Mapping[str, Any]) -> dict[str, Any]:
             if key not in ("id", "patient_id", "study_id"):
                 out[key] = value
     return out
+
+
+class _Level(NamedTuple):
+    """A level of the hierarchy as the client lists it: its route, its parent's id (the list route's query
+    argument and the query property) and its columns."""
+
+    name: str
+    parent: str
+    parent_property: str
+    columns: list[str]
+
+
+class _Page(NamedTuple):
+    order_by: str | None
+    ascending: bool
+    limit: int | None
+    offset: int
+
+
+_PATIENTS = _Level("patients", "", "", PATIENT_COLUMNS)
+_STUDIES = _Level("studies", "patientid", "patient_id", STUDY_COLUMNS)
+_SERIES = _Level("series", "studyid", "study_id", SERIES_COLUMNS)
+_IMAGES = _Level("images", "seriesid", "series_id", IMAGE_COLUMNS)
+
+
+def _id(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 class MetadataMixin(OrganizingMixin):
@@ -168,33 +162,28 @@ class MetadataMixin(OrganizingMixin):
 
     def _level(
         self,
-        level: str,
-        list_path: str,
-        parent: tuple[str, str, int | None],
-        columns: Sequence[str],
+        level: _Level,
+        parent_id: int | None,
         filter: str | None,
-        order_by: str | None,
-        ascending: bool,
-        limit: int | None,
-        offset: int,
+        page: _Page,
         organizing: Mapping[str, Any],
         attributes: Mapping[str, Any],
     ) -> pd.DataFrame:
-        parameter, property_name, parent_id = parent
-        if attributes or (parent_id is None and parameter) or (filter and level in ("studies", "series")):
+        """The one listing of every level: a GET of the level's list, or a POSTed query when attribute values
+        are asked for or the parent is left out (the list routes need one)."""
+        order_by, ascending, limit, offset = page
+        if attributes or (parent_id is None and level.parent) or (filter and level.name in ("studies", "series")):
             wanted = dict(attributes)
             if parent_id is not None:
-                wanted[property_name] = parent_id
+                wanted[level.parent_property] = parent_id
             if filter:
                 raise ValueError("filter= cannot be combined with attribute queries or a missing parent id")
-            rows = self.query_all(
-                level, self._query_body(wanted, order_by, ascending, organizing), limit=limit, offset=offset
-            )
-            return frame(rows, columns)
+            body = self._query_body(wanted, order_by, ascending, organizing)
+            return frame(self.query_all(level.name, body, limit=limit, offset=offset), level.columns)
         params: dict[str, Any] = {**organizing, "orderby": order_by, "orderascending": ascending, "filter": filter}
-        if parameter:
-            params[parameter] = parent_id
-        return frame(self.get_all(list_path, params, limit=limit, offset=offset), columns)
+        if level.parent:
+            params[level.parent] = parent_id
+        return frame(self.get_all(f"metadata/{level.name}", params, limit=limit, offset=offset), level.columns)
 
     def patients(
         self,
@@ -212,18 +201,9 @@ class MetadataMixin(OrganizingMixin):
     ) -> pd.DataFrame:
         """Patients; ``filter`` a substring of their text columns, keyword arguments attribute values
         (``PatientName="Doe*"``: DICOM wildcards)."""
+        page = _Page(order_by, ascending, limit, offset)
         return self._level(
-            "patients",
-            "metadata/patients",
-            ("", "", None),
-            PATIENT_COLUMNS,
-            filter,
-            order_by,
-            ascending,
-            limit,
-            offset,
-            self._organizing(sources, types, tags, tags_match),
-            attributes,
+            _PATIENTS, None, filter, page, self._organizing(sources, types, tags, tags_match), attributes
         )
 
     def studies(
@@ -241,18 +221,9 @@ class MetadataMixin(OrganizingMixin):
         **attributes: Any,
     ) -> pd.DataFrame:
         """Studies of a patient (every study when ``patient_id`` is None)."""
+        page = _Page(order_by, ascending, limit, offset)
         return self._level(
-            "studies",
-            "metadata/studies",
-            ("patientid", "patient_id", None if patient_id is None else int(patient_id)),
-            STUDY_COLUMNS,
-            None,
-            order_by,
-            ascending,
-            limit,
-            offset,
-            self._organizing(sources, types, tags, tags_match),
-            attributes,
+            _STUDIES, _id(patient_id), None, page, self._organizing(sources, types, tags, tags_match), attributes
         )
 
     def series(
@@ -270,18 +241,9 @@ class MetadataMixin(OrganizingMixin):
         **attributes: Any,
     ) -> pd.DataFrame:
         """Series of a study (every series when ``study_id`` is None)."""
+        page = _Page(order_by, ascending, limit, offset)
         return self._level(
-            "series",
-            "metadata/series",
-            ("studyid", "study_id", None if study_id is None else int(study_id)),
-            SERIES_COLUMNS,
-            None,
-            order_by,
-            ascending,
-            limit,
-            offset,
-            self._organizing(sources, types, tags, tags_match),
-            attributes,
+            _SERIES, _id(study_id), None, page, self._organizing(sources, types, tags, tags_match), attributes
         )
 
     def images(
@@ -295,19 +257,7 @@ class MetadataMixin(OrganizingMixin):
         **attributes: Any,
     ) -> pd.DataFrame:
         """Images of a series (every image when ``series_id`` is None)."""
-        return self._level(
-            "images",
-            "metadata/images",
-            ("seriesid", "series_id", None if series_id is None else int(series_id)),
-            IMAGE_COLUMNS,
-            None,
-            order_by,
-            ascending,
-            limit,
-            offset,
-            {},
-            attributes,
-        )
+        return self._level(_IMAGES, _id(series_id), None, _Page(order_by, ascending, limit, offset), {}, attributes)
 
     def flat_series(
         self,

@@ -13,7 +13,6 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -52,19 +51,11 @@ _PIXEL_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00
 _MAX_FRAMES_PER_REQUEST = 10_000
 
 
-@dataclass(frozen=True)
-class Instance:
-    """One stored instance as WADO needs it: its UIDs, where its bytes are, how they are encoded."""
+class Instance(rows.InstanceRow):
+    """One stored instance as WADO needs it (the index's row: UIDs, where its bytes are, how they are
+    encoded), and the URL it has here."""
 
-    image_id: int
-    StudyInstanceUID: str
-    SeriesInstanceUID: str
-    SOPInstanceUID: str
-    SOPClassUID: str
-    TransferSyntaxUID: str
-    NumberOfFrames: int
-    size: int
-    storage_key: str
+    __slots__ = ()
 
     def url(self, root: str) -> str:
         return f"{root}studies/{self.StudyInstanceUID}/series/{self.SeriesInstanceUID}/instances/{self.SOPInstanceUID}"

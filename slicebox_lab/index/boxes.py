@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 import sqlalchemy as sa
 
 from ._records import aware
+from .database import inserted_id
 from .repository import Index
 from .schema import (
     box_incoming_images,
@@ -86,20 +87,16 @@ def insert_box(
     send_anonymous_as_is: bool,
     created: datetime,
 ) -> int:
-    return int(
-        conn.execute(
-            boxes.insert()
-            .values(
-                name=name,
-                send_method=send_method,
-                token_hash=token_hash,
-                base_url=base_url,
-                default_profile=default_profile,
-                send_anonymous_as_is=send_anonymous_as_is,
-                created=created,
-            )
-            .returning(boxes.c.id)
-        ).scalar_one()
+    return inserted_id(
+        conn,
+        boxes,
+        name=name,
+        send_method=send_method,
+        token_hash=token_hash,
+        base_url=base_url,
+        default_profile=default_profile,
+        send_anonymous_as_is=send_anonymous_as_is,
+        created=created,
     )
 
 
@@ -156,26 +153,22 @@ def insert_mirror_job(
     now: datetime,
 ) -> int:
     """The ``jobs`` row that mirrors a new outgoing transaction, started ``now``; its id."""
-    return int(
-        conn.execute(
-            jobs.insert()
-            .values(
-                kind=kind,
-                description=description,
-                state=state,
-                progress_done=0,
-                progress_total=total,
-                counts=counts,
-                parameters="{}",
-                result="{}",
-                error="",
-                owner=owner,
-                created=now,
-                started=now,
-                server=server,
-            )
-            .returning(jobs.c.id)
-        ).scalar_one()
+    return inserted_id(
+        conn,
+        jobs,
+        kind=kind,
+        description=description,
+        state=state,
+        progress_done=0,
+        progress_total=total,
+        counts=counts,
+        parameters="{}",
+        result="{}",
+        error="",
+        owner=owner,
+        created=now,
+        started=now,
+        server=server,
     )
 
 
@@ -194,21 +187,17 @@ def insert_outgoing(
     job_id: int,
     now: datetime,
 ) -> int:
-    return int(
-        conn.execute(
-            _ot.insert()
-            .values(
-                box_id=box_id,
-                box_name=box_name,
-                profile=profile,
-                status=status,
-                total_image_count=total,
-                job_id=job_id,
-                created=now,
-                updated=now,
-            )
-            .returning(_ot.c.id)
-        ).scalar_one()
+    return inserted_id(
+        conn,
+        _ot,
+        box_id=box_id,
+        box_name=box_name,
+        profile=profile,
+        status=status,
+        total_image_count=total,
+        job_id=job_id,
+        created=now,
+        updated=now,
     )
 
 

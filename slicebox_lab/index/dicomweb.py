@@ -127,21 +127,9 @@ def _aggregates(conn: sa.Connection, level: int, ids: list[int]) -> dict[str, di
     """Counts and modalities of the page's rows, one grouped query each."""
     out: dict[str, dict[int, Any]] = {}
     if level == _STUDY:
-        out["NumberOfStudyRelatedSeries"] = dict(
-            conn.execute(
-                sa.select(series.c.study_id, sa.func.count())
-                .where(series.c.study_id.in_(ids))
-                .group_by(series.c.study_id)
-            ).all()
-        )
-        out["NumberOfStudyRelatedInstances"] = dict(
-            conn.execute(
-                sa.select(series.c.study_id, sa.func.count(images.c.id))
-                .select_from(series.join(images, images.c.series_id == series.c.id))
-                .where(series.c.study_id.in_(ids))
-                .group_by(series.c.study_id)
-            ).all()
-        )
+        study_images = series.join(images, images.c.series_id == series.c.id)
+        out["NumberOfStudyRelatedSeries"] = _counts(conn, series.c.study_id, ids)
+        out["NumberOfStudyRelatedInstances"] = _counts(conn, series.c.study_id, ids, study_images)
         modalities: dict[int, list[str]] = {}
         statement = (
             sa.select(series.c.study_id, series.c.Modality)
@@ -153,14 +141,18 @@ def _aggregates(conn: sa.Connection, level: int, ids: list[int]) -> dict[str, di
             modalities.setdefault(study_id, []).append(modality)
         out["ModalitiesInStudy"] = {k: "\\".join(v) for k, v in modalities.items()}
     elif level == _SERIES:
-        out["NumberOfSeriesRelatedInstances"] = dict(
-            conn.execute(
-                sa.select(images.c.series_id, sa.func.count())
-                .where(images.c.series_id.in_(ids))
-                .group_by(images.c.series_id)
-            ).all()
-        )
+        out["NumberOfSeriesRelatedInstances"] = _counts(conn, images.c.series_id, ids)
     return out
+
+
+def _counts(
+    conn: sa.Connection, owner: sa.Column[int], ids: list[int], rows: sa.FromClause | None = None
+) -> dict[int, int]:
+    """How many rows (of ``owner``'s table, or of ``rows`` joined to it) each of ``ids`` owns: one grouped query."""
+    statement = sa.select(owner, sa.func.count()).where(owner.in_(ids)).group_by(owner)
+    if rows is not None:
+        statement = statement.select_from(rows)
+    return {int(key): int(count) for key, count in conn.execute(statement)}
 
 
 def _representatives(conn: sa.Connection, level: int, rows: list[dict[str, Any]]) -> dict[int, str]:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from .database import inserted_id
 from .repository import Index
 from .schema import source_tag_filters, sources, tag_filter_paths, tag_filters
 
@@ -129,15 +130,9 @@ def filter_id_named(conn: sa.Connection, name: str) -> int | None:
     return conn.execute(sa.select(tag_filters.c.id).where(tag_filters.c.name == name)).scalar()
 
 
-def _inserted_id(conn: sa.Connection, statement: sa.Insert) -> int:
-    inserted = conn.execute(statement).inserted_primary_key
-    assert inserted is not None
-    return int(inserted[0])
-
-
 def insert_filter(conn: sa.Connection, name: str, filter_type: str, tag_paths: list[str], created: datetime) -> int:
     """A new filter with its tag paths; its id."""
-    filter_id = _inserted_id(conn, tag_filters.insert().values(name=name, filter_type=filter_type, created=created))
+    filter_id = inserted_id(conn, tag_filters, name=name, filter_type=filter_type, created=created)
     if tag_paths:
         conn.execute(tag_filter_paths.insert(), [{"filter_id": filter_id, "tag_path": p} for p in tag_paths])
     return filter_id
@@ -151,7 +146,7 @@ def delete_filter(conn: sa.Connection, filter_id: int) -> bool:
 
 
 def insert_tag_path(conn: sa.Connection, filter_id: int, tag_path: str) -> int:
-    return _inserted_id(conn, tag_filter_paths.insert().values(filter_id=filter_id, tag_path=tag_path))
+    return inserted_id(conn, tag_filter_paths, filter_id=filter_id, tag_path=tag_path)
 
 
 def delete_tag_path(conn: sa.Connection, filter_id: int, path_id: int) -> bool:
@@ -204,11 +199,8 @@ def association_id_for(conn: sa.Connection, source_type: str, source_name: str, 
 def insert_association(
     conn: sa.Connection, source_type: str, source_name: str, filter_id: int, created: datetime
 ) -> int:
-    return _inserted_id(
-        conn,
-        source_tag_filters.insert().values(
-            source_type=source_type, source_name=source_name, filter_id=filter_id, created=created
-        ),
+    return inserted_id(
+        conn, source_tag_filters, source_type=source_type, source_name=source_name, filter_id=filter_id, created=created
     )
 
 

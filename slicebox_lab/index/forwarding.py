@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from .database import inserted_id
 from .repository import Index
 from .schema import forwarding_batch_images, forwarding_batches, forwarding_queue, forwarding_rules, images
 from .sources import source_ids
@@ -163,21 +164,18 @@ def insert_rule(
     quiet_seconds: float,
     created: datetime,
 ) -> int:
-    r = forwarding_rules
-    return conn.execute(
-        r.insert()
-        .values(
-            source_type=source_type,
-            source_name=source_name,
-            destination_type=destination_type,
-            destination_id=destination_id,
-            destination_name=destination_name,
-            keep_images=keep_images,
-            quiet_seconds=quiet_seconds,
-            created=created,
-        )
-        .returning(r.c.id)
-    ).scalar_one()
+    return inserted_id(
+        conn,
+        forwarding_rules,
+        source_type=source_type,
+        source_name=source_name,
+        destination_type=destination_type,
+        destination_id=destination_id,
+        destination_name=destination_name,
+        keep_images=keep_images,
+        quiet_seconds=quiet_seconds,
+        created=created,
+    )
 
 
 def delete_rule(index: Index, rule_id: int) -> bool:
@@ -332,21 +330,17 @@ def insert_batch(
     created: datetime,
 ) -> int:
     """A batch of the images in ``state``, each image in ``image_state``; its id."""
-    batch_id = int(
-        conn.execute(
-            forwarding_batches.insert()
-            .values(
-                rule_id=rule_id,
-                state=state,
-                attempt=attempt,
-                image_count=len(image_ids),
-                reason="",
-                not_before=not_before,
-                created=created,
-                updated=created,
-            )
-            .returning(forwarding_batches.c.id)
-        ).scalar_one()
+    batch_id = inserted_id(
+        conn,
+        forwarding_batches,
+        rule_id=rule_id,
+        state=state,
+        attempt=attempt,
+        image_count=len(image_ids),
+        reason="",
+        not_before=not_before,
+        created=created,
+        updated=created,
     )
     conn.execute(
         forwarding_batch_images.insert(),

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from slicebox_lab.model import Image
 
 from . import _records, query
+from .database import inserted_id
 from .repository import Index
 from .schema import images, import_sessions, sources
 
@@ -44,14 +45,11 @@ class ImportSession:
     last_updated: str
 
 
-_COLUMNS = tuple(import_sessions.c[name] for name in ImportSession.__dataclass_fields__)
+_COLUMNS = _records.columns_of(import_sessions, ImportSession)
 
 
 def _session(row: Sequence[Any]) -> ImportSession:
-    values = list(row)
-    values[-2] = _records.iso(values[-2])
-    values[-1] = _records.iso(values[-1])
-    return ImportSession(*values)
+    return _records.record_of(ImportSession, row)
 
 
 def sessions_named(conn: sa.Connection, name: str) -> list[ImportSession]:
@@ -61,11 +59,7 @@ def sessions_named(conn: sa.Connection, name: str) -> list[ImportSession]:
 
 def insert_session(conn: sa.Connection, name: str, user: str, now: datetime) -> ImportSession:
     """Insert a session in the caller's transaction; the row as stored."""
-    session_id = conn.execute(
-        import_sessions.insert()
-        .values(name=name, user=user, created=now, last_updated=now)
-        .returning(import_sessions.c.id)
-    ).scalar_one()
+    session_id = inserted_id(conn, import_sessions, name=name, user=user, created=now, last_updated=now)
     row = conn.execute(sa.select(*_COLUMNS).where(import_sessions.c.id == session_id)).one()
     return _session(row)
 

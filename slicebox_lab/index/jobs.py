@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from ._records import aware
+from .database import inserted_id
 from .repository import Index
 from .schema import jobs, servers
 
@@ -98,7 +99,7 @@ def insert_job(
         "heartbeat": now,
     }
     with index.writing() as conn:
-        return int(conn.execute(jobs.insert().values(values).returning(jobs.c.id)).scalar_one())
+        return inserted_id(conn, jobs, **values)
 
 
 def job_row(index: Index, job_id: int) -> JobRow | None:

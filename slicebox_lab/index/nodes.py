@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .database import inserted_id
 from .repository import Index
 from .schema import scps, scus
 
@@ -87,7 +88,7 @@ def scp_name_used(index: Index, name: str) -> bool:
 def insert_scp(conn: sa.Connection, name: str, ae_title: str, host: str, port: int) -> int:
     """Insert a validated row in the caller's transaction; its id (a used name: the insert fails)."""
     values = {"name": name, "ae_title": ae_title, "host": host, "port": port, "created": _now()}
-    return int(conn.execute(scps.insert().values(values).returning(scps.c.id)).scalar_one())
+    return inserted_id(conn, scps, **values)
 
 
 def set_scp_port(index: Index, scp_id: int, port: int) -> None:
@@ -139,7 +140,7 @@ def insert_scu(conn: sa.Connection, node: RemoteNode) -> int:
     """Insert a validated remote node (its ``id`` is ignored) in the caller's transaction; its id (a used
     name: the insert fails)."""
     values = {"name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port, "created": _now()}
-    return int(conn.execute(scus.insert().values(values).returning(scus.c.id)).scalar_one())
+    return inserted_id(conn, scus, **values)
 
 
 def delete_scu_row(index: Index, key: int) -> bool:

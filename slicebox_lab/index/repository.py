@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -39,7 +39,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from slicebox_lab import errors
 from slicebox_lab.index import _records, query
-from slicebox_lab.index.database import configure_sqlite, is_sqlite_memory, write_connection
+from slicebox_lab.index.database import configure_sqlite, inserted_id, is_sqlite_memory, write_connection
 from slicebox_lab.index.query import Query
 from slicebox_lab.index.schema import images, log, patients, series, sources, studies
 from slicebox_lab.model import (
@@ -615,35 +615,15 @@ class Index:
     # -----------------------------------------------------------------------------------------
     # lists and queries (see query.py)
 
-    def list_images(
-        self,
-        series_id: int,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        filter: str = "",
-        after_id: int | None = None,
-    ) -> list[Image]:
+    def list_images(self, series_id: int, *, filter: str = "", **options: Unpack[query.Paging]) -> list[Image]:
+        """``query.list_images`` on a read connection of its own."""
         with self._reading() as conn:
-            return query.list_images(
-                conn, series_id, start_index, count, order_by, order_ascending, filter, after_id=after_id
-            )
+            return query.list_images(conn, series_id, filter=filter, **options)
 
-    def list_flat_series(
-        self,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        filter: str = "",
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[FlatSeries]:
+    def list_flat_series(self, *, filter: str = "", **options: Unpack[query.Browsing]) -> list[FlatSeries]:
+        """``query.list_flat_series`` on a read connection of its own."""
         with self._reading() as conn:
-            return query.list_flat_series(
-                conn, start_index, count, order_by, order_ascending, filter, sources, after_id=after_id
-            )
+            return query.list_flat_series(conn, filter=filter, **options)
 
     def query_patients(self, q: Query) -> list[Patient]:
         with self._reading() as conn:
@@ -675,7 +655,7 @@ class Index:
         subject, message = str(subject).replace("\x00", ""), str(message).replace("\x00", "")
         values = {"created": now, "entry_type": entry_type, "subject": subject, "message": message}
         with self._writing() as conn:
-            entry_id = conn.execute(log.insert().values(values).returning(log.c.id)).scalar_one()
+            entry_id = inserted_id(conn, log, **values)
         return LogEntry(
             id=int(entry_id),
             created=_records.iso(now),

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from .database import inserted_id
 from .repository import Index
 from .schema import series, series_series_tags, series_tags
 
@@ -89,9 +90,7 @@ def tags_page(
 
 
 def insert_tag(conn: sa.Connection, name: str, created: datetime) -> int:
-    return int(
-        conn.execute(series_tags.insert().values(name=name, created=created).returning(series_tags.c.id)).scalar_one()
-    )
+    return inserted_id(conn, series_tags, name=name, created=created)
 
 
 def tag_id_named(conn: sa.Connection, name: str) -> int | None:

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from .database import inserted_id
 from .repository import Index
 from .schema import images, series, series_series_types, series_type_rules, series_types
 
@@ -81,8 +82,7 @@ def types_page(index: Index, start_index: int, count: int) -> list[TypeRow]:
 
 
 def insert_type(conn: sa.Connection, name: str, created: datetime) -> int:
-    statement = series_types.insert().values(name=name, created=created).returning(series_types.c.id)
-    return int(conn.execute(statement).scalar_one())
+    return inserted_id(conn, series_types, name=name, created=created)
 
 
 def rename_type(conn: sa.Connection, type_id: int, name: str) -> None:
@@ -122,12 +122,7 @@ def rule_by_id(conn: sa.Connection, type_id: int, rule_id: int) -> RuleRow | Non
 
 
 def insert_rule(conn: sa.Connection, type_id: int, attributes: str, created: datetime) -> int:
-    statement = (
-        series_type_rules.insert()
-        .values(series_type_id=type_id, attributes=attributes, created=created)
-        .returning(series_type_rules.c.id)
-    )
-    return int(conn.execute(statement).scalar_one())
+    return inserted_id(conn, series_type_rules, series_type_id=type_id, attributes=attributes, created=created)
 
 
 def set_rule_attributes(conn: sa.Connection, rule_id: int, attributes: str) -> None:

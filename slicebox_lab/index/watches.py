@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import _records, query
+from .database import inserted_id
 from .repository import Index
 from .schema import directory_watches
 
@@ -30,14 +31,11 @@ class WatchedDirectory:
     created: str
 
 
-_COLUMNS = tuple(directory_watches.c[name] for name in WatchedDirectory.__dataclass_fields__)
+_COLUMNS = _records.columns_of(directory_watches, WatchedDirectory)
 
 
 def _record(row: Sequence[Any]) -> WatchedDirectory:
-    values = list(row)
-    values[3] = bool(values[3])
-    values[4] = _records.iso(values[4])
-    return WatchedDirectory(*values)
+    return _records.record_of(WatchedDirectory, row)
 
 
 def watches_in(conn: sa.Connection) -> list[WatchedDirectory]:
@@ -47,16 +45,8 @@ def watches_in(conn: sa.Connection) -> list[WatchedDirectory]:
 
 def insert_watch(conn: sa.Connection, name: str, path: str, delete_on_import: bool) -> WatchedDirectory:
     """Insert a watch in the caller's transaction; the row as stored."""
-    watch_id = conn.execute(
-        directory_watches.insert()
-        .values(
-            name=name,
-            path=path,
-            delete_on_import=delete_on_import,
-            created=datetime.now(UTC),
-        )
-        .returning(directory_watches.c.id)
-    ).scalar_one()
+    values = {"name": name, "path": path, "delete_on_import": delete_on_import, "created": datetime.now(UTC)}
+    watch_id = inserted_id(conn, directory_watches, **values)
     row = conn.execute(sa.select(*_COLUMNS).where(directory_watches.c.id == watch_id)).one()
     return _record(row)
 

@@ -90,6 +90,7 @@ def validate_port(value: Any, *, allow_zero: bool = False) -> int:
 
 
 def validate_name(value: Any) -> str:
+    """The name of an SCP, a remote node or a partner box (``box/connections.py``): one rule for every peer."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("name must be a non-empty string")
     name = value.strip()

@@ -42,11 +42,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pydicom
-from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
 from slicebox_lab.dicom.tagpath import TagPath
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound, SliceboxError
@@ -148,17 +146,6 @@ def _type_name(body: Any) -> str:
     return name
 
 
-def _canonical(path: TagPath) -> str:
-    """One spelling per path: keywords where the dictionary has one, else ``(gggg,eeee)``."""
-
-    def name(tag: BaseTag) -> str:
-        keyword = "" if tag.is_private else keyword_for_tag(tag)
-        return keyword or f"({tag.group:04X},{tag.element:04X})"
-
-    steps = [f"{name(s.tag)}[{'*' if s.item == -1 else s.item}]" for s in path.steps]
-    return ".".join([*steps, name(path.tag)])
-
-
 def _condition(value: Any) -> Condition:
     if not isinstance(value, dict):
         raise InvalidInput('each rule attribute must be an object like {"tag": "Modality", "values": ["CT"]}')
@@ -175,7 +162,7 @@ def _condition(value: Any) -> Condition:
         raise InvalidInput(
             f"rule attribute {path.text!r}: at most {MAX_VALUES} values of at most {MAX_VALUE_LENGTH} characters"
         )
-    return Condition(_canonical(path), tuple(dict.fromkeys(v.strip() for v in values)))
+    return Condition(path.canonical, tuple(dict.fromkeys(v.strip() for v in values)))
 
 
 def _conditions(body: Any) -> tuple[Condition, ...]:

@@ -43,7 +43,6 @@ from typing import Any
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 
 from ..dicom.tagpath import TagPath, TagPathSet
 from ..errors import Conflict, InvalidInput, NotFound
@@ -256,17 +255,6 @@ def _load(index: Index) -> dict[tuple[str, str], TagFilter]:
 # ------------------------------------------------------------------ validation
 
 
-def _canonical(path: TagPath) -> str:
-    """One spelling per path: keywords where the dictionary has one, else ``(gggg,eeee)``."""
-
-    def name(tag: BaseTag) -> str:
-        keyword = "" if tag.is_private else keyword_for_tag(tag)
-        return keyword or f"({tag.group:04X},{tag.element:04X})"
-
-    steps = [f"{name(s.tag)}[{'*' if s.item == -1 else s.item}]" for s in path.steps]
-    return ".".join([*steps, name(path.tag)])
-
-
 def _parse_path(text: Any, filter_type: str) -> str:
     path = TagPath.parse(text)
     if any(tag.group == 0x0002 for tag in (*(s.tag for s in path.steps), path.tag)):
@@ -278,7 +266,7 @@ def _parse_path(text: Any, filter_type: str) -> str:
             f"tag path {path.text!r}: a blacklist cannot remove {keyword_for_tag(path.tag)}: the node needs it "
             "to index, decode or re-identify the image (see the list of attributes no filter removes)"
         )
-    return _canonical(path)
+    return path.canonical
 
 
 def _name(value: Any) -> str:

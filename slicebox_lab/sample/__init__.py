@@ -176,6 +176,36 @@ def _spheres(
     return volume
 
 
+def _axial_stack(
+    patient: _Patient,
+    sop_class: str,
+    key: str,
+    study: str,
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    corner: float,
+) -> list[Dataset]:
+    """One axial image per slice of ``volume`` (z, y, x), ``spacing`` mm apart in one frame of reference, the
+    first pixel at (``corner``, ``corner``): the geometry the CT and MR samples share, for viewers and volumes."""
+    series = _uid(key, "series")
+    frame_of_reference = _uid(key, "frame")
+    out = []
+    for i, plane in enumerate(volume):
+        ds = _base(patient, sop_class, study, series, _uid(key, "image", i))
+        ds.InstanceNumber = i + 1
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ds.SliceThickness = spacing[0]
+        ds.PixelSpacing = [spacing[1], spacing[2]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [corner, corner, -50.0 + i * spacing[0]]
+        ds.SliceLocation = -50.0 + i * spacing[0]
+        _set_pixels(ds, plane)
+        out.append(ds)
+    return out
+
+
 def _ct_series(
     patient: _Patient,
     key: str,
@@ -194,11 +224,8 @@ def _ct_series(
     rng = np.random.default_rng(list(key.encode()))  # deterministic noise per series
     hu = hu + rng.normal(0.0, 8.0, hu.shape)
     stored = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
-    series = _uid(key, "series")
-    frame_of_reference = _uid(key, "frame")
-    out = []
-    for i in range(slices):
-        ds = _base(patient, CTImageStorage, study, series, _uid(key, "image", i))
+    out = _axial_stack(patient, CTImageStorage, key, study, stored, spacing, -127.0)
+    for i, ds in enumerate(out):
         ds.Modality = "CT"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
         ds.StudyTime = ds.SeriesTime = "101500"
@@ -209,24 +236,13 @@ def _ct_series(
         ds.SeriesDescription = description
         ds.BodyPartExamined = body_part
         ds.SeriesNumber = 2
-        ds.InstanceNumber = i + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.FrameOfReferenceUID = frame_of_reference
-        ds.PositionReferenceIndicator = ""
-        ds.PatientPosition = "HFS"
         ds.KVP = 120
-        ds.SliceThickness = spacing[0]
-        ds.PixelSpacing = [spacing[1], spacing[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-127.0, -127.0, -50.0 + i * spacing[0]]
-        ds.SliceLocation = -50.0 + i * spacing[0]
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
         ds.RescaleType = "HU"
         ds.WindowCenter = 40
         ds.WindowWidth = 400
-        _set_pixels(ds, stored[i])
-        out.append(ds)
     return out
 
 
@@ -244,11 +260,8 @@ def _mr_series(
     )
     rng = np.random.default_rng(7)
     volume = np.clip(volume + rng.normal(0.0, 15.0, volume.shape), 0, 4095).astype(np.uint16)
-    series = _uid(key, "series")
-    frame_of_reference = _uid(key, "frame")
-    out = []
-    for i in range(slices):
-        ds = _base(patient, MRImageStorage, study, series, _uid(key, "image", i))
+    out = _axial_stack(patient, MRImageStorage, key, study, volume, spacing, -115.0)
+    for ds in out:
         ds.Modality = "MR"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
         ds.StudyTime = ds.SeriesTime = "143000"
@@ -258,7 +271,6 @@ def _mr_series(
         ds.SeriesDescription = "T1 SE axial"
         ds.BodyPartExamined = "HEAD"
         ds.SeriesNumber = 3
-        ds.InstanceNumber = i + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
         ds.ScanningSequence = "SE"
         ds.SequenceVariant = "NONE"
@@ -268,18 +280,8 @@ def _mr_series(
         ds.EchoTime = 15
         ds.EchoTrainLength = 1
         ds.MagneticFieldStrength = 1.5
-        ds.FrameOfReferenceUID = frame_of_reference
-        ds.PositionReferenceIndicator = ""
-        ds.PatientPosition = "HFS"
-        ds.SliceThickness = spacing[0]
-        ds.PixelSpacing = [spacing[1], spacing[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-115.0, -115.0, -50.0 + i * spacing[0]]
-        ds.SliceLocation = -50.0 + i * spacing[0]
         ds.WindowCenter = 700
         ds.WindowWidth = 1400
-        _set_pixels(ds, volume[i])
-        out.append(ds)
     return out
 
 

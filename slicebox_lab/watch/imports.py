@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydicom
 
-from ..errors import InvalidDicom, InvalidInput, NotFound
+from ..errors import InvalidDicom, InvalidInput
 from ..index import imports as rows
 from ..index import query
 from ..index.imports import ImportSession
@@ -61,12 +61,14 @@ def refuse_secondary_capture(data: bytes) -> None:
             )
 
 
-def _name(value: Any) -> str:
+def checked_name(value: Any, what: str = "an import session") -> str:
+    """The name a user gives ``what``: an import session or a folder watch (``service.py``), the two ways
+    files come in without a network protocol, named by one rule."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInput("an import session needs a non-empty string 'name'")
+        raise InvalidInput(f"{what} needs a non-empty string 'name'")
     name = value.strip()
     if len(name) > MAX_NAME_LENGTH or "\x00" in name:
-        raise InvalidInput(f"an import session name must be at most {MAX_NAME_LENGTH} characters, without NUL")
+        raise InvalidInput(f"{what} name must be at most {MAX_NAME_LENGTH} characters, without NUL")
     return name
 
 
@@ -82,7 +84,7 @@ class ImportSessions:
 
         The same name owned by another user is refused (Slicebox: 400).
         """
-        name = _name(name)
+        name = checked_name(name)
         now = datetime.now(UTC)
         with self.index.writing() as conn:
             named = rows.sessions_named(conn, name)
@@ -99,12 +101,7 @@ class ImportSessions:
         return rows.list_sessions(self.index, start_index, count)
 
     def get(self, session_id: int) -> ImportSession:
-        key = query.row_id(session_id, "import session id")
-        if key is not None:
-            session = rows.session_by_id(self.index, key)
-            if session is not None:
-                return session
-        raise NotFound(f"import session {session_id} not found")
+        return query.found(session_id, "import session", lambda key: rows.session_by_id(self.index, key))
 
     def delete(self, session_id: int) -> None:
         """Delete a session (its images stay); unknown ids are ignored."""

@@ -25,27 +25,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput
 from ..index import query
 from ..index import watches as rows
 from ..index.watches import WatchedDirectory
+from .imports import checked_name
 from .watcher import SUBJECT, FolderWatcher
 
 if TYPE_CHECKING:
     from ..context import SliceboxContext
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 256
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput("a directory watch needs a non-empty string 'name'")
-    name = name.strip()
-    if len(name) > MAX_NAME_LENGTH or "\x00" in name:
-        raise InvalidInput(f"a directory watch name must be at most {MAX_NAME_LENGTH} characters, without NUL")
-    return name
 
 
 def _check_path(path: Any) -> Path:
@@ -129,7 +119,7 @@ class WatchService:
 
     def add(self, name: Any, path: Any, delete_on_import: bool = False) -> WatchedDirectory:
         """Watch ``path`` under ``name``; the same name and path again returns the existing watch."""
-        name = _check_name(name)
+        name = checked_name(name, "a directory watch")
         if not isinstance(delete_on_import, bool):
             raise InvalidInput("delete_on_import must be true or false")
         folder = _check_path(path)
@@ -171,12 +161,7 @@ class WatchService:
             self.index.add_log("INFO", SUBJECT, f"stopped watching {path} ({name!r})")
 
     def get(self, watch_id: int) -> WatchedDirectory:
-        key = query.row_id(watch_id, "directory watch id")
-        if key is not None:
-            watch = rows.watch_by_id(self.index, key)
-            if watch is not None:
-                return watch
-        raise NotFound(f"directory watch {watch_id} not found")
+        return query.found(watch_id, "directory watch", lambda key: rows.watch_by_id(self.index, key))
 
     def list(self, start_index: int = 0, count: int | None = None) -> builtins.list[WatchedDirectory]:
         """The watches by id; ``count`` None: all of them."""
