@@ -144,7 +144,7 @@ def test_send_to_partner_sends_a_patient_and_follows_it_to_finished(browser: Any
     page.get_by_placeholder("filter (any text column)").fill("Berg")
     page.get_by_placeholder("filter (any text column)").press("Enter")
     page.wait_for_function("() => !document.body.innerText.includes('Andersson^Anna')", timeout=60_000)
-    row_checkbox(page, "Abdomen 2.5 mm portal venous").check()
+    row_checkbox(page, "Abdomen 5 mm portal venous").check()
     page.wait_for_function("() => document.body.innerText.includes('1 series to send')", timeout=60_000)
     destination = page.locator("select", has=page.locator("option", has_text="university"))
     label = destination.locator("option", has_text="university").first.inner_text()
@@ -175,9 +175,9 @@ def test_incoming_on_the_partner_lists_the_transaction(browser: Any, nodes: Node
     page = open_dashboard(browser, nodes, nodes.university, "incoming")
     no_problem_shown(page)
     page.get_by_role("button", name="Refresh").click()
-    page.wait_for_function("() => document.body.innerText.includes('1 transaction(s) received')", timeout=60_000)
+    page.wait_for_function("() => document.body.innerText.includes('1 transfer received')", timeout=60_000)
     text = page.inner_text("body")
-    assert "FINISHED" in text and "box:hospital" in text
+    assert "FINISHED" in text and "hospital (box)" in text
     shoot(page, "incoming")
     page.close()
 
@@ -197,7 +197,7 @@ def test_node_status_shows_the_scp_and_the_partner(browser: Any, nodes: Nodes):
 def test_viewer_draws_the_chosen_series(browser: Any, nodes: Nodes):
     page = open_dashboard(browser, nodes, nodes.hospital, "viewer")
     no_problem_shown(page)
-    row_checkbox(page, "Thorax 2.5 mm").check()
+    row_checkbox(page, "Thorax 5 mm").check()
     page.wait_for_function(
         "() => { const d = document.querySelector('.sbx-viewer')?.dataset;"
         " return d && Number(d.drawCount) >= 1 && Number(d.loaded) >= 1; }",
