@@ -15,17 +15,18 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, List, Unicode, default
 from traitlets import Dict as DictTrait
 
-from . import __version__
+from ._version import __version__
+from .access.audit import AuditTrail
+from .access.users import USER, UserStore
 from .anonymization import keystore, load_pixel_masks
 from .anonymization.pixels import SCANNED_MODALITIES
-from .asyncio_bridge import run_blocking, shutdown
-from .audit import AuditTrail
-from .auth import USER, SliceboxAuthorizer, SliceboxIdentityProvider, UserStore
 from .box import configure_boxes
 from .context import SliceboxContext
-from .memory import tune_malloc
 from .model import SOURCE_TYPES
-from .services import Service, start_services, stop_services
+from .server.asyncio_bridge import run_blocking, shutdown
+from .server.auth import SliceboxAuthorizer, SliceboxIdentityProvider
+from .server.memory import tune_malloc
+from .server.services import Service, register_job_runners, start_services, stop_services
 
 
 class SliceboxApp(ExtensionApp):
@@ -122,7 +123,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         True,
         help=(
             "Let glibc keep freed image-sized buffers for reuse instead of returning them to the system "
-            "(mmap threshold 16 MiB, trim threshold 64 MiB; see slicebox_lab/memory.py). Saves the page "
+            "(mmap threshold 16 MiB, trim threshold 64 MiB; see slicebox_lab/server/memory.py). Saves the page "
             "faults of fresh memory for every image; costs the process up to those sizes of retained memory."
         ),
     ).tag(config=True)
@@ -251,7 +252,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
 
     def initialize_settings(self) -> None:
         if self.malloc_tuning and tune_malloc():
-            self.log.debug("slicebox: glibc malloc keeps image-sized buffers (slicebox_lab/memory.py)")
+            self.log.debug("slicebox: glibc malloc keeps image-sized buffers (slicebox_lab/server/memory.py)")
         # blocking on purpose: the node must be migrated and repaired before it serves
         self.context = SliceboxContext.open(Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync)
         self.context.key_attributes = keystore.parse_key_attributes(self.anonymization_key_attributes)
@@ -271,6 +272,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         # services (SCP listeners, folder watches) run on their own threads, not on the loop; they
         # start here, before the server serves, so no request finds them missing
         configure_boxes(self.context, poll_interval=self.box_poll_interval)
+        register_job_runners(self.context)
         if self.context.secondary:
             # the server already running on this folder has the listeners, watches and box loop; a second
             # SCP on the same port would only fail, and two box loops on one SQLite file would do the work twice
@@ -282,6 +284,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
             )
         else:
             self.services = start_services(self.context)
+        self.settings["slicebox_services"] = tuple(self.services)
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
 
     def _stop_cleanly_on_sigint(self) -> None:

@@ -14,7 +14,7 @@ Step 2 overlaps step 1 (the blob is written in a writer thread while the caller
 parses); step 3 starts only once the blob is durable, so a row never points at a
 missing file, and concurrent ingests share one commit (``Index.ingest``'s group
 commit).  A crash between 2 and 3 leaves a blob without a row; :meth:`open`
-notices the unclean shutdown (a marker file nobody holds, ``running.py``) and :meth:`reconcile` removes such
+notices the unclean shutdown (a marker file nobody holds, ``storage/running.py``) and :meth:`reconcile` removes such
 blobs before the node accepts data again.  All methods block: callers on the
 event loop go through ``asyncio_bridge.run_blocking``.
 """
@@ -36,25 +36,22 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pydicom.dataset import Dataset
 
-from . import dicom, filtering
+from . import dicom
 from .anonymization import PixelMask, Profile, PseudonymKeys, anonymize, keystore
-from .anonymization.jobs import register_anonymization_jobs
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
+from .index.leader import Leadership
 from .jobs import JobManager
-from .leader import Leadership
 from .model import SOURCE_TYPES, Image, IngestResult, Source
-from .running import RunningMarkers
+from .routing import filtering
 from .storage import FileSystemStorage, StorageArea
+from .storage.running import RunningMarkers
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
-
-    from .net.scp import ScpService
-    from .watch import WatchService
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +73,6 @@ class ReconcileReport:
 
 class SliceboxContext:
     """Owns storage, index and events; built once per server (or per test)."""
-
-    #: set by ``watch.create_watch_service`` when the services start
-    watch_service: WatchService
-    #: set by ``net.scp.scp_service_factory`` when the services start
-    scp_service: ScpService
 
     def __init__(self, storage: StorageArea, index: Index, events: EventBus | None = None) -> None:
         self.storage = storage
@@ -109,7 +101,6 @@ class SliceboxContext:
         self.secondary_capture_burned_in = True
         #: images of these modalities count as burned-in (``SliceboxApp.burned_in_modalities``)
         self.burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
-        register_anonymization_jobs(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,7 +116,7 @@ class SliceboxContext:
 
         Migrates the index, and repairs what a crash may have left (only after an unclean shutdown, so
         a clean start of a large node stays fast).  Each server keeps its own locked marker in the data
-        folder (``running.py``): a marker nobody holds is a crash to repair.  With SQLite, a server that
+        folder (``storage/running.py``): a marker nobody holds is a crash to repair.  With SQLite, a server that
         finds another one running on the folder opens as its *secondary* (:attr:`secondary`): it
         repairs nothing (the files in flight are the other server's) and the app starts no listeners.
         """
@@ -240,7 +231,7 @@ class SliceboxContext:
 
         Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
         bytes that are not an acceptable Part-10 file; nothing is stored then.
-        The tag filters attached to ``source`` are applied first (``filtering.py``); then
+        The tag filters attached to ``source`` are applied first (``routing/filtering.py``); then
         anonymous data (PatientIdentityRemoved=YES) matching an anonymization key is
         re-identified when ``source`` is one of :attr:`reidentify_sources`
         (``reidentify=False``: never, for the node's own anonymized results).  ``also(conn, result)``

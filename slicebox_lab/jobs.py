@@ -65,7 +65,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -705,7 +705,7 @@ class JobManager:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def server_id() -> str:
@@ -742,14 +742,14 @@ def _pid_alive(pid: int) -> bool:
 
 def _aware(value: datetime) -> datetime:
     """SQLite hands back naive datetimes, which were written as UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _iso(value: datetime) -> str:
     """UTC ISO-8601; SQLite hands back naive datetimes, which were written as UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc).isoformat()
-    return value.astimezone(timezone.utc).isoformat()
+        return value.replace(tzinfo=UTC).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def image_id_list(value: Any, name: str, maximum: int) -> builtins.list[int]:

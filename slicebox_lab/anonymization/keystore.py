@@ -30,7 +30,7 @@ import functools
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -207,7 +207,7 @@ def is_anonymous(ds: Dataset) -> bool:
 def _key(row: Any) -> AnonymizationKey:
     created = row.created
     if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     return AnonymizationKey(
         id=row.id,
         created=created.isoformat().replace("+00:00", "Z"),
@@ -258,7 +258,7 @@ def record_key(
         identity[name] = _value(real, name) or ""
         identity[f"Anon{name}"] = _value(anonymized, name) or ""
     values = {
-        "created": datetime.now(timezone.utc),
+        "created": datetime.now(UTC),
         "image_id": image_id,
         "profile": " ".join(option.name for option in profile.ordered_options),
         **identity,

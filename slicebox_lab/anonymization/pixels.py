@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -32,9 +32,6 @@ from pydicom.pixels import get_decoder, pack_bits
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import AnonymizationRefused, InvalidInput
-
-if TYPE_CHECKING:
-    from .profile import Profile
 
 __all__ = [
     "BURNED_IN_POLICIES",
@@ -268,7 +265,21 @@ def header_burned_in_reason(
     return None
 
 
-def check_burned_in(ds: Dataset, profile: Profile) -> tuple[PixelMask, ...]:
+class BurnedInSettings(Protocol):
+    """What :func:`check_burned_in` reads of a profile (``profile.Profile`` has it; a Protocol, so this
+    module, which the profile imports, does not import the profile back)."""
+
+    @property
+    def burned_in(self) -> str: ...
+    @property
+    def secondary_capture_burned_in(self) -> bool: ...
+    @property
+    def burned_in_modalities(self) -> frozenset[str]: ...
+    @property
+    def pixel_masks(self) -> tuple[PixelMask, ...]: ...
+
+
+def check_burned_in(ds: Dataset, profile: BurnedInSettings) -> tuple[PixelMask, ...]:
     """The masks to apply to ``ds`` (empty: nothing to clean); raises :class:`AnonymizationRefused`."""
     reason = burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
     if reason is None:

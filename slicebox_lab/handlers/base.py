@@ -17,15 +17,16 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado.web import HTTPError
 
-from .. import audit as _audit
-from ..asyncio_bridge import run_blocking
-from ..auth import ADMIN_ALL_RESOURCE, ADMIN_RESOURCE, RESOURCE, SliceboxAuthorizer, is_shared_token_user
+from ..access import audit as _audit
 from ..context import SliceboxContext
-from ..errors import InvalidInput, SliceboxError
+from ..errors import InvalidInput, ServiceUnavailable, SliceboxError
 from ..model import Source, to_json
+from ..server.asyncio_bridge import run_blocking
+from ..server.auth import ADMIN_ALL_RESOURCE, ADMIN_RESOURCE, RESOURCE, SliceboxAuthorizer, is_shared_token_user
 
 P = ParamSpec("P")
 T = TypeVar("T")
+S = TypeVar("S")
 
 #: the resource name jupyter_server's Authorizer sees for every slicebox route any user may use
 AUTH_RESOURCE = RESOURCE
@@ -62,6 +63,13 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
     def context(self) -> SliceboxContext:
         context: SliceboxContext = self.settings["slicebox_context"]
         return context
+
+    def service(self, kind: type[S]) -> S:
+        """The node's running service of this type (``SliceboxApp`` starts them); 503 when it is not running."""
+        for service in self.settings.get("slicebox_services", ()):
+            if isinstance(service, kind):
+                return service
+        raise ServiceUnavailable(f"the {getattr(kind, 'name', kind.__name__)} service is not running on this node")
 
     async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking domain work off the event loop."""

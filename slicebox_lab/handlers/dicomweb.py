@@ -14,11 +14,11 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import audit as _audit
-from ..auth import is_shared_token_user
+from ..access import audit as _audit
 from ..dicomweb import multipart, qido, stow, wado
 from ..dicomweb.errors import NotAcceptable
 from ..errors import InvalidInput
+from ..server.auth import is_shared_token_user
 from .base import SHARED_TOKEN_OWNER, SliceboxHandler
 
 DICOMWEB = r"/slicebox/dicom-web"

@@ -1,6 +1,6 @@
 """/slicebox/api/filtering: tag filters (blacklists, whitelists of tag paths) and their attachment to sources.
 
-Thin adapters over :mod:`slicebox_lab.filtering`, which validates every body and applies the
+Thin adapters over :mod:`slicebox_lab.routing.filtering`, which validates every body and applies the
 filters at ingest; a change here applies to the next image a source delivers.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import filtering
+from ..routing import filtering
 from .base import API, SliceboxHandler
 
 

@@ -1,6 +1,6 @@
 """The node's pages for people: the landing page, the dashboards, the tutorials and the API documentation.
 
-Everything here is served from files the wheel ships (``slicebox_lab/shipped.py``), never from the
+Everything here is served from files the wheel ships (``slicebox_lab/server/shipped.py``), never from the
 server's root folder, so a node started anywhere (``jupyter slicebox`` from ``/tmp``, JupyterLab in a
 home folder, Notebook 7) answers the same URLs:
 
@@ -30,9 +30,10 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado import web
 
-from .. import __version__, shipped
-from ..asyncio_bridge import run_blocking
+from .. import __version__
 from ..errors import NotFound
+from ..server import shipped
+from ..server.asyncio_bridge import run_blocking
 from .base import API, AUTH_RESOURCE, SliceboxHandler
 
 __all__ = ["default_handlers", "frontends"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,8 +33,8 @@ _P, _S = len(PATIENT_COLUMNS), len(PATIENT_COLUMNS) + len(STUDY_COLUMNS)
 def iso(value: datetime) -> str:
     """An instant as ISO-8601 in UTC; SQLite hands back naive datetimes, which we wrote as UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc).isoformat()
-    return value.astimezone(timezone.utc).isoformat()
+        return value.replace(tzinfo=UTC).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def patient(row: Sequence[Any]) -> Patient:

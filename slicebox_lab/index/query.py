@@ -39,7 +39,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -216,8 +216,8 @@ def _equals(column: sa.ColumnElement[Any], name: str, value: str) -> sa.ColumnEl
             raise errors.InvalidInput(f"Property {name} takes an ISO-8601 date and time") from None
         # stored in UTC (SQLite without the offset): compare in UTC, a naive value taken as UTC
         if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=timezone.utc)
-        return column == instant.astimezone(timezone.utc)
+            instant = instant.replace(tzinfo=UTC)
+        return column == instant.astimezone(UTC)
     return column == value
 
 

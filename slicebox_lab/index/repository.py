@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -324,7 +324,7 @@ class Index:
         source_key = (source.source_type, str(source.source_name))
 
         def rows(conn: sa.Connection) -> tuple[IngestResult, int]:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             source_id = self._source_ids.get(source_key)
             if source_id is None:
                 source_id, _ = self._upsert(
@@ -714,7 +714,7 @@ class Index:
     def add_log(self, entry_type: str, subject: str, message: str) -> LogEntry:
         if entry_type not in LOG_ENTRY_TYPES:
             raise errors.InvalidInput(f"Unknown log entry type {entry_type!r}: use one of {', '.join(LOG_ENTRY_TYPES)}")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         subject, message = str(subject).replace("\x00", ""), str(message).replace("\x00", "")
         values = {"created": now, "entry_type": entry_type, "subject": subject, "message": message}
         with self._writing() as conn:

@@ -13,7 +13,7 @@ significant (they are removed), not only spaces.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -248,4 +248,4 @@ def delete_scu(index: Index, scu_id: Any) -> None:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

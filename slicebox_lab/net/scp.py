@@ -1,6 +1,6 @@
 """The node's SCPs: pynetdicom listeners for Verification, Storage and Query/Retrieve.
 
-One :class:`ScpService` (a :class:`~slicebox_lab.services.Service`) owns one pynetdicom AE
+One :class:`ScpService` (a :class:`~slicebox_lab.server.services.Service`) owns one pynetdicom AE
 listener per row of the ``scps`` table.  Each listener
 
 * accepts associations only when the called AE title is its own (``require_called_aet``);
@@ -524,14 +524,5 @@ def _stop_listeners(listeners: list[_Listener], timeout: float) -> None:
 
 
 def scp_service_factory(context: SliceboxContext) -> ScpService:
-    """The factory ``SliceboxApp`` calls: the service is reachable as ``context.scp_service``.
-
-    It also registers the job kinds of this node as an SCU (``scu-send``, ``scu-retrieve``): a
-    C-MOVE to this node needs its SCPs, and one place registers the network's jobs.
-    """
-    from slicebox_lab.net.scu_jobs import register_scu_jobs
-
-    service = ScpService(context)
-    context.scp_service = service
-    register_scu_jobs(context)
-    return service
+    """The factory ``SliceboxApp`` calls (the handlers find the service among the app's services)."""
+    return ScpService(context)

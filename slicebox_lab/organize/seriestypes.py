@@ -37,7 +37,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pydicom
@@ -734,7 +734,7 @@ def series_type_service_factory(context: SliceboxContext) -> SeriesTypeClassifie
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def status_json(status: Mapping[str, Any]) -> dict[str, Any]:

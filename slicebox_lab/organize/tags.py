@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -159,7 +159,7 @@ def get_tag(index: Index, tag_id: int) -> SeriesTag:
 def _insert(conn: sa.Connection, name: str) -> int:
     return int(
         conn.execute(
-            series_tags.insert().values(name=name, created=datetime.now(timezone.utc)).returning(series_tags.c.id)
+            series_tags.insert().values(name=name, created=datetime.now(UTC)).returning(series_tags.c.id)
         ).scalar_one()
     )
 

@@ -508,7 +508,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = make_sample_files(args.into)
         print(f"wrote {len(files)} sample files under {args.into}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m slicebox_lab.sample --into FOLDER | URL | node``: see :func:`slicebox_lab.sample.main`."""
+"""``python -m slicebox_lab.sample``: write the sample data to a folder, a running node or this machine's node."""
 
 import sys
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -134,9 +134,9 @@ def human_time(value: Any, now: datetime | None = None) -> str:
     if moment is None:
         return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # the API writes UTC
+        moment = moment.replace(tzinfo=UTC)  # the API writes UTC
     local = moment.astimezone()
-    current = (now or datetime.now(timezone.utc)).astimezone()
+    current = (now or datetime.now(UTC)).astimezone()
     ago = current - local
     if timedelta(0) <= ago < timedelta(minutes=1):
         return "just now"

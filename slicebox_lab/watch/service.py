@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +178,7 @@ class WatchService:
                         name=name,
                         path=str(folder),
                         delete_on_import=delete_on_import,
-                        created=datetime.now(timezone.utc),
+                        created=datetime.now(UTC),
                     )
                     .returning(directory_watches.c.id)
                 ).scalar_one()
@@ -228,7 +228,5 @@ class WatchService:
 
 
 def create_watch_service(context: SliceboxContext) -> WatchService:
-    """The factory ``SliceboxApp`` calls; the service is then ``context.watch_service``."""
-    service = WatchService(context)
-    context.watch_service = service
-    return service
+    """The factory ``SliceboxApp`` calls (the handlers find the service among the app's services)."""
+    return WatchService(context)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 import watchfiles
 
 from ..errors import InvalidInput, SliceboxError
-from ..imports import refuse_secondary_capture
 from ..model import Source
+from .imports import refuse_secondary_capture
 
 if TYPE_CHECKING:
     from ..context import SliceboxContext

@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +22,17 @@ import sqlalchemy as sa
 from generators import to_bytes, ultrasound_with_burned_name
 from helpers import body_json
 
-from slicebox_lab import forwarding
 from slicebox_lab.anonymization import Profile, PseudonymKeys, anonymize
 from slicebox_lab.anonymization.pixels import SCANNED_MODALITIES
 from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store, submit_send
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import AnonymizationRefused
 from slicebox_lab.events import ImageAdded
-from slicebox_lab.forwarding import ForwardingService
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
 from slicebox_lab.index.schema import images as images_table
 from slicebox_lab.model import Source
+from slicebox_lab.routing import forwarding
+from slicebox_lab.routing.forwarding import ForwardingService
 from slicebox_lab.storage import MemoryStorage
 
 KEYS = PseudonymKeys(b"unflagged-burned-in-secret-012345")
@@ -130,7 +130,7 @@ def _context(path: Path) -> SliceboxContext:
 class _Clock:
     def __init__(self) -> None:
         self.seconds = 1000.0
-        self.now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> float:
         return self.seconds

@@ -37,7 +37,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,12 +45,12 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from slicebox_lab.dicom.tagpath import TagPath, TagPathSet
-from slicebox_lab.errors import Conflict, InvalidInput, NotFound
-from slicebox_lab.index import Index
-from slicebox_lab.index.query import row_id
-from slicebox_lab.index.schema import source_tag_filters, sources, tag_filter_paths, tag_filters
-from slicebox_lab.model import SOURCE_TYPES, Source
+from ..dicom.tagpath import TagPath, TagPathSet
+from ..errors import Conflict, InvalidInput, NotFound
+from ..index import Index
+from ..index.query import row_id
+from ..index.schema import source_tag_filters, sources, tag_filter_paths, tag_filters
+from ..model import SOURCE_TYPES, Source
 
 __all__ = [
     "ALWAYS_KEPT",
@@ -347,7 +347,7 @@ def _inserted_id(conn: sa.Connection, statement: sa.Insert) -> int:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ------------------------------------------------------------------ filters

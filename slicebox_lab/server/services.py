@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .context import SliceboxContext
+    from ..context import SliceboxContext
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,25 @@ ServiceFactory = Callable[["SliceboxContext"], Service]
 
 def service_factories() -> list[ServiceFactory]:
     """The node's services, in start order (stopped in reverse); imported here, in one place."""
-    from .box.service import box_service_factory
-    from .forwarding import forwarding_service_factory
-    from .net.scp import scp_service_factory
-    from .organize.seriestypes import series_type_service_factory
-    from .watch.service import create_watch_service
+    from ..box.service import box_service_factory
+    from ..net.scp import scp_service_factory
+    from ..organize.seriestypes import series_type_service_factory
+    from ..routing.forwarding import forwarding_service_factory
+    from ..watch.service import create_watch_service
 
     # series types and forwarding first: listening before any source can deliver an image
     return [series_type_service_factory, forwarding_service_factory, scp_service_factory, create_watch_service,
             box_service_factory]  # fmt: skip
+
+
+def register_job_runners(context: SliceboxContext) -> None:
+    """Register the runners of the job kinds the node's REST routes and services submit (anonymize,
+    C-STORE send, C-MOVE/C-GET retrieve); the services register their own (series types)."""
+    from ..anonymization.jobs import register_anonymization_jobs
+    from ..net.scu_jobs import register_scu_jobs
+
+    register_anonymization_jobs(context)
+    register_scu_jobs(context)
 
 
 def start_services(context: SliceboxContext, factories: list[ServiceFactory] | None = None) -> list[Service]:

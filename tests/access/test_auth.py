@@ -10,20 +10,20 @@ from generators import ct_bytes
 from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.auth.identity import User
 
+from slicebox_lab.access.audit import AuditTrail, action_of, is_recorded
+from slicebox_lab.access.users import UserStore
 from slicebox_lab.anonymization import Profile
-from slicebox_lab.audit import AuditTrail, action_of, is_recorded
-from slicebox_lab.auth import (
-    ADMIN_ALL_RESOURCE,
-    ADMIN_RESOURCE,
-    SliceboxAuthorizer,
-    SliceboxUser,
-    UserStore,
-    basic_credentials,
-)
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import InvalidInput
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
 from slicebox_lab.model import Source
+from slicebox_lab.server.auth import (
+    ADMIN_ALL_RESOURCE,
+    ADMIN_RESOURCE,
+    SliceboxAuthorizer,
+    SliceboxUser,
+    basic_credentials,
+)
 from slicebox_lab.storage import MemoryStorage
 
 

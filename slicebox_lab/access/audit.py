@@ -18,14 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from .errors import InvalidInput
-from .events import EventBus, ImageAdded, ImagesDeleted
-from .index.schema import audit
+from ..errors import InvalidInput
+from ..events import EventBus, ImageAdded, ImagesDeleted
+from ..index.schema import audit
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class AuditTrail:
     ) -> None:
         """Queue one entry (never blocks, never raises: auditing must not break the request)."""
         values = {
-            "created": datetime.now(timezone.utc),
+            "created": datetime.now(UTC),
             "user": _clean(user),
             "action": _clean(action),
             "method": _clean(method),
@@ -250,5 +250,5 @@ def _clean(value: object) -> str:
 
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()

@@ -5,7 +5,7 @@ what a server does is per request or per image it received, and safe side by sid
 sweep the whole database periodically, and two servers doing so at once would do the work twice:
 
 * the box loop (``box/service.py``): pushing our outgoing transactions and polling partners;
-* the forwarding worker (``forwarding.py``): batching the queues and sending the batches.
+* the forwarding worker (``routing/forwarding.py``): batching the queues and sending the batches.
 
 Those rounds run only on the leader (:meth:`Leadership.is_leader`).  What feeds them stays on every
 server (an image received anywhere is queued for forwarding; a send asked anywhere is stored), so

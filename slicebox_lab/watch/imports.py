@@ -17,19 +17,19 @@ import builtins
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pydicom
 import sqlalchemy as sa
 
-from .errors import InvalidDicom, InvalidInput, NotFound
-from .index import _records, query
-from .index.schema import images, import_sessions, sources
-from .model import Image, IngestResult, Source
+from ..errors import InvalidDicom, InvalidInput, NotFound
+from ..index import _records, query
+from ..index.schema import images, import_sessions, sources
+from ..model import Image, IngestResult, Source
 
 if TYPE_CHECKING:
-    from .context import SliceboxContext
+    from ..context import SliceboxContext
 
 #: Secondary Capture Image Storage and its multi-frame variants (1.2.840.10008.5.1.4.1.1.7.x)
 SECONDARY_CAPTURE_ROOT = "1.2.840.10008.5.1.4.1.1.7"
@@ -106,7 +106,7 @@ class ImportSessions:
         The same name owned by another user is refused (Slicebox: 400).
         """
         name = _name(name)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.index.writing() as conn:
             rows = conn.execute(sa.select(*_COLUMNS).where(import_sessions.c.name == name)).all()
             for row in rows:
@@ -187,6 +187,6 @@ class ImportSessions:
                     files_imported=c.files_imported + imported,
                     files_added=c.files_added + added,
                     files_rejected=c.files_rejected + rejected,
-                    last_updated=datetime.now(timezone.utc),
+                    last_updated=datetime.now(UTC),
                 )
             )

@@ -1,13 +1,10 @@
-"""Who may do what: roles, node-local users, HTTP basic auth and the Authorizer.
+"""Who may do what, inside jupyter_server: the identity provider and the Authorizer of slicebox routes.
 
 Identities come from jupyter_server (token, JupyterHub, JupyterLab login); a standalone node also
-has its own users, stored with argon2id hashes and usable with HTTP basic auth (scripts) and
-``POST /slicebox/api/users/login`` (dashboards).  Roles, from strongest:
-
-* ``SUPERUSER``: the server's owner, i.e. whoever holds the server's token (jupyter_server gives
-  such requests a random anonymous user), or the JupyterHub user owning the server.
-* ``ADMINISTRATOR``: may configure the node.
-* ``USER``: may read, ingest, query, anonymize, export and send; gets 403 on configuration.
+has its own users (``access/users.py``), usable with HTTP basic auth (scripts) and
+``POST /slicebox/api/users/login`` (dashboards).  The server's owner, i.e. whoever holds the
+server's token (jupyter_server gives such requests a random anonymous user) or the JupyterHub user
+owning the server, is ``SUPERUSER``; roles are explained in ``access/users.py``.
 
 Handlers name what they guard in ``auth_resource``: ``slicebox`` (any role),
 :data:`ADMIN_RESOURCE` (reading open to every role, writing needs an administrator: the lists of
@@ -19,36 +16,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import inspect
 import os
 import re
-import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
 from jupyter_server.auth.identity import PasswordIdentityProvider, User
 from tornado import web
 from traitlets import Dict as DictTrait
 from traitlets import Instance, Unicode, default
 
+from ..access.users import ADMINISTRATOR, ROLES, SUPERUSER, USER, USER_ROLES, NodeUser, UserStore
 from .asyncio_bridge import run_blocking
-from .errors import InvalidInput
-from .index.schema import users
-
-SUPERUSER, ADMINISTRATOR, USER = "SUPERUSER", "ADMINISTRATOR", "USER"
-ROLES = (SUPERUSER, ADMINISTRATOR, USER)
-#: roles a node-local user may have (the superuser is the server's owner, never a stored user)
-USER_ROLES = (ADMINISTRATOR, USER)
 
 #: the resource of every slicebox route any authenticated user may use
 RESOURCE = "slicebox"
@@ -61,9 +43,6 @@ ADMIN_ALL_RESOURCE = "slicebox-admin-all"
 _ANONYMOUS_ID = re.compile(r"[0-9a-f]{32}")
 #: prefix of the login cookie value of a node-local user (jupyter's own cookies hold JSON)
 _COOKIE_PREFIX = "slicebox-user:"
-_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-
-_hasher = PasswordHasher()
 
 
 @dataclass
@@ -74,16 +53,6 @@ class SliceboxUser(User):
     user_id: int = 0
 
 
-@dataclass(frozen=True)
-class NodeUser:
-    """A stored user as the API shows it: never the hash."""
-
-    id: int
-    user: str
-    role: str
-    created: str = field(default="")
-
-
 def is_shared_token_user(user: Any) -> bool:
     """True for the random user jupyter_server makes up for holders of the server's token."""
     username = str(getattr(user, "username", "") or "")
@@ -91,103 +60,6 @@ def is_shared_token_user(user: Any) -> bool:
     return (
         bool(_ANONYMOUS_ID.fullmatch(username)) and name.startswith("Anonymous ") and not isinstance(user, SliceboxUser)
     )
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-class UserStore:
-    """Node-local users in the index database (table ``users``); blocking, call off the loop."""
-
-    def __init__(self, index: Any) -> None:
-        self._index = index
-        # (hash, digest of the password) pairs verified recently: argon2 costs ~50 ms per check,
-        # and a script sends basic credentials with every request
-        self._verified: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._pepper = secrets.token_bytes(32)
-
-    def list(self) -> list[NodeUser]:
-        with self._index.reading() as conn:
-            rows = conn.execute(sa.select(users.c.id, users.c.name, users.c.role, users.c.created)
-                                .order_by(users.c.id)).all()  # fmt: skip
-        return [NodeUser(int(r.id), r.name, r.role, _iso(r.created)) for r in rows]
-
-    def get(self, name: str) -> NodeUser | None:
-        with self._index.reading() as conn:
-            row = conn.execute(
-                sa.select(users.c.id, users.c.name, users.c.role, users.c.created).where(users.c.name == name)
-            ).first()
-        return None if row is None else NodeUser(int(row.id), row.name, row.role, _iso(row.created))
-
-    def create(self, name: str, role: str, password: str) -> NodeUser:
-        """Add a user; an existing name returns that user unchanged (its password too), as Slicebox."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise InvalidInput("user must be 1-64 characters of letters, digits, '.', '_', '@' or '-'")
-        if role == SUPERUSER:
-            raise InvalidInput("Superusers may not be added")
-        if role not in USER_ROLES:
-            raise InvalidInput(f"role must be one of {', '.join(USER_ROLES)}")
-        if not isinstance(password, str) or len(password) < 1:
-            raise InvalidInput("password must be a non-empty string")
-        existing = self.get(name)
-        if existing is not None:
-            return existing
-        hashed = hash_password(password)
-        now = datetime.now(timezone.utc)
-        with self._index.writing() as conn:
-            row = conn.execute(sa.select(users.c.id).where(users.c.name == name)).first()
-            if row is None:
-                values = {"name": name, "role": role, "password_hash": hashed, "created": now}
-                conn.execute(users.insert().values(values))
-        user = self.get(name)
-        assert user is not None
-        return user
-
-    def delete(self, user_id: int) -> None:
-        """Delete by id; unknown ids are ignored (idempotent)."""
-        with self._index.writing() as conn:
-            conn.execute(users.delete().where(users.c.id == user_id))
-
-    def authenticate(self, name: str, password: str) -> NodeUser | None:
-        """The user if ``password`` is theirs, else None (no hint which part was wrong)."""
-        with self._index.reading() as conn:
-            row = conn.execute(sa.select(users).where(users.c.name == name)).first()
-        if row is None:
-            # spend the same time as a real check, so names cannot be probed by timing
-            _verify(_DUMMY_HASH, password)
-            return None
-        digest = hmac.new(self._pepper, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-        key = (str(row.password_hash), digest)
-        with self._lock:
-            known = key in self._verified
-            if known:
-                self._verified.move_to_end(key)
-        if not known:
-            if not _verify(row.password_hash, password):
-                return None
-            with self._lock:
-                self._verified[key] = None
-                while len(self._verified) > 256:
-                    self._verified.popitem(last=False)
-        return NodeUser(int(row.id), row.name, row.role, _iso(row.created))
-
-
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
-
-
-def _verify(hashed: str, password: str) -> bool:
-    try:
-        return _hasher.verify(hashed, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
 
 
 def _is_slicebox_request(handler: web.RequestHandler) -> bool:

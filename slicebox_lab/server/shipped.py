@@ -12,7 +12,7 @@ from pathlib import Path
 
 __all__ = ["dashboards", "notebooks_dir", "openapi_path", "apidocs_dir", "tutorials"]
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def _folder(in_wheel: str, in_checkout: str) -> Path:

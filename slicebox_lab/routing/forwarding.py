@@ -55,16 +55,16 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from slicebox_lab.errors import Conflict, InvalidInput, NotFound, SliceboxError
-from slicebox_lab.events import ImageAdded
-from slicebox_lab.index import Index
-from slicebox_lab.index.query import row_id
-from slicebox_lab.index.schema import (
+from ..errors import Conflict, InvalidInput, NotFound, SliceboxError
+from ..events import ImageAdded
+from ..index import Index
+from ..index.query import row_id
+from ..index.schema import (
     forwarding_batch_images,
     forwarding_batches,
     forwarding_queue,
@@ -72,10 +72,10 @@ from slicebox_lab.index.schema import (
     images,
     sources,
 )
-from slicebox_lab.model import SOURCE_TYPES, Source
+from ..model import SOURCE_TYPES, Source
 
 if TYPE_CHECKING:
-    from slicebox_lab.context import SliceboxContext
+    from ..context import SliceboxContext
 
 __all__ = [
     "DESTINATION_TYPES",
@@ -108,14 +108,14 @@ PENDING, DELETED, KEPT, RETRIED, SKIPPED = "PENDING", "DELETED", "KEPT", "RETRIE
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _aware(value: datetime | None) -> datetime | None:
     """SQLite hands timestamps back without their (UTC) offset."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -233,8 +233,8 @@ def _source(conn: sa.Connection, body: Any) -> tuple[str, str]:
 
 
 def _destination(index: Index, body: Any) -> tuple[str, int, str]:
-    from slicebox_lab.box import store as box_store
-    from slicebox_lab.net import nodes
+    from ..box import store as box_store
+    from ..net import nodes
 
     if not isinstance(body, Mapping):
         raise InvalidInput('"destination" must be an object {"type": "box"|"scu", "id": <id>}')
@@ -615,21 +615,21 @@ class ForwardingService:
     def _send(self, destination_type: str, destination_id: int, ids: list[int]) -> tuple[int, int | None]:
         """Submit the send; (job id, box transaction id or None)."""
         if destination_type == "box":
-            from slicebox_lab import box
+            from .. import box
 
             job = box.submit_send(self._context, destination_id, ids)
             return job.id, int(job.parameters["transaction_id"])
-        from slicebox_lab.net import scu_jobs
+        from ..net import scu_jobs
 
         job = scu_jobs.submit_send(self._context, destination_id, ids)
         return job.id, None
 
     def _outcome(self, job_id: int | None, transaction_id: int | None, ids: list[int]) -> _Outcome | None:
-        from slicebox_lab.jobs import CANCELLED, SUCCEEDED
-        from slicebox_lab.jobs import FAILED as JOB_FAILED
+        from ..jobs import CANCELLED, SUCCEEDED
+        from ..jobs import FAILED as JOB_FAILED
 
         if transaction_id is not None:
-            from slicebox_lab.box import store as box_store
+            from ..box import store as box_store
 
             try:
                 transaction = box_store.get_outgoing(self._index, transaction_id)
@@ -780,8 +780,5 @@ class ForwardingService:
 
 
 def forwarding_service_factory(context: SliceboxContext) -> ForwardingService:
-    """The factory ``services.service_factories`` lists; registers the C-STORE job it submits."""
-    from slicebox_lab.net.scu_jobs import register_scu_jobs
-
-    register_scu_jobs(context)
+    """The factory ``services.service_factories`` lists (the C-STORE job it submits is registered by the app)."""
     return ForwardingService(context)

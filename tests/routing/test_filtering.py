@@ -13,11 +13,12 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from slicebox_lab import dicom, filtering
+from slicebox_lab import dicom
 from slicebox_lab.anonymization import keystore
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
 from slicebox_lab.model import IndexedAttributes, Source
+from slicebox_lab.routing import filtering
 
 SCANNER = Source("scp", "ct-scanner")
 OTHER = Source("scp", "mr-scanner")

@@ -11,25 +11,25 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from generators import ct_bytes
 
-from slicebox_lab import forwarding
 from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.events import ImageAdded
-from slicebox_lab.forwarding import ForwardingService
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
 from slicebox_lab.index.schema import images as images_table
 from slicebox_lab.index.schema import scus
 from slicebox_lab.model import Source
 from slicebox_lab.net import nodes
 from slicebox_lab.net.scu_jobs import register_scu_jobs
+from slicebox_lab.routing import forwarding
+from slicebox_lab.routing.forwarding import ForwardingService
 from slicebox_lab.storage import MemoryStorage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "net"))
@@ -40,7 +40,7 @@ SCANNER = Source("scp", "ct-scanner")
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

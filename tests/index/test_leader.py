@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pg import pg_engine, postgresql_url  # noqa: F401
 
 from slicebox_lab.index import create_engine, sqlite_url
-from slicebox_lab.leader import Leadership
+from slicebox_lab.index.leader import Leadership
 
 
 @pytest.fixture
