@@ -40,6 +40,10 @@ API = r"/slicebox/api"
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 
 SHARED_TOKEN_OWNER = "anonymous"
+_NO_CREDENTIALS = (
+    "no valid credentials: send the server's token (Authorization: token ...), the login cookie, "
+    "or a node user's name and password (HTTP basic auth)"
+)
 #: the partner-node token in .../transactions/{token}/... paths, kept out of the audit trail and the logs
 _TOKEN_PATH = re.compile(r"(^|/)(transactions/)[^/?]+")
 
@@ -236,6 +240,11 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             message = exc.log_message % exc.args if exc.args else exc.log_message
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"message": message, "reason": exc.reason}))
+            return
+        if status_code == 403 and isinstance(exc, HTTPError):
+            # no credentials (tornado's @authenticated says nothing): say what the node accepts
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": _NO_CREDENTIALS, "reason": "Forbidden"}))
             return
         super().write_error(status_code, **kwargs)
 

@@ -4,12 +4,14 @@ No network and no real people: pydicom writes Part-10 files of three made-up pat
 realistic identifiers (names, IDs, birth dates, addresses, accession numbers, physicians, a
 private tag) so that de-identification has something to remove:
 
-* ``Andersson^Anna`` — a CT chest series (40 slices 128×128, a phantom of spheres with different HU)
-  and an MR head series (20 slices);
-* ``Berg^Erik`` — a CT abdomen series (40 slices) with a different phantom;
+* ``Andersson^Anna`` — a contrast CT chest (40 slices of 256×256, 5 mm) and a T1 MR head (20 slices);
+* ``Berg^Erik`` — a portal venous CT abdomen (40 slices of 256×256, 5 mm);
 * ``Lindqvist^Maria`` — a multi-frame secondary capture (a 12-frame cine) and an RGB secondary capture.
 
-UIDs are derived from fixed seeds, so making the files twice gives the same instances (uploading
+The images are drawn bodies (:mod:`slicebox_lab.sample.phantom`): lungs with vessels, heart and aorta
+with contrast, liver, kidneys, spine and ribs at their usual Hounsfield units and sizes, so the lung,
+bone and soft-tissue windows each show what they are for; a head with grey and white matter, CSF and
+scalp fat for the MR.  UIDs are derived from fixed seeds, so making the files twice gives the same instances (uploading
 them again replaces, it does not duplicate).  Use it from Python::
 
     from slicebox_lab.sample import make_sample_files
@@ -46,6 +48,8 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+
+from . import phantom
 
 __all__ = ["SAMPLE_PATIENTS", "DemoNode", "make_sample_files", "upload_files", "load_into_node", "main"]
 
@@ -152,80 +156,28 @@ def _set_pixels(ds: Dataset, array: np.ndarray) -> None:
     ds.PixelData = np.ascontiguousarray(array).tobytes()
 
 
-def _spheres(
-    shape: tuple[int, int, int],
-    spacing: tuple[float, float, float],
-    background: float,
-    body: float,
-    spheres: Iterable[tuple[tuple[float, float, float], float, float]],
-) -> np.ndarray:
-    """A phantom volume (z, y, x): an elliptic cylinder of ``body`` in ``background``, with spheres
-    ((z, y, x) centre in mm from the volume centre, radius mm, value) inside."""
-    nz, ny, nx = shape
-    z, y, x = np.meshgrid(
-        (np.arange(nz) - (nz - 1) / 2) * spacing[0],
-        (np.arange(ny) - (ny - 1) / 2) * spacing[1],
-        (np.arange(nx) - (nx - 1) / 2) * spacing[2],
-        indexing="ij",
-    )
-    half_y, half_x = ny * spacing[1] * 0.35, nx * spacing[2] * 0.45
-    volume = np.full(shape, background, dtype=np.float32)
-    volume[(y / half_y) ** 2 + (x / half_x) ** 2 <= 1] = body
-    for (cz, cy, cx), radius, value in spheres:
-        volume[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= radius**2] = value
-    return volume
-
-
-def _axial_stack(
-    patient: _Patient,
-    sop_class: str,
-    key: str,
-    study: str,
-    volume: np.ndarray,
-    spacing: tuple[float, float, float],
-    corner: float,
-) -> list[Dataset]:
-    """One axial image per slice of ``volume`` (z, y, x), ``spacing`` mm apart in one frame of reference, the
-    first pixel at (``corner``, ``corner``): the geometry the CT and MR samples share, for viewers and volumes."""
-    series = _uid(key, "series")
-    frame_of_reference = _uid(key, "frame")
-    out = []
-    for i, plane in enumerate(volume):
-        ds = _base(patient, sop_class, study, series, _uid(key, "image", i))
-        ds.InstanceNumber = i + 1
-        ds.FrameOfReferenceUID = frame_of_reference
-        ds.PositionReferenceIndicator = ""
-        ds.PatientPosition = "HFS"
-        ds.SliceThickness = spacing[0]
-        ds.PixelSpacing = [spacing[1], spacing[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [corner, corner, -50.0 + i * spacing[0]]
-        ds.SliceLocation = -50.0 + i * spacing[0]
-        _set_pixels(ds, plane)
-        out.append(ds)
-    return out
-
-
 def _ct_series(
     patient: _Patient,
     key: str,
     description: str,
     body_part: str,
-    spheres: Sequence[tuple[tuple[float, float, float], float, float]],
+    hu: np.ndarray,
     *,
     study: str,
     study_date: str,
     accession: str,
-    slices: int = 40,
+    spacing: tuple[float, float, float] = (5.0, 1.5625, 1.5625),
 ) -> list[Dataset]:
-    """A CT series of ``slices`` axial 128×128 images: spheres of different HU in a water-like body."""
-    spacing = (2.5, 2.0, 2.0)
-    hu = _spheres((slices, 128, 128), spacing, -1000.0, 0.0, spheres)
-    rng = np.random.default_rng(list(key.encode()))  # deterministic noise per series
-    hu = hu + rng.normal(0.0, 8.0, hu.shape)
+    """A CT series of axial images from a volume of HU (z, y, x), z from the feet up."""
+    slices, rows, _columns = hu.shape
     stored = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
-    out = _axial_stack(patient, CTImageStorage, key, study, stored, spacing, -127.0)
-    for i, ds in enumerate(out):
+    origin = -(rows - 1) / 2 * spacing[1]
+    first_z = -(slices - 1) / 2 * spacing[0]
+    series = _uid(key, "series")
+    frame_of_reference = _uid(key, "frame")
+    out = []
+    for i in range(slices):
+        ds = _base(patient, CTImageStorage, study, series, _uid(key, "image", i))
         ds.Modality = "CT"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
         ds.StudyTime = ds.SeriesTime = "101500"
@@ -236,32 +188,39 @@ def _ct_series(
         ds.SeriesDescription = description
         ds.BodyPartExamined = body_part
         ds.SeriesNumber = 2
+        ds.InstanceNumber = i + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
         ds.KVP = 120
+        ds.SliceThickness = spacing[0]
+        ds.PixelSpacing = [spacing[1], spacing[2]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [origin, origin, first_z + i * spacing[0]]
+        ds.SliceLocation = first_z + i * spacing[0]
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
         ds.RescaleType = "HU"
         ds.WindowCenter = 40
         ds.WindowWidth = 400
+        _set_pixels(ds, stored[i])
+        out.append(ds)
     return out
 
 
-def _mr_series(
-    patient: _Patient, key: str, *, study: str, study_date: str, accession: str, slices: int = 20
-) -> list[Dataset]:
-    """A T1-weighted MR head series: a bright 'skull' ring, grey brain and spheres of other intensities."""
-    spacing = (5.0, 1.8, 1.8)
-    volume = _spheres(
-        (slices, 128, 128),
-        spacing,
-        0.0,
-        600.0,
-        [((0.0, -20.0, -25.0), 14.0, 1100.0), ((5.0, 25.0, 20.0), 10.0, 250.0), ((-10.0, 10.0, 30.0), 8.0, 1500.0)],
-    )
-    rng = np.random.default_rng(7)
-    volume = np.clip(volume + rng.normal(0.0, 15.0, volume.shape), 0, 4095).astype(np.uint16)
-    out = _axial_stack(patient, MRImageStorage, key, study, volume, spacing, -115.0)
-    for ds in out:
+def _mr_series(patient: _Patient, key: str, *, study: str, study_date: str, accession: str) -> list[Dataset]:
+    """A T1-weighted MR head series (spin echo): scalp fat bright, white matter brighter than grey, CSF dark."""
+    spacing = (5.0, 0.9375, 0.9375)
+    volume = np.clip(np.round(phantom.mr_head()), 0, 4095).astype(np.uint16)
+    slices, rows, _columns = volume.shape
+    origin = -(rows - 1) / 2 * spacing[1]
+    first_z = -(slices - 1) / 2 * spacing[0]
+    series = _uid(key, "series")
+    frame_of_reference = _uid(key, "frame")
+    out = []
+    for i in range(slices):
+        ds = _base(patient, MRImageStorage, study, series, _uid(key, "image", i))
         ds.Modality = "MR"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
         ds.StudyTime = ds.SeriesTime = "143000"
@@ -271,6 +230,7 @@ def _mr_series(
         ds.SeriesDescription = "T1 SE axial"
         ds.BodyPartExamined = "HEAD"
         ds.SeriesNumber = 3
+        ds.InstanceNumber = i + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
         ds.ScanningSequence = "SE"
         ds.SequenceVariant = "NONE"
@@ -280,8 +240,18 @@ def _mr_series(
         ds.EchoTime = 15
         ds.EchoTrainLength = 1
         ds.MagneticFieldStrength = 1.5
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ds.SliceThickness = spacing[0]
+        ds.PixelSpacing = [spacing[1], spacing[2]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [origin, origin, first_z + i * spacing[0]]
+        ds.SliceLocation = first_z + i * spacing[0]
         ds.WindowCenter = 700
         ds.WindowWidth = 1400
+        _set_pixels(ds, volume[i])
+        out.append(ds)
     return out
 
 
@@ -340,14 +310,9 @@ def sample_datasets() -> list[Dataset]:
         *_ct_series(
             anna,
             "anna-ct",
-            "Thorax 2.5 mm",
+            "Thorax 5 mm",
             "CHEST",
-            [
-                ((0.0, -15.0, -40.0), 14.0, 700.0),
-                ((10.0, 20.0, 35.0), 12.0, -100.0),
-                ((-15.0, 0.0, 10.0), 10.0, 200.0),
-                ((20.0, -10.0, 60.0), 9.0, -800.0),
-            ],
+            phantom.ct_chest(),
             study=_uid("anna-ct", "study"),
             study_date="20240115",
             accession="A20240115-0042",
@@ -356,9 +321,9 @@ def sample_datasets() -> list[Dataset]:
         *_ct_series(
             erik,
             "erik-ct",
-            "Abdomen 2.5 mm portal venous",
+            "Abdomen 5 mm portal venous",
             "ABDOMEN",
-            [((0.0, 0.0, 0.0), 18.0, 60.0), ((-10.0, 25.0, -50.0), 10.0, 1000.0), ((15.0, -20.0, 45.0), 8.0, -50.0)],
+            phantom.ct_abdomen(),
             study=_uid("erik-ct", "study"),
             study_date="20231120",
             accession="A20231120-0310",

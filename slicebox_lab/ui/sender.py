@@ -16,13 +16,12 @@ import pandas as pd
 from traitlets import Bool, Unicode
 
 from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState
-from ._common import Progress, ProgressWatcher, StatusLine, frame_to_html, reporting
+from ._common import Progress, ProgressWatcher, StatusLine, reporting
 from ._common import records as _records
+from .present import review_table
 
 __all__ = ["Sender"]
 
-#: the review's columns worth reading, in this order (others follow)
-_REVIEW_COLUMNS = ("path", "keyword", "tag", "vr", "occurrences", "outcome", "decided_by", "risk")
 
 
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
@@ -181,12 +180,9 @@ class Sender(widgets.VBox):
         if outcome.failed:
             return None
         self.review_frame = frame
-        columns = [c for c in _REVIEW_COLUMNS if c in frame.columns] + [
-            c for c in frame.columns if c not in _REVIEW_COLUMNS
-        ]
         self.review_html.value = (
             f'<div class="slicebox-review"><p><b>De-identification review:</b> {html.escape(_summary(frame))}</p>'
-            f'<div style="max-height:300px;overflow:auto">{frame_to_html(frame, columns)}</div></div>'
+            f'<div style="max-height:300px;overflow:auto">{review_table(frame)}</div></div>'
         )
         self.reviewed = True
         self.status.ok("reviewed: check the table, then Send")
