@@ -34,8 +34,11 @@ def md(text: str) -> nbformat.NotebookNode:
     return new_markdown_cell(text.strip("\n"))
 
 
-def code(text: str) -> nbformat.NotebookNode:
-    return new_code_cell(text.strip("\n"))
+def code(text: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
 
 
 TUTORIALS: dict[str, list[nbformat.NotebookNode]] = {}
@@ -565,6 +568,89 @@ if sbx is not None:
 ]
 
 
+# ---------------------------------------------------------------------------------------- example app
+
+#: the notebook version of the example app (slicebox_lab/apps/examples/body_and_lungs.py), shipped in the package
+EXAMPLE_APP = [
+    md("""
+# Body and lungs (notebook app)
+
+The node runs this notebook headless (papermill) on each CT series it is registered for, with the cell
+tagged `parameters` replaced: `files` (the series' DICOM files), `series` (its attributes), `output_dir`
+(where DICOM results go), `app_name`, `app_version`, and the app's own parameters. The executed notebook,
+with its figures, is kept with the run.
+"""),
+    code("""
+# parameters (replaced by the node for each run)
+files = []
+series = []
+output_dir = "."
+app_name = "body-and-lungs-notebook"
+app_version = "1"
+body_hu = -500.0
+lung_hu = -400.0""", tags=["parameters"]),
+    code("""
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from slicebox_lab.apps.examples.body_and_lungs import masks
+
+images = [pydicom.dcmread(f) for f in files]
+normal = np.cross(*np.array(images[0].ImageOrientationPatient, dtype=float).reshape(2, 3))
+images.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal)))
+for ds in images:  # type 2 attributes a Segmentation copies: empty when the CT lacks them
+    for keyword in ("StudyTime", "StudyDate", "ReferringPhysicianName", "AccessionNumber", "StudyID"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+hu = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in images])
+body, lungs = masks(hu, body_hu, lung_hu)
+print(f"{len(images)} slices of {series[0]['PatientName'] if series else '?'}: "
+      f"body {int(body.sum())} voxels, lungs {int(lungs.sum())} voxels")"""),
+    code("""
+import matplotlib.pyplot as plt
+
+middle = len(images) // 2
+plt.imshow(hu[middle], cmap="gray", vmin=-1000, vmax=400)
+plt.contour(body[middle], colors="yellow", linewidths=0.8)
+plt.contour(lungs[middle], colors="cyan", linewidths=0.8)
+plt.title("body (yellow) and lungs (cyan), middle slice")
+plt.axis("off");"""),
+    code("""
+import hashlib
+
+import highdicom as hd
+from pydicom.sr.codedict import codes
+
+
+def uid(*parts):
+    # the same run again gives the same UIDs: its result replaces the earlier one
+    text = "|".join([app_name, app_version, *(s["SeriesInstanceUID"] for s in series), *map(str, parts)])
+    return "2.25." + str(int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big"))
+
+
+algorithm = hd.AlgorithmIdentificationSequence(name=app_name, version=app_version,
+                                               family=codes.cid7162.ArtificialIntelligence)
+segments = [
+    hd.seg.SegmentDescription(segment_number=n, segment_label=label, segmented_property_category=codes.SCT.AnatomicalStructure,
+                              segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                              algorithm_identification=algorithm)
+    for n, label, kind in ((1, "Body", codes.SCT.EntireBody), (2, "Lungs", codes.SCT.Lung))
+]
+seg = hd.seg.Segmentation(
+    source_images=images, pixel_array=np.stack([body, lungs], axis=-1).astype(np.uint8),
+    segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
+    series_instance_uid=uid("series"), series_number=901, sop_instance_uid=uid("instance"), instance_number=1,
+    manufacturer="slicebox_lab", manufacturer_model_name=app_name, software_versions=app_version,
+    device_serial_number="1", series_description=f"{app_name} {app_version}: body and lungs",
+)
+seg.save_as(Path(output_dir) / "body-and-lungs.dcm")
+(Path(output_dir) / "values.json").write_text(json.dumps({"body_voxels": int(body.sum()), "lungs_voxels": int(lungs.sum())}))"""),
+]
+
+
 def write(folder: Path, name: str, cells: list[nbformat.NotebookNode]) -> Path:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -581,6 +667,7 @@ def main() -> None:
         print(write(HERE, name, cells))
     for name, cells in DASHBOARDS.items():
         print(write(HERE / "dashboards", name, cells))
+    print(write(HERE.parent / "slicebox_lab" / "apps" / "examples", "body_and_lungs", EXAMPLE_APP))
 
 
 if __name__ == "__main__":

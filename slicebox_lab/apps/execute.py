@@ -226,7 +226,8 @@ def _write(dataset: Any, spec: RunSpec, number: int) -> str:
 
 
 def _run_notebook(spec: RunSpec) -> Outcome:
-    """papermill: the parameters cell gets ``files``, ``series``, ``output_dir`` and each parameter."""
+    """papermill: the parameters cell gets ``files``, ``series``, ``output_dir``, ``app_name``, ``app_version``
+    and each parameter."""
     import papermill
 
     folder = Path(spec.output_dir)
@@ -243,6 +244,8 @@ def _run_notebook(spec: RunSpec) -> Outcome:
         "files": list(spec.files),
         "series": [dict(r) for r in spec.series_records],
         "output_dir": str(results),
+        "app_name": spec.app,
+        "app_version": spec.version,
     }
     notebook = ""
     try:

@@ -4,7 +4,8 @@ An app is ``def my_app(inputs, **parameters)``: ``inputs`` gives the series run 
 (a :class:`~slicebox_lab.client.volume.Volume` with its geometry, a DataFrame of attributes, pydicom
 datasets, file paths); it returns DICOM datasets (a Segmentation built with highdicom, an SR, a derived
 series), plain values, both as an :class:`AppResult`, or None.  A notebook app gets the same inputs as
-variables of its parameters cell (``files``, ``series``, ``output_dir`` and each parameter by name) and
+variables of its parameters cell (``files``, ``series``, ``output_dir``, ``app_name``, ``app_version`` and each
+parameter by name) and
 leaves DICOM files in ``output_dir`` (values in ``output_dir/values.json``).
 """
 

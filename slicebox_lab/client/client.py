@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .anonymization import AnonymizationMixin
+from .apps import AppsMixin
 from .boxes import BoxesMixin
 from .configuration import ConfigurationMixin
 from .errors import NodeUnreachable
@@ -38,6 +39,7 @@ class SliceboxClient(
     NetworkingMixin,
     ConfigurationMixin,
     JobsMixin,
+    AppsMixin,
 ):
     """A slicebox_lab node over HTTP; see the module docstring of :mod:`slicebox_lab.client`."""
 

@@ -17,9 +17,19 @@ from .base import ADMIN_RESOURCE, API, SliceboxHandler
 from .metadata import query_from_json
 
 
-class AppsHandler(SliceboxHandler):
+class _AppsBase(SliceboxHandler):
+    """Reading is open to every role; registering, changing and deleting need an ADMINISTRATOR."""
+
     auth_resource = ADMIN_RESOURCE
 
+    def _changed(self) -> None:
+        try:
+            self.service(AppService).apps_changed()
+        except Exception:  # noqa: BLE001 - a node without the service (secondary) reads the apps when it runs one
+            pass
+
+
+class AppsHandler(_AppsBase):
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -40,14 +50,8 @@ class AppsHandler(SliceboxHandler):
         self.audit_detail = f"app {created.name} {created.version}"
         self.write_json(created.to_json(), status=201)
 
-    def _changed(self) -> None:
-        try:
-            self.service(AppService).apps_changed()
-        except Exception:  # noqa: BLE001 - a node without the service (secondary) reads the apps when it runs one
-            pass
 
-
-class AppHandler(AppsHandler):
+class AppHandler(_AppsBase):
     @web.authenticated
     @authorized
     async def get(self, app_id: str) -> None:
