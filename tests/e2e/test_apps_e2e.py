@@ -146,8 +146,8 @@ def test_the_example_apps_segment_a_stable_ct_series_sent_by_storescu(
     pacs = s.post(node.api + "/scus", json={"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port})
     assert pacs.status_code == 201, pacs.text
     for app in (FUNCTION_APP, NOTEBOOK_APP):
-        rule = {"source": {"sourceType": "app", "sourceName": app}, "destination": {"type": "scu", "id": pacs.json()["id"]},
-                "quietSeconds": 1}  # fmt: skip
+        destination = {"type": "scu", "id": pacs.json()["id"]}
+        rule = {"source": {"sourceType": "app", "sourceName": app}, "destination": destination, "quietSeconds": 1}
         assert s.post(node.api + "/forwarding/rules", json=rule).status_code == 201
 
     scp = s.post(node.api + "/scps", json={"name": "ct", "ae_title": "NODE", "port": 0, "host": "127.0.0.1"}).json()
