@@ -56,7 +56,10 @@ class _LocalHandle:
             return Outcome(ok=False, error=f"the app's process died: {error.message}")
 
     def stop(self) -> None:
+        """Kill the process, then take its (failed) answer: that hands the pool its replacement.  Without
+        it the dead worker never went back to the pool, and the next run waited for it for ever."""
         self.call.terminate()
+        self.call.settle()
 
 
 class LocalExecutor:
@@ -102,7 +105,11 @@ class _DaskHandle:
 
 
 class DaskExecutor:
-    """Runs on a Dask cluster: ``dask://host:port`` (or ``tcp://``) or a ``distributed.Client``."""
+    """Runs on a Dask cluster: ``dask://host:port`` (or ``tcp://``) or a ``distributed.Client``.
+
+    A stopped run's task is cancelled: Dask drops it, and a task already running on a worker thread
+    finishes there unobserved (Dask cannot interrupt a thread); its results go to a folder the node has
+    already removed, so nothing of it is stored."""
 
     name = "dask"
 

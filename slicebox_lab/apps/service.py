@@ -310,6 +310,7 @@ class AppService:
             raise JobFailed(f"app {job.parameters.get('app')!r} was deleted before it could run") from None
 
     def _run_job(self, job: JobContext) -> dict[str, Any]:
+        self._fail_orphans()  # a resumed job's earlier runs, cut short by a dead server, are failed first
         app = self._app_of(job)
         p = job.parameters
         result = run_with_retries(
@@ -332,6 +333,7 @@ class AppService:
         return root
 
     def _batch_job(self, job: JobContext) -> dict[str, Any]:
+        self._fail_orphans()
         app = self._app_of(job)
         p = job.parameters
         subjects = [int(s) for s in p["subject_ids"]]
