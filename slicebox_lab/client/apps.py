@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .base import ClientBase, frame
+from .selection import series_ids_of
 
 __all__ = ["AppsMixin"]
 
@@ -106,9 +107,7 @@ class AppsMixin(ClientBase):
         if query is not None:
             body["query"] = dict(query)
         else:
-            from .client import _series_ids_of
-
-            body["series_ids"] = _series_ids_of(getattr(series, "series_ids", series))
+            body["series_ids"] = series_ids_of(getattr(series, "series_ids", series))
         job = dict(self.post(f"apps/{self._app_id(app)}/runs", json=body))
         if wait:
             return self.wait_job(int(job["id"]), progress=progress, timeout=timeout)  # type: ignore[attr-defined]
