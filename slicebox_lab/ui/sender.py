@@ -23,7 +23,6 @@ from .present import review_table
 __all__ = ["Sender"]
 
 
-
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
     done = int(transaction.get("sent_image_count") or 0) + int(transaction.get("failed_image_count") or 0)
     status = str(transaction.get("status", ""))
