@@ -39,7 +39,8 @@ API = r"/slicebox/api"
 #: content types of a raw DICOM upload (Slicebox clients send octet-stream, or nothing)
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 
-SHARED_TOKEN_OWNER = "anonymous"
+#: the token holder's name before the server's owner had one (SliceboxApp.owner_name): data stored then keeps it
+FORMER_TOKEN_OWNER = "anonymous"
 _NO_CREDENTIALS = (
     "no valid credentials: send the server's token (Authorization: token ...), the login cookie, "
     "or a node user's name and password (HTTP basic auth)"
@@ -86,17 +87,28 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             stream.close()
 
     def user_name(self) -> str:
-        """The caller's stable name, for sources and ownership.
+        """The caller's stable name, for sources, ownership and the audit trail.
 
-        Holders of the server's shared token are one principal (the server's owner), but
-        jupyter_server gives each of their cookie-less requests a fresh random user
-        (``IdentityProvider.generate_anonymous_user``); they are all ``anonymous`` here, or every
-        upload by a script would become a new source.
+        Holders of the server's shared token are one principal, the server's owner, but jupyter_server
+        gives each of their cookie-less requests a fresh random user
+        (``IdentityProvider.generate_anonymous_user``): they all get the owner's name here
+        (``SliceboxApp.owner_name``), or every upload by a script would become a new source.
         """
-        user = self.current_user
+        return self._name_of(self.current_user)
+
+    def owner_name(self) -> str:
+        """The server's owner: who holds its token (``SliceboxApp.owner_name``)."""
+        return str(self.settings.get("slicebox_owner_name") or FORMER_TOKEN_OWNER)
+
+    def owner_names(self) -> tuple[str, ...]:
+        """The caller's name, and for the server's owner also the name stored before it had one."""
+        name = self.user_name()
+        return (name, FORMER_TOKEN_OWNER) if name == self.owner_name() != FORMER_TOKEN_OWNER else (name,)
+
+    def _name_of(self, user: Any) -> str:
         username = str(getattr(user, "username", "") or "")
         if not username or is_shared_token_user(user):
-            return SHARED_TOKEN_OWNER
+            return self.owner_name()
         return username
 
     def user_role(self) -> str:
@@ -124,7 +136,7 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         action, path, fallback_name = entry
         user = getattr(self, "_jupyter_current_user", None)
         if user:
-            name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
+            name = self._name_of(user)
         else:
             name = self.audit_user or fallback_name
         trail.record(
