@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +50,32 @@ def _openapi() -> dict[str, Any]:
     return document
 
 
+#: markdown a card shows as plain text: **bold**, *emphasis*, `code`, [links](url)
+_MARKUP = re.compile(r"\*\*(.+?)\*\*|\*(.+?)\*|`(.+?)`|\[(.+?)\]\([^)]*\)")
+#: the end of a sentence: a full stop and a space, not the one of "e.g." or "i.e."
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)\.\s+")
+
+
+def _plain(markdown: str) -> str:
+    return _MARKUP.sub(lambda m: next(g for g in m.groups() if g is not None), markdown)
+
+
 @functools.lru_cache(maxsize=16)
 def _notebook_intro(path: Path) -> tuple[str, str]:
-    """(title, first paragraph) of a notebook's first markdown cell: the page says what the notebook says."""
+    """(title, what it is about) from a notebook's first markdown cell: its heading, and the first sentence of
+    its first paragraph (two when the first is short), as plain text: the page says what the notebook says."""
     cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
     for cell in cells:
         if cell.get("cell_type") == "markdown":
-            text = "".join(cell.get("source", ""))
-            lines = [line.strip() for line in text.splitlines()]
+            lines = [line.strip() for line in "".join(cell.get("source", "")).splitlines()]
             title = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), path.stem)
-            body = [line for line in lines if line and not line.startswith("#")]
-            paragraph = " ".join(body).split(". ")[0].rstrip(".") + "." if body else ""
-            return title, paragraph.replace("`", "")
+            body = [line for line in lines if not line.startswith("#")]
+            while body and not body[0]:
+                body.pop(0)
+            paragraph = " ".join(body[: body.index("")] if "" in body else body)
+            sentences = [s.rstrip(".") + "." for s in _SENTENCE_END.split(_plain(paragraph)) if s.strip()]
+            about = " ".join(sentences[:2] if sentences and len(sentences[0]) < 60 else sentences[:1])
+            return _plain(title), about
     return path.stem, ""
 
 
