@@ -33,6 +33,7 @@ from tornado import web
 
 from .._version import __version__
 from ..errors import NotFound
+from ..net.scp import ScpService
 from ..server import shipped
 from ..server.asyncio_bridge import run_blocking
 from .base import API, AUTH_RESOURCE, SliceboxHandler
@@ -161,7 +162,8 @@ class LandingHandler(_PageHandler):
         except Exception as error:  # noqa: BLE001 - the page says the index does not answer, and why
             self.log.warning("slicebox: landing page: the index does not answer: %s", error)
             counts, index_ok = {}, False
-        scp_service = getattr(context, "scp_service", None)
+        # the node's listeners (none on a secondary server: they run on the one that started first)
+        scp_service = next((s for s in self.settings.get("slicebox_services", ()) if isinstance(s, ScpService)), None)
         listening = 0
         if scp_service is not None:
             configs = await run_blocking(scp_service.list)
