@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ from wheelenv import Installed, install
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """slicebox_lab from a wheel of this checkout, in a fresh venv under /tmp (tests/e2e/wheelenv.py)."""
-    return install(Path(tmp_path_factory.mktemp("wheel")))
+    installed = install(Path(tmp_path_factory.mktemp("wheel")))
+    yield installed
+    shutil.rmtree(installed.venv, ignore_errors=True)  # some 600 MB: not kept with pytest's last three sessions
