@@ -236,6 +236,13 @@ class DashboardIndexHandler(_PageHandler):
         self.redirect(self.url("slicebox/"))
 
 
+#: the JupyterLab extensions a dashboard page loads (unless Voila is configured with a list of its own): Voila's
+#: widget manager, the widgets' models and views, and anywidget (the Viewer). Not every extension installed
+#: beside JupyterLab (Notebook 7's, jupyterlab-git, ...): built against other JupyterLab versions than the core
+#: Voila serves, each would fill the page's console with "does not satisfy the requirement" warnings.
+DASHBOARD_EXTENSIONS = ("@voila-dashboards/widgets-manager8", "@jupyter-widgets/jupyterlab-manager", "anywidget")
+
+
 def _dashboard_handler() -> type:
     """A Voila page handler that renders a shipped dashboard, defined only where Voila is installed."""
     from jupyter_server.services.contents.filemanager import FileContentsManager
@@ -257,6 +264,8 @@ def _dashboard_handler() -> type:
                 local = load_config_file()
                 if local is not None:
                     configuration.update_config(local)
+                if not configuration.extension_allowlist and not configuration.extension_denylist:
+                    configuration.extension_allowlist = list(DASHBOARD_EXTENSIONS)
                 cached = {
                     "config": self.settings["config"],
                     "voila_configuration": configuration,

@@ -10,6 +10,21 @@ import pytest
 from wheelenv import Installed, install
 
 
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[None]:
+    """None here. pytest-jupyter (tests/conftest.py loads its plugin) makes and closes an asyncio loop around
+    every test, and cleans up an in-process ServerApp with it (``jp_server_cleanup``); these tests run servers as
+    processes, and a browser test's module-wide Playwright (sync API) keeps its own loop running across tests,
+    which closing that loop fails on."""
+    yield None
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> Iterator[None]:
+    """Nothing to clean: no in-process ServerApp here (see ``jp_asyncio_loop``)."""
+    yield
+
+
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """slicebox_lab from a wheel of this checkout, in a fresh venv under /tmp (tests/e2e/wheelenv.py)."""
