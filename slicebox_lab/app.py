@@ -248,12 +248,17 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
     @staticmethod
     def _default_voila_template(serverapp: Any) -> None:
         """Dashboards render with our Voila template (Voila's "lab" without its CDN links: nothing fetched
-        from outside the node), unless configured otherwise. Voila reads this config when it loads, after us."""
+        from outside the node), unless configured otherwise. Voila reads this config when it loads, after us.
+
+        And a page's URL may not choose another one (``?template=lab`` would fetch from CDNs again; and the
+        Voila release the dependencies pin, 0.5.8, takes the name as a path)."""
         from jupyter_core.paths import jupyter_path
 
         voila = serverapp.config.VoilaConfiguration
         if "template" not in voila and any(os.path.isdir(p) for p in jupyter_path("voila", "templates", "slicebox")):
             voila.template = "slicebox"
+            if "allow_template_override" not in voila:
+                voila.allow_template_override = "NOTEBOOK"
 
     def _install_authorizer(self) -> None:
         """Roles on slicebox routes, over whatever Authorizer the server has (it keeps the rest)."""
