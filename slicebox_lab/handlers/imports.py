@@ -16,7 +16,6 @@ class _ImportHandler(SliceboxHandler):
         return ImportSessions(self.context)
 
 
-
 class SessionsHandler(_ImportHandler):
     @web.authenticated
     @authorized

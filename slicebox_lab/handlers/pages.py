@@ -80,6 +80,13 @@ def _notebook_intro(path: Path) -> tuple[str, str]:
     return path.stem, ""
 
 
+#: what each front end is, on its card
+_FRONT_END_TEXT = {
+    "JupyterLab": "Notebooks, files and terminals of this server, side by side in one window.",
+    "Notebook": "The same notebooks and files, one document per browser tab (Jupyter Notebook 7).",
+}
+
+
 def frontends(serverapp: Any) -> dict[str, str]:
     """The notebook front ends this server serves, as label → path under base_url (JupyterLab, Notebook 7)."""
     apps = getattr(getattr(serverapp, "extension_manager", None), "extension_apps", {}) or {}
@@ -203,7 +210,7 @@ class LandingHandler(_PageHandler):
             )
         tools = [
             f'<a class="card" href="{html.escape(self.url(path))}"><b>{html.escape(label)}</b>'
-            f"<p>Notebooks, files and terminals of this server.</p></a>"
+            f"<p>{html.escape(_FRONT_END_TEXT.get(label, ''))}</p></a>"
             for label, path in front.items()
         ]
         tools.append(
