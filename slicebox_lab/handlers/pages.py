@@ -305,15 +305,21 @@ def _dashboard_handler() -> type:
     return DashboardHandler
 
 
+def _tutorial(name: str) -> Path:
+    """The packaged tutorial of that name; 404 when there is none."""
+    path = shipped.tutorials().get(name)
+    if path is None:
+        raise web.HTTPError(404, f"no tutorial called {name!r}")
+    return path
+
+
 class TutorialHandler(_PageHandler):
     """``slicebox/tutorials/<name>.ipynb``: the packaged tutorial, as a download."""
 
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        path = shipped.tutorials().get(name)
-        if path is None:
-            raise web.HTTPError(404, f"no tutorial called {name!r}")
+        path = _tutorial(name)
         self.set_header("Content-Type", "application/x-ipynb+json")
         self.set_attachment_header(path.name)
         self.finish(await run_blocking(path.read_bytes))
@@ -326,9 +332,7 @@ class TutorialOpenHandler(_PageHandler):
     @web.authenticated
     @authorized
     async def post(self, name: str) -> None:
-        path = shipped.tutorials().get(name)
-        if path is None:
-            raise web.HTTPError(404, f"no tutorial called {name!r}")
+        path = _tutorial(name)
         front = frontends(self.serverapp)
         if not front:
             raise web.HTTPError(404, "this server has neither JupyterLab nor Notebook 7: download the tutorial")
