@@ -1,7 +1,7 @@
 """Where browser tests put their screenshots: an ignored folder, so a test run leaves the checkout clean.
 
 ``tests/e2e/screenshots/latest/`` gets every screenshot of every run (look at them there).  The README's
-screenshots are the committed ones in ``tests/e2e/screenshots/``; one command refreshes them from a run:
+screenshots are the committed ones in ``tests/e2e/screenshots/``; one command refreshes them (and only them) from a run:
 
     SLICEBOX_README_SCREENSHOTS=1 python -m pytest tests/e2e/test_dashboards.py tests/e2e/test_jupyterlab_viewer.py
 """
@@ -55,6 +55,7 @@ def save(page: Any, name: str, *, full_page: bool = True) -> Path:
         if size and page.viewport_size != size:
             page.set_viewport_size(size)
             page.wait_for_timeout(300)
-    if os.environ.get("SLICEBOX_README_SCREENSHOTS") == "1":
-        shutil.copyfile(path, TRACKED / path.name)
+    tracked = TRACKED / path.name
+    if os.environ.get("SLICEBOX_README_SCREENSHOTS") == "1" and tracked.exists():  # the README's own, no others
+        shutil.copyfile(path, tracked)
     return path

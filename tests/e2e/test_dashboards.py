@@ -175,8 +175,10 @@ def wait_rendered(page: Any) -> None:
 def close(page: Any) -> None:
     """Close as a person closes the tab: Voila's unload handler shuts the dashboard's kernel down (Playwright
     skips unload handlers unless asked, and the kernels of every page opened would pile up in the nodes)."""
-    page.close(run_before_unload=True)
-    page.wait_for_event("close")
+    if page.is_closed():
+        return
+    with page.expect_event("close", timeout=60_000):  # listening before the close: the event may come at once
+        page.close(run_before_unload=True)
 
 
 def shoot(page: Any, name: str) -> None:
