@@ -126,7 +126,7 @@ class Sender(widgets.VBox):
                 selection = self.client.select(list(selection))
         self._selection = selection
         count = len(selection.series_ids) if selection is not None else 0
-        self.selection_label.value = f"{count} series to send" if count else "nothing selected"
+        self.selection_label.value = f"{count} series to send" if count else "No series chosen to send yet"
         self._inputs_changed(None)
 
     @property
