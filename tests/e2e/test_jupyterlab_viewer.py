@@ -97,7 +97,8 @@ def test_browse_view_scroll_and_window_in_jupyterlab(lab: LabProcess):
         shoot(page, "1-browser")
 
         # pick the series in the browser's series table: the checkbox of its row
-        checkboxes = page.locator(".jp-Cell").nth(1).locator("input[type=checkbox]")
+        # (the browser's table rows: ipywidgets checkboxes; the viewer's segmentation toggle is not one of them)
+        checkboxes = page.locator(".jp-Cell").nth(1).locator(".widget-checkbox input[type=checkbox]")
         checkboxes.first.wait_for(timeout=30_000)
         assert checkboxes.count() == 1, "one series, one row checkbox"
         checkboxes.first.check()
