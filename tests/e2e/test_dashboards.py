@@ -278,8 +278,51 @@ def test_viewer_draws_the_chosen_series(browser: Any, nodes: Nodes):
     close(page)
 
 
+def test_landing_page_links_the_dashboards_jupyterlab_and_the_api_docs(browser: Any, nodes: Nodes):
+    node = nodes.hospital
+    page = new_page(browser, nodes)
+    page.goto(f"{node.url}?token={node.token}")  # the server's root is the landing page
+    page.wait_for_selector("text=What this node holds")
+    assert page.url.split("?")[0].endswith("/slicebox/")
+    text = page.inner_text("body")
+    assert "Hospital" in text and "Healthy" in text and "102" in text and "1 DICOM listener running" in text
+    links = page.eval_on_selector_all("a", "links => links.map(a => a.getAttribute('href'))")
+    for name in DASHBOARDS:
+        assert f"/slicebox/dashboards/{name}" in links, name
+    assert "/lab" in links and "/slicebox/api-docs/" in links
+    assert "/slicebox/api/openapi.json" in links and "/slicebox/api/openapi.yaml" in links
+    # a tutorial: downloaded, and opened in JupyterLab (a copy in slicebox-tutorials/ of the server's folder)
+    session = node.session()
+    tutorial = session.get(node.url + "slicebox/tutorials/01-getting-started.ipynb", timeout=30)
+    assert tutorial.status_code == 200 and tutorial.json()["cells"]
+    page.get_by_role("button", name="Open in JupyterLab").first.click()
+    page.wait_for_url(re.compile(r".*/lab/tree/slicebox-tutorials/01-getting-started\.ipynb"), timeout=60_000)
+    assert (Path(node.log_path).parents[1] / "slicebox-tutorials" / "01-getting-started.ipynb").is_file()
+    close(page)
+
+
+def test_api_docs_render_the_openapi_document_from_the_node(browser: Any, nodes: Nodes):
+    node = nodes.hospital
+    session = node.session()
+    document = session.get(node.api + "/openapi.json", timeout=30).json()
+    assert document["openapi"].startswith("3.") and "/images" in document["paths"]
+    assert session.get(node.api + "/openapi.yaml", timeout=30).text.startswith("openapi:")
+    missing = session.get(node.api + "/no/such/route", timeout=30)
+    assert missing.status_code == 404 and missing.json()["reason"] == "NotFound"
+    assert requests.get(node.api + "/", timeout=30).status_code == 403  # like every route: credentials first
+    page = new_page(browser, nodes)
+    page.goto(f"{node.url}slicebox/api-docs/?token={node.token}")
+    page.wait_for_selector(".opblock", timeout=60_000)
+    assert page.locator(".opblock").count() > 100  # every route with its method
+    assert "slicebox_lab REST API" in page.inner_text("body")
+    close(page)
+
+
 #: canvas pixels that are not grey: only a segmentation's colour makes them
-COLOURED = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+#: (read from a copy made for reading: reading the viewer's own canvas twice makes Chromium warn in the console)
+COLOURED = """c => { const copy = document.createElement('canvas'); copy.width = c.width; copy.height = c.height;
+  const x = copy.getContext('2d', {willReadFrequently: true}); x.drawImage(c, 0, 0);
+  const d = x.getImageData(0, 0, c.width, c.height).data; let n = 0;
   for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++; return n; }"""
 
 
@@ -327,46 +370,6 @@ def test_app_runs_lists_the_example_apps_run_and_opens_its_segmentation_over_the
     page.wait_for_function("() => document.querySelector('.sbx-viewer').dataset.overlayPixels === '0'",
                            timeout=30_000)  # fmt: skip
     assert int(page.eval_on_selector(".sbx-viewer canvas", COLOURED)) == 0
-    close(page)
-
-
-def test_landing_page_links_the_dashboards_jupyterlab_and_the_api_docs(browser: Any, nodes: Nodes):
-    node = nodes.hospital
-    page = new_page(browser, nodes)
-    page.goto(f"{node.url}?token={node.token}")  # the server's root is the landing page
-    page.wait_for_selector("text=What this node holds")
-    assert page.url.split("?")[0].endswith("/slicebox/")
-    text = page.inner_text("body")
-    assert "Hospital" in text and "Healthy" in text and "102" in text and "1 DICOM listener running" in text
-    links = page.eval_on_selector_all("a", "links => links.map(a => a.getAttribute('href'))")
-    for name in DASHBOARDS:
-        assert f"/slicebox/dashboards/{name}" in links, name
-    assert "/lab" in links and "/slicebox/api-docs/" in links
-    assert "/slicebox/api/openapi.json" in links and "/slicebox/api/openapi.yaml" in links
-    # a tutorial: downloaded, and opened in JupyterLab (a copy in slicebox-tutorials/ of the server's folder)
-    session = node.session()
-    tutorial = session.get(node.url + "slicebox/tutorials/01-getting-started.ipynb", timeout=30)
-    assert tutorial.status_code == 200 and tutorial.json()["cells"]
-    page.get_by_role("button", name="Open in JupyterLab").first.click()
-    page.wait_for_url(re.compile(r".*/lab/tree/slicebox-tutorials/01-getting-started\.ipynb"), timeout=60_000)
-    assert (Path(node.log_path).parents[1] / "slicebox-tutorials" / "01-getting-started.ipynb").is_file()
-    close(page)
-
-
-def test_api_docs_render_the_openapi_document_from_the_node(browser: Any, nodes: Nodes):
-    node = nodes.hospital
-    session = node.session()
-    document = session.get(node.api + "/openapi.json", timeout=30).json()
-    assert document["openapi"].startswith("3.") and "/images" in document["paths"]
-    assert session.get(node.api + "/openapi.yaml", timeout=30).text.startswith("openapi:")
-    missing = session.get(node.api + "/no/such/route", timeout=30)
-    assert missing.status_code == 404 and missing.json()["reason"] == "NotFound"
-    assert requests.get(node.api + "/", timeout=30).status_code == 403  # like every route: credentials first
-    page = new_page(browser, nodes)
-    page.goto(f"{node.url}slicebox/api-docs/?token={node.token}")
-    page.wait_for_selector(".opblock", timeout=60_000)
-    assert page.locator(".opblock").count() > 100  # every route with its method
-    assert "slicebox_lab REST API" in page.inner_text("body")
     close(page)
 
 

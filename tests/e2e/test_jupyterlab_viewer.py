@@ -159,7 +159,10 @@ def test_browse_view_scroll_and_window_in_jupyterlab(lab: LabProcess):
 
 
 #: pixels of the viewer's canvas that are not grey (r, g, b not all equal): the overlay's colour, nothing else
-COLOURED = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+#: (read from a copy made for reading: reading the viewer's own canvas twice makes Chromium warn in the console)
+COLOURED = """c => { const copy = document.createElement('canvas'); copy.width = c.width; copy.height = c.height;
+  const x = copy.getContext('2d', {willReadFrequently: true}); x.drawImage(c, 0, 0);
+  const d = x.getImageData(0, 0, c.width, c.height).data; let n = 0;
   for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++; return n; }"""
 
 
