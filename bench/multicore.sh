@@ -4,17 +4,19 @@
 # compare ratios within this session, never absolute numbers across sessions.
 #
 #   bench/multicore.sh [out-folder]        COUNT=500 ROUNDS=3 by default; tables in <out>/*.md, JSON beside
+#   ONLY="cstore floor-cstore" bench/multicore.sh [out-folder]   only the benches named
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results/multicore-$(date -u +%Y%m%dT%H%M)}
 count=${COUNT:-500}
 rounds=${ROUNDS:-3}
 mkdir -p "$out"
-run() {
+run() {  # one bench; a failing one is reported and the session goes on
   local name=$1
   shift
+  if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then return 0; fi
   echo "== $name: $* ($(date -u '+%a %b %d %H:%M UTC %Y'); load $(cut -d' ' -f1-3 /proc/loadavg))" | tee "$out/$name.md"
-  python "$@" --json "$out/$name.json" | tee -a "$out/$name.md"
+  python "$@" --json "$out/$name.json" | tee -a "$out/$name.md" || echo "FAILED: $name (exit ${PIPESTATUS[0]})" | tee -a "$out/$name.md"
 }
 run floor-rest bench/floor.py --which rest --count "$count" --rounds "$rounds"
 run rest bench/ingest_rest.py --count "$count" --rounds "$rounds"
