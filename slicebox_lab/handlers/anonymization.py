@@ -8,6 +8,9 @@ an empty body or ``{}`` is the basic profile alone.  Burned-in images answer 422
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
@@ -16,6 +19,10 @@ from ..anonymization import jobs as anonymization_jobs
 from ..dicom.tagpath import TagValue, parse_tag_values
 from ..errors import InvalidInput
 from .base import API, SliceboxHandler
+
+if TYPE_CHECKING:
+    from ..context import SliceboxContext
+    from ..workers.tasks import Anonymized
 
 
 def _option_json(option: Option) -> dict[str, str]:
@@ -47,17 +54,39 @@ class AnonymizedImageHandler(_ProfileHandler):
     @authorized
     async def post(self, image_id: str) -> None:
         """The image de-identified, as a Part-10 file; nothing stored changes."""
-        profile = await self.profile()
+        body = self.json_body() if self.request.body.strip() else {}
         context = self.context
-        result = await self.blocking(context.anonymized_copy, int(image_id), profile, self.tag_values())
-        try:
-            self.set_header("Content-Type", "application/dicom")
-            self.set_header("Content-Length", str(result.size))
-            self.set_header("Content-Disposition", f'attachment; filename="{int(image_id)}-anonymized.dcm"')
-            await self.write_stream(await self.blocking(open, result.path, "rb"))
-        finally:
-            await self.blocking(context.release, result)
+        data, result = await self.blocking(_anonymized_copy, context, int(image_id), body, self.tag_values())
+        self.set_header("Content-Type", "application/dicom")
+        self.set_header("Content-Length", str(result.size))
+        self.set_header("Content-Disposition", f'attachment; filename="{int(image_id)}-anonymized.dcm"')
+        if data is not None:
+            self.write(data)
+        else:
+            try:
+                await self.write_stream(await self.blocking(open, result.path, "rb"))
+            finally:
+                await self.blocking(context.release, result)
         await self.finish(set_content_type="application/dicom")
+
+
+#: an anonymized copy up to this size is answered in one piece (it sits in the spool, in RAM where Linux has
+#: /dev/shm): one trip off the event loop per download instead of five (profile, copy, open, read, release)
+_WHOLE = 16 << 20
+
+
+def _anonymized_copy(
+    context: SliceboxContext, image_id: int, body: Any, tag_values: tuple[TagValue, ...]
+) -> tuple[bytes | None, Anonymized]:
+    """The de-identified copy of the image and, up to ``_WHOLE`` bytes, its content (the spool file then
+    released); a larger one is left in the spool to stream."""
+    result = context.anonymized_copy(image_id, Profile.from_json(body), tag_values)
+    if result.size > _WHOLE:
+        return None, result
+    try:
+        return Path(result.path).read_bytes(), result
+    finally:
+        context.release(result)
 
 
 class AnonymizeImageHandler(_ProfileHandler):

@@ -51,6 +51,21 @@ async def test_options_are_listed(api):
     }
 
 
+async def test_a_large_anonymized_copy_is_streamed_from_the_spool_and_released(api, jp_serverapp, monkeypatch):
+    """Copies up to ``_WHOLE`` bytes are answered in one piece; larger ones are streamed from the spool file,
+    which is removed after the answer: the same bytes either way, no spool file left behind."""
+    from slicebox_lab.handlers import anonymization as handlers
+
+    image = await upload(api, ct_bytes(PatientName="Doe^Jane", PatientID="P8"))
+    whole = (await anonymized(api, image["id"])).body
+    monkeypatch.setattr(handlers, "_WHOLE", 0)
+    streamed = await anonymized(api, image["id"])
+    assert streamed.code == 200 and streamed.body == whole
+    assert int(streamed.headers["Content-Length"]) == len(whole)
+    spool = jp_serverapp.web_app.settings["slicebox_context"].spool
+    assert list(spool.iterdir()) == []
+
+
 async def test_anonymized_download_is_deterministic_and_leaves_storage_unchanged(api, node_dir: Path):
     data = ct_bytes(PatientName="Doe^Jane", PatientID="P7")
     original = parse(data)
