@@ -105,6 +105,10 @@ class SliceboxContext:
         self.secondary_capture_burned_in = True
         #: images of these modalities count as burned-in (``SliceboxApp.burned_in_modalities``)
         self.burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
+        #: read the pixels of those images with Tesseract (``SliceboxApp.burned_in_text_detection``)
+        self.burned_in_text_detection = True
+        #: read every image's pixels, whatever its modality (``SliceboxApp.burned_in_scan_all``)
+        self.burned_in_scan_all = False
         register_anonymization_jobs(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -351,11 +355,14 @@ class SliceboxContext:
         return result
 
     def node_profile(self, profile: Profile) -> Profile:
-        """``profile`` with this node's burned-in settings: its configured masks added, its scanned modalities."""
+        """``profile`` with this node's burned-in settings: its configured masks added, its scanned images,
+        text detection."""
         return dataclasses.replace(
             profile.with_pixel_masks(self.pixel_masks),
             secondary_capture_burned_in=profile.secondary_capture_burned_in and self.secondary_capture_burned_in,
             burned_in_modalities=self.burned_in_modalities,
+            detect_text=self.burned_in_text_detection,
+            scan_all=self.burned_in_scan_all,
         )
 
     def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:

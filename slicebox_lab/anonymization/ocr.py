@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,8 +156,13 @@ def _line_reader() -> Any:
 # ------------------------------------------------------------------------------------------- detection
 
 
-def detect_text(source: Dataset | str | os.PathLike[str]) -> tuple[TextBox, ...]:
+def detect_text(
+    source: Dataset | str | os.PathLike[str], blank: Iterable[tuple[int, int, int, int]] = ()
+) -> tuple[TextBox, ...]:
     """Every line of text found in every frame of ``source`` (a dataset or the path of a DICOM file).
+
+    ``blank``: rectangles (x, y, width, height) already blacked out (configured pixel masks): read as
+    a flat ground, so only the text they leave is found.
 
     Raises :class:`RuntimeError` naming what is missing when OCR is not available (see
     :func:`ocr_unavailable_reason`), and :class:`~slicebox_lab.errors.RenderingFailed` for pixels
@@ -169,12 +174,16 @@ def detect_text(source: Dataset | str | os.PathLike[str]) -> tuple[TextBox, ...]
     ds = source if isinstance(source, Dataset) else dcmread(source)
     frames = max(_int(ds.get("NumberOfFrames"), 1), 1)
     windowed = "WindowCenter" in ds or "VOILUTSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    rectangles = list(blank)
     seen: dict[bytes, list[TextBox]] = {}
     boxes: list[TextBox] = []
     for frame in range(1, frames + 1):
         greys = [_grey(render_frame(ds, frame))]
         if windowed:
             greys.append(_grey(render_frame(ds, frame, full_range=True)))
+        for grey in greys:
+            for x, y, width, height in rectangles:
+                grey[max(0, y) : y + height, max(0, x) : x + width] = 0.0
         key = hashlib.blake2b(b"".join(g.tobytes() for g in greys), digest_size=16).digest()
         if key in seen:  # an identical frame of a cine loop: the same text
             boxes.extend(TextBox(frame, b.x, b.y, b.width, b.height, b.text, b.confidence) for b in seen[key])
@@ -189,7 +198,7 @@ def detect_text(source: Dataset | str | os.PathLike[str]) -> tuple[TextBox, ...]
 
 
 def _grey(image: Image.Image) -> NDArray[np.float32]:
-    return np.asarray(image.convert("L"), dtype=np.float32)
+    return np.array(image.convert("L"), dtype=np.float32)  # a writable copy
 
 
 def _read_frame(grey: NDArray[np.float32], frame: int) -> Iterator[TextBox]:
