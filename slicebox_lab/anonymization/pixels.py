@@ -28,8 +28,16 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.pixels import get_decoder, pack_bits
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.pixels import get_decoder, get_encoder, pack_bits
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from ..errors import AnonymizationRefused, InvalidInput
 
@@ -274,10 +282,11 @@ def clean_pixels(
     rectangles: Mapping[int, Iterable[Rectangle]] | None = None,
 ) -> None:
     """Write ``src``'s pixels into ``out`` with the masks' rectangles (every frame) and ``rectangles``
-    (by 1-based frame; 0: every frame) set to zero, uncompressed.
+    (by 1-based frame; 0: every frame) set to zero.
 
-    ``src`` is only read. ``out`` gets Explicit VR Little Endian, the photometric interpretation of
-    the decoded pixels (YBR decoded to RGB), interleaved samples, ``BurnedInAnnotation`` NO.
+    ``src`` is only read. ``out`` gets the photometric interpretation of the decoded pixels (YBR
+    decoded to RGB), interleaved samples, ``BurnedInAnnotation`` NO, and the source's transfer syntax
+    when it is one of :data:`REENCODED_SYNTAXES` and can be encoded here, else Explicit VR Little Endian.
     """
     syntax = _transfer_syntax(src)
     decoder = get_decoder(syntax)
@@ -335,6 +344,30 @@ def clean_pixels(
     if meta is not None:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
     out.set_original_encoding(False, True, src.original_character_set)
+    if meta is not None and syntax in REENCODED_SYNTAXES and bits_allocated > 1:
+        _reencode(out, syntax, view[0] if frames == 1 else view)
+
+
+#: compressed sources whose masked pixels are compressed again in the same transfer syntax (when its
+#: encoder is installed: RLE always, JPEG 2000 through pylibjpeg-openjpeg, JPEG-LS through pyjpegls).
+#: Lossy sources (JPEG baseline, JPEG 2000 and JPEG-LS lossy) and JPEG Lossless, which pydicom cannot
+#: encode, are written uncompressed: compressing lossy again would lose more, and no value is invented.
+REENCODED_SYNTAXES = frozenset({RLELossless, JPEG2000Lossless, JPEGLSLossless})
+
+
+def _reencode(out: Dataset, syntax: UID, pixels: Any) -> None:
+    """Compress ``out``'s fresh native pixel data in ``syntax``; leave it native when that cannot be done."""
+    encoder = get_encoder(syntax)
+    if not encoder.is_available:
+        return
+    array = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+    native = out["PixelData"], out.PhotometricInterpretation
+    try:
+        out.compress(syntax, array, generate_instance_uid=False)
+    except Exception:  # an encoder that refuses these pixels (bit depth, size): the native data stays
+        out["PixelData"], out.PhotometricInterpretation = native
+        out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        out.set_original_encoding(False, True, out.original_character_set)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

@@ -14,7 +14,7 @@ from generators import ct_dataset, to_bytes
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder, pack_bits
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
 
 from slicebox_lab.anonymization import PixelMask, Profile, PseudonymKeys, Rectangle, anonymize, load_pixel_masks
 from slicebox_lab.anonymization.pixels import SECONDARY_CAPTURE_SOP_CLASSES
@@ -160,14 +160,17 @@ def test_the_flag_refuses_even_when_secondary_captures_are_trusted():
 
 
 @pytest.mark.parametrize(
-    "name,frames,rectangle",
+    "name,frames,rectangle,syntax",
     [
-        ("SC_rgb_jpeg_dcmtk.dcm", 1, Rectangle(10, 20, 30, 15)),  # JPEG baseline, YBR_FULL: decoded to RGB
-        ("SC_rgb_rle_2frame.dcm", 2, Rectangle(10, 20, 30, 15)),  # RLE, two RGB frames
-        ("JPEG-LL.dcm", 1, Rectangle(100, 500, 60, 40)),  # JPEG lossless, 16-bit grey
+        # JPEG baseline, YBR_FULL: decoded to RGB, written uncompressed (compressing lossy again loses more)
+        ("SC_rgb_jpeg_dcmtk.dcm", 1, Rectangle(10, 20, 30, 15), ExplicitVRLittleEndian),
+        ("SC_rgb_rle_2frame.dcm", 2, Rectangle(10, 20, 30, 15), RLELossless),  # RLE, two RGB frames: RLE again
+        ("JPEG-LL.dcm", 1, Rectangle(100, 500, 60, 40), ExplicitVRLittleEndian),  # JPEG lossless: no encoder
     ],
 )
-def test_compressed_burned_in_images_come_out_uncompressed_and_masked(name: str, frames: int, rectangle: Rectangle):
+def test_compressed_burned_in_images_come_out_masked_and_reencoded_where_possible(
+    name: str, frames: int, rectangle: Rectangle, syntax: str
+):
     ds = pydicom.dcmread(get_testdata_file(name))
     assert ds.file_meta.TransferSyntaxUID.is_compressed
     ds.BurnedInAnnotation = "YES"
@@ -177,13 +180,14 @@ def test_compressed_burned_in_images_come_out_uncompressed_and_masked(name: str,
 
     out = roundtrip(anonymize(ds, Profile(pixel_masks=(mask,)), KEYS))
 
-    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert out.file_meta.TransferSyntaxUID == syntax
     assert out.BurnedInAnnotation == "NO"
     assert out.PhotometricInterpretation in ("RGB", "MONOCHROME2")
     assert out.PhotometricInterpretation == ("RGB" if before.shape[-1] == 3 else "MONOCHROME2")
     assert int(out.get("NumberOfFrames", 1)) == frames
     assert "ExtendedOffsetTable" not in out
-    assert len(out.PixelData) == before.size * before.itemsize
+    if syntax == ExplicitVRLittleEndian:
+        assert len(out.PixelData) == before.size * before.itemsize
     assert_masked(before, decoded(out), [rectangle])
     assert to_bytes(ds) == original  # the input is untouched
 

@@ -266,3 +266,42 @@ def test_burned_in_text_and_its_older_name_are_one_setting():
         Profile.from_json({"burnedInAnnotation": "keep", "burnedInText": "mask-detected"})
     with pytest.raises(InvalidInput, match='"burnedInText" must be'):
         Profile.from_json({"burnedInText": "blur"})
+
+
+# ------------------------------------------------------------------------------------------- compressed sources
+
+
+@needs_ocr
+def test_a_compressed_ultrasound_is_masked_and_written_in_its_own_lossless_syntax():
+    """A real ultrasound capture (pydicom's US1_J2KR: JPEG 2000 lossless, the hospital's name and the scan's
+    settings burned in): the text found is blacked out, the pixels compressed again as JPEG 2000 lossless."""
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = pydicom.dcmread(get_testdata_file("US1_J2KR.dcm"))
+    stored = get_testdata_file("US1_J2KR.dcm", read=False)
+    before = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, as_rgb=True)[0]
+    decision = decide(ds, Profile(burned_in="mask-detected"))
+    hospital = next(t for t in decision.texts if "BAPTIST" in t.box.text.upper())
+    out = anonymize(ds, Profile(burned_in="mask-detected"), KEYS)
+    buffer = io.BytesIO()
+    out.save_as(buffer, enforce_file_format=True)
+    received = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    assert received.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    after = received.pixel_array
+    if received.PhotometricInterpretation != "RGB":
+        from pydicom.pixels import convert_color_space
+
+        after = convert_color_space(after, received.PhotometricInterpretation, "RGB")
+    x0, y0, x1, y1 = _corners(hospital.box)
+    assert before[y0:y1, x0:x1].max() > 200 and after[y0:y1, x0:x1].max() == 0
+    untouched = np.ones(after.shape[:2], dtype=bool)
+    for rectangle in decision.rectangles[1]:
+        untouched[rectangle.y : rectangle.y + rectangle.height, rectangle.x : rectangle.x + rectangle.width] = False
+    np.testing.assert_array_equal(after[untouched], before[untouched])  # lossless: the rest is exact
+    assert received.BurnedInAnnotation == "NO" and CLEAN_PIXEL_DATA in _codes(received)
+    assert pydicom.dcmread(stored).PixelData == ds.PixelData  # the stored file is not changed
