@@ -218,9 +218,11 @@ def _found(box: ocr.TextBox, ds: Dataset, policy: str) -> FoundText:
 # ------------------------------------------------------------------------------------------- identifying
 
 
+#: names of people, and of the institution and station (PS3.15 removes them too)
 _NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
                   "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
-                  "NameOfPhysiciansReadingStudy")  # fmt: skip
+                  "NameOfPhysiciansReadingStudy", "InstitutionName", "InstitutionalDepartmentName",
+                  "StationName")  # fmt: skip
 _ID_KEYWORDS = ("PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID", "MedicalRecordLocator")
 _DATE_KEYWORDS = ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate",
                   "InstanceCreationDate")  # fmt: skip
@@ -242,9 +244,10 @@ _LOOKS_LIKE = (
 def identifying_reason(text: str, ds: Dataset) -> str | None:
     """Why ``text`` (as read in ``ds``'s pixels) identifies someone, or None.
 
-    It names a part of the image's own names, IDs, dates or times (in any common format, allowing one
-    misread letter in words of five or more), has a label of an identifier ("Name:", "DOB", "MRN"), or
-    looks like a date, a time, an ID (five digits or more) or a "LAST, FIRST" name.
+    It names a part of the image's own names (of people, institution, station), IDs, dates or times
+    (in any common format, allowing one misread letter in words of five or more), has a label of an
+    identifier ("Name:", "DOB", "MRN"), or looks like a date, a time, an ID (five digits or more) or a
+    "LAST, FIRST" name.
     """
     upper = text.upper()
     tokens = re.findall(r"[A-Z0-9]+", upper)
