@@ -275,6 +275,8 @@ class _Canvas:
     pixels: np.ndarray
     frame: int
     rng: np.random.Generator
+    #: False: nothing is drawn (the same images without text, for false detections)
+    draw: bool = True
     planted: list[PlantedText] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -290,6 +292,8 @@ class _Canvas:
         region: tuple[int, int, int, int],
         backdrop: float | tuple[float, float, float] | None = None,
     ) -> bool:
+        if not self.draw:
+            return False
         rows, columns = self.pixels.shape[:2]
         font = _font(font_file, size)
         left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
@@ -399,7 +403,7 @@ _COLOURS_GREY = (255.0, 235.0, 210.0, 190.0, 170.0)
 _COLOURS_RGB = ((255, 255, 255), (255, 255, 0), (0, 255, 255), (120, 255, 120), (255, 170, 60), (200, 200, 200))
 
 
-def _ultrasound_image(rng: np.random.Generator, number: int, colour: bool, frames: int) -> CorpusImage:
+def _ultrasound_image(rng: np.random.Generator, number: int, colour: bool, frames: int, draw: bool) -> CorpusImage:
     person = _identity(rng)
     rows, columns = [(480, 640), (600, 800), (768, 1024), (434, 636)][int(rng.integers(4))]
     texts = _texts(person, rng, others=int(rng.integers(0, 4)))
@@ -422,7 +426,7 @@ def _ultrasound_image(rng: np.random.Generator, number: int, colour: bool, frame
             flow = rng.random((h, w)) < 0.5
             patch = pixels[cy : cy + h, cx : cx + w]
             patch[flow] = (200, 40, 30) if rng.random() < 0.5 else (30, 60, 220)
-        canvas = _Canvas(pixels, frame, np.random.default_rng(int(rng.integers(1 << 30))))
+        canvas = _Canvas(pixels, frame, np.random.default_rng(int(rng.integers(1 << 30))), draw)
         for i, (text, kind) in enumerate(texts):
             if over_image and i % 2:
                 region = (int(columns * 0.25), int(rows * 0.3), int(columns * 0.75), int(rows * 0.85))
@@ -442,7 +446,7 @@ def _ultrasound_image(rng: np.random.Generator, number: int, colour: bool, frame
     return CorpusImage(f"{kind}-{number:03d}", kind, ds, tuple(planted))
 
 
-def _ct_capture(rng: np.random.Generator, number: int) -> CorpusImage:
+def _ct_capture(rng: np.random.Generator, number: int, draw: bool) -> CorpusImage:
     """A Secondary Capture of a CT slice (16-bit, rescale and window) with the patient's data in the corners.
 
     The text is drawn as a workstation draws it, on the windowed display (anti-aliased there), and
@@ -452,7 +456,7 @@ def _ct_capture(rng: np.random.Generator, number: int) -> CorpusImage:
     hu = _ct_slice(rng, size)
     low, width = -160.0, 400.0  # the window 40/400
     display = np.clip((hu - low) / width * 255.0, 0, 255)
-    canvas = _Canvas(display.copy(), 1, np.random.default_rng(int(rng.integers(1 << 30))))
+    canvas = _Canvas(display.copy(), 1, np.random.default_rng(int(rng.integers(1 << 30))), draw)
     texts = _texts(person, rng, others=int(rng.integers(0, 2)))
     corner = int(size * 0.3)
     regions = [(0, 0, size, corner), (0, size - corner, size, size)]
@@ -471,14 +475,14 @@ def _ct_capture(rng: np.random.Generator, number: int) -> CorpusImage:
     return CorpusImage(f"sc-ct-{number:03d}", "sc-ct", ds, tuple(canvas.planted))
 
 
-def _grey_capture(rng: np.random.Generator, number: int) -> CorpusImage:
+def _grey_capture(rng: np.random.Generator, number: int, draw: bool) -> CorpusImage:
     """An 8-bit Secondary Capture: textured or noisy grey with text in light or dark ink."""
     person = _identity(rng)
     rows, columns = [(512, 512), (480, 640), (600, 800)][int(rng.integers(3))]
     pixels = (
         _texture(rng, rows, columns) if rng.random() < 0.5 else np.clip(rng.normal(100, 25, (rows, columns)), 0, 255)
     )
-    canvas = _Canvas(pixels, 1, np.random.default_rng(int(rng.integers(1 << 30))))
+    canvas = _Canvas(pixels, 1, np.random.default_rng(int(rng.integers(1 << 30))), draw)
     for text, kind in _texts(person, rng, others=int(rng.integers(0, 2))):
         colour = float(rng.choice([255.0, 240.0, 10.0, 0.0]))
         canvas.text(text, kind, _font_file(rng), _size(rng, small=False), colour, (0, 0, columns, rows))
@@ -487,7 +491,7 @@ def _grey_capture(rng: np.random.Generator, number: int) -> CorpusImage:
     return CorpusImage(f"sc-{number:03d}", "sc", ds, tuple(canvas.planted))
 
 
-def _screen(rng: np.random.Generator, number: int, document: bool) -> CorpusImage:
+def _screen(rng: np.random.Generator, number: int, document: bool, draw: bool) -> CorpusImage:
     """A screenshot (panels, a title bar, an embedded image) or a scanned-document-like page, RGB."""
     person = _identity(rng)
     rows, columns = (800, 640) if document else [(600, 800), (768, 1024)][int(rng.integers(2))]
@@ -505,7 +509,7 @@ def _screen(rng: np.random.Generator, number: int, document: bool) -> CorpusImag
             )
         y0, x0 = int(rows * 0.45), int(columns * 0.5)  # an embedded image
         pixels[y0 : y0 + rows // 3, x0 : x0 + columns // 3] = rng.uniform(0, 255, (rows // 3, columns // 3, 1))
-    canvas = _Canvas(pixels, 1, np.random.default_rng(int(rng.integers(1 << 30))))
+    canvas = _Canvas(pixels, 1, np.random.default_rng(int(rng.integers(1 << 30))), draw)
     texts = _texts(person, rng, others=int(rng.integers(0, 3)))
     for i, (text, kind) in enumerate(texts):
         size = _size(rng, small=False)
@@ -522,8 +526,9 @@ def _screen(rng: np.random.Generator, number: int, document: bool) -> CorpusImag
     return CorpusImage(f"{kind}-{number:03d}", kind, ds, tuple(canvas.planted))
 
 
-def corpus(seed: int = 16, scale: int = 1) -> Iterator[CorpusImage]:
+def corpus(seed: int = 16, scale: int = 1, text: bool = True) -> Iterator[CorpusImage]:
     """The corpus, image by image (``scale`` 1: 210 frames; tests take a few with ``itertools.islice``).
+    ``text=False``: the same images with nothing drawn on them (what is found there is a false detection).
 
     Per ``scale``: 90 grey and 30 colour ultrasound frames, 10 ultrasound cine loops of 4 frames
     (grey and colour), 15 CT secondary captures, 15 8-bit captures, 15 screenshots and 5 documents,
@@ -536,12 +541,12 @@ def corpus(seed: int = 16, scale: int = 1) -> Iterator[CorpusImage]:
         kind = plan[i]
         image_rng = np.random.default_rng([seed, number])
         if kind in ("us", "us-rgb"):
-            yield _ultrasound_image(image_rng, number, colour=kind == "us-rgb", frames=1)
+            yield _ultrasound_image(image_rng, number, colour=kind == "us-rgb", frames=1, draw=text)
         elif kind in ("cine", "cine-rgb"):
-            yield _ultrasound_image(image_rng, number, colour=kind == "cine-rgb", frames=4)
+            yield _ultrasound_image(image_rng, number, colour=kind == "cine-rgb", frames=4, draw=text)
         elif kind == "sc-ct":
-            yield _ct_capture(image_rng, number)
+            yield _ct_capture(image_rng, number, draw=text)
         elif kind == "sc":
-            yield _grey_capture(image_rng, number)
+            yield _grey_capture(image_rng, number, draw=text)
         else:
-            yield _screen(image_rng, number, document=kind == "doc")
+            yield _screen(image_rng, number, document=kind == "doc", draw=text)

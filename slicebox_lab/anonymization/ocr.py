@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -66,10 +67,17 @@ _BACKGROUND = 15
 #: glyph components: height range (pixels) and fewest pixels
 _MIN_GLYPH_HEIGHT, _MAX_GLYPH_HEIGHT, _MIN_GLYPH_AREA = 4, 90, 5
 #: a line's recognized text needs this many letters or digits, and this confidence for 5 or more (0-100)
-_MIN_CHARACTERS = 2
-_MIN_CONFIDENCE = 50.0
+_MIN_CHARACTERS = 3
+_MIN_CONFIDENCE = 62.0
+#: ... or this confidence when its candidate holds this many glyphs
+_LINE_CONFIDENCE, _LINE_GLYPHS = 45.0, 6
 #: the confidence above which a short reading counts and no other view is tried (see _is_text)
-_SURE = 80.0
+_SURE = 85.0
+#: the shape of a date, a time or an ID: counts whatever Tesseract's confidence
+_STRUCTURED = re.compile(
+    r"\d{1,4}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2}[:.]\d{2}[:.]\d{2}|\d{1,2}:\d{2}|\d{5,}"
+    r"|\d{1,2}[ .-]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[A-Z]*[ .,-]*\d{2,4}"
+)
 #: candidates per frame and polarity beyond which the rest (those of fewest glyphs) are not read: a bound
 #: on the time a frame of pure noise takes (each candidate costs 7-30 ms)
 _MAX_CANDIDATES = 200
@@ -226,9 +234,10 @@ def _read_frame(grey: NDArray[np.float32], frame: int) -> Iterator[TextBox]:
         if polarity < 0:
             views[3] = 255.0 - views[3]
         components = _components(glyphs)
-        lines = _lines(components)
-        for x0, y0, x1, y1 in lines:
-            line = _recognize(views, (x0, y0, x1, y1), bright=polarity > 0)
+        found = _lines(components)
+        lines = [(x0, y0, x1, y1) for x0, y0, x1, y1, _ in found]
+        for x0, y0, x1, y1, glyph_count in found:
+            line = _recognize(views, (x0, y0, x1, y1), bright=polarity > 0, glyphs=glyph_count)
             if line is not None:
                 x0, y0, x1, y1 = _complete((x0, y0, x1, y1), components, lines)
                 yield TextBox(frame, x0, y0, x1 - x0, y1 - y0, *line)
@@ -250,8 +259,8 @@ def _components(glyphs: NDArray[np.bool_]) -> NDArray[np.int64]:
     return np.asarray(rows, dtype=np.int64)
 
 
-def _lines(components: NDArray[np.int64]) -> list[tuple[int, int, int, int]]:
-    """Boxes (x0, y0, x1, y1) of lines of glyph-sized components standing side by side."""
+def _lines(components: NDArray[np.int64]) -> list[tuple[int, int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1, glyphs) of lines of glyph-sized components standing side by side."""
     glyphs = []
     for x0, y0, x1, y1, area in components.tolist():
         height, width = y1 - y0, x1 - x0
@@ -278,10 +287,10 @@ def _complete(
     cx0, cy0, cx1, cy1 = parts[:, 0], parts[:, 1], parts[:, 2], parts[:, 3]
     part_height = cy1 - cy0
     in_band = (cy0 >= y0 - 0.4 * height) & (cy1 <= y1 + 0.4 * height) & (part_height <= 1.5 * height)
-    in_band &= part_height >= 0.25 * height  # glyphs and their parts, not specks of noise
     in_band &= (cx0 >= x0 - 4 * height) & (cx1 <= x1 + 4 * height)
+    glyph = part_height >= 0.25 * height  # glyphs and their parts, not specks of noise
     for _ in range(8):
-        near = in_band & (cx1 >= x0 - height) & (cx0 <= x1 + height)
+        near = in_band & glyph & (cx1 >= x0 - height) & (cx0 <= x1 + height)
         if not near.any():
             break
         grown = (
@@ -293,10 +302,15 @@ def _complete(
         if grown == (x0, y0, x1, y1):
             break
         x0, y0, x1, y1 = grown
+    # then, once, the specks right next to it (a full stop, the dot after an initial): only once, so that
+    # noise does not creep along the line
+    specks = in_band & ~glyph & (cx1 >= x0 - 0.3 * height) & (cx0 <= x1 + 0.3 * height)
+    if specks.any():
+        x0, x1 = min(x0, int(cx0[specks].min())), max(x1, int(cx1[specks].max()))
     return x0, y0, x1, y1
 
 
-def _group(components: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+def _group(components: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int, int]]:
     """Components into lines: same height band (half the smaller one overlaps), gap below ~1.2 glyph heights."""
     components.sort()
     lines: list[list[int]] = []  # x0, y0, x1, y1, members
@@ -326,13 +340,14 @@ def _group(components: list[tuple[int, int, int, int]]) -> list[tuple[int, int, 
     if len(kept) > _MAX_CANDIDATES:  # noise-dominated: the lines of most glyphs first (a name has many)
         kept.sort(key=lambda line: (line[4], line[2] - line[0]), reverse=True)
         kept = kept[:_MAX_CANDIDATES]
-    return [(x0, y0, x1, y1) for x0, y0, x1, y1, _ in kept]
+    return [(x0, y0, x1, y1, glyphs) for x0, y0, x1, y1, glyphs in kept]
 
 
 def _recognize(
-    views: list[NDArray[np.float32]], box: tuple[int, int, int, int], bright: bool
+    views: list[NDArray[np.float32]], box: tuple[int, int, int, int], bright: bool, glyphs: int = 0
 ) -> tuple[str, float] | None:
-    """(text, confidence) Tesseract reads in the line ``box`` of the first view where it reads text, or None."""
+    """(text, confidence) Tesseract reads in the line ``box`` (of ``glyphs`` components), the surest of the
+    views where it reads text, or None."""
     x0, y0, x1, y1 = box
     height = y1 - y0
     margin = max(4, height // 2)
@@ -350,27 +365,28 @@ def _recognize(
         text = " ".join((api.GetUTF8Text() or "").split())
         confidences = [c for c in api.AllWordConfidences() if c >= 0]
         confidence = float(np.mean(confidences)) if confidences else 0.0
-        if _is_text(text, confidence) and (best is None or confidence > best[1]):
+        if _is_text(text, confidence, glyphs) and (best is None or confidence > best[1]):
             best = (text, confidence)
             if confidence >= _SURE:
                 break
     return best
 
 
-def _is_text(text: str, confidence: float) -> bool:
-    """Whether Tesseract's reading of a candidate is text rather than noise read as letters.
+def _is_text(text: str, confidence: float, glyphs: int = 0) -> bool:
+    """Whether Tesseract's reading of a candidate is text rather than speckle or noise read as characters.
 
-    Noise, speckle and texture read as short letter salad ("ae", "Set,", "ing") at confidences of
-    45-70; identifiers are dates, times and IDs (three digits or more: Tesseract often reads them
-    right at a low confidence when they are blurred), or names read with high confidence.
+    Noise reads as short salad ("ru", "as", "4 45", "2 733") at confidences up to 90. Identifiers are
+    dates, times and IDs, which Tesseract often reads right but unsure when they are blurred (so the
+    shape of one counts at any confidence), or numbers and names read with some confidence.
     """
     characters = sum(ch.isalnum() for ch in text)
     if characters < _MIN_CHARACTERS:
         return False
-    if sum(ch.isdigit() for ch in text) >= 3:
+    if _STRUCTURED.search(text.upper()):
         return True
-    if characters >= 5:
-        return confidence >= _MIN_CONFIDENCE
+    if characters >= 5 or sum(ch.isdigit() for ch in text) >= 3:
+        # a line of many glyphs is a line of text more surely than Tesseract's confidence says
+        return confidence >= (_LINE_CONFIDENCE if glyphs >= _LINE_GLYPHS else _MIN_CONFIDENCE)
     return confidence >= _SURE
 
 

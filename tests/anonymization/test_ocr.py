@@ -122,23 +122,24 @@ def test_without_the_binding_detection_says_what_to_install(monkeypatch: pytest.
 
 @needs_ocr
 @needs_fonts
-def test_the_corpus_identifiers_of_a_few_images_are_found():
-    """A regression guard on a slice of the benchmark's corpus (bench/ocr.py measures all of it)."""
-    images = list(itertools.islice(corpus(), 6))
+def test_the_corpus_identifiers_of_a_few_images_are_masked():
+    """A regression guard on a slice of the benchmark's corpus, measured as bench/ocr.py measures it (every
+    pixel the glyphs touch inside the rectangles mask-detected blacks out); bench/ocr.py measures all of it."""
+    from slicebox_lab.anonymization import Profile
+    from slicebox_lab.anonymization.pixeltext import decide
+
     planted = found = 0
-    for image in images:
-        boxes = detect_text(image.dataset)
+    for image in itertools.islice(corpus(), 8):
+        rectangles = decide(image.dataset, Profile(burned_in="mask-detected")).rectangles
         for text in image.planted:
             if not text.identifying:
                 continue
+            mask = np.zeros((int(image.dataset.Rows), int(image.dataset.Columns)), dtype=bool)
+            for r in (*rectangles.get(0, ()), *rectangles.get(text.frame, ())):
+                mask[r.y : r.y + r.height, r.x : r.x + r.width] = True
             planted += 1
-            found += any(
-                b.frame == text.frame
-                and b.x - 3 <= text.x
-                and b.y - 3 <= text.y
-                and text.x + text.width <= b.x + b.width + 3
-                and text.y + text.height <= b.y + b.height + 3
-                for b in boxes
-            )
-    assert planted >= 25
-    assert found / planted >= 0.9, f"{found} of {planted}"
+            found += bool(mask[text.y : text.y + text.height, text.x : text.x + text.width][text.ink].all())
+    assert planted >= 35
+    # these eight hold three of the hardest images (8-bit captures of small text on noise and texture):
+    # 30 of 35 when this was written; the whole corpus is in bench/README.md
+    assert found / planted >= 0.85, f"{found} of {planted}"
