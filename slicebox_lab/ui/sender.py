@@ -28,9 +28,10 @@ _JOB_END = ("SUCCEEDED", "FAILED", "CANCELLED")
 _REVIEW_COLUMNS = ("path", "keyword", "tag", "vr", "occurrences", "outcome", "decided_by", "risk")
 #: the pixel-text rows' columns, in this order
 _TEXT_COLUMNS = ("image_id", "frame", "x", "y", "width", "height", "text", "confidence", "decision", "why")
-#: the burnedInText choices: (label, value); None leaves it to the box's profile
+#: the burnedInText choices: (label, value); "" leaves it to the box's profile (a None value would show
+#: as no selection in the browser)
 TEXT_POLICIES = (
-    ("the box's profile (default: refuse)", None),
+    ("the box's profile (default: refuse)", ""),
     ("refuse images with text", "refuse"),
     ("mask all text found", "mask-detected"),
     ("mask identifying text only", "mask-detected-phi"),
@@ -75,9 +76,9 @@ class Sender(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.option_boxes: dict[str, widgets.Checkbox] = {}
         self.options_box = widgets.VBox([])
-        self.text_policy = widgets.Dropdown(options=list(TEXT_POLICIES), value=None, description="Text in pixels",
+        self.text_policy = widgets.Dropdown(options=list(TEXT_POLICIES), value="", description="Text in pixels",
                                             style={"description_width": "initial"},
-                                            layout=widgets.Layout(width="auto"))  # fmt: skip
+                                            layout=widgets.Layout(width="420px"))  # fmt: skip
         self.review_button = widgets.Button(description="Review de-identification", icon="eye",
                                             layout=widgets.Layout(width="auto"))  # fmt: skip
         self.review_html = widgets.HTML("")
@@ -162,10 +163,10 @@ class Sender(widgets.VBox):
     def profile(self) -> dict[str, Any] | None:
         """The profile body sent for review and send: the options and the burnedInText policy (None: the
         box's default profile)."""
-        if not self.options and self.text_policy.value is None:
+        if not self.options and not self.text_policy.value:
             return None
         body: dict[str, Any] = {"options": self.options}
-        if self.text_policy.value is not None:
+        if self.text_policy.value:
             body["burnedInText"] = self.text_policy.value
         return body
 

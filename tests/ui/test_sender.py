@@ -180,6 +180,7 @@ def test_the_review_shows_the_text_in_the_pixels_and_the_chosen_policy_masks_it(
     before = len(client_b.images())
 
     sender = Sender(client_a, selection=[series_id])
+    assert sender.profile is None  # nothing chosen: the box's own profile applies
     sender.select_destination("box", "partner")
     sender.review_button.click()
     shown = sender.review_html.value
@@ -188,6 +189,7 @@ def test_the_review_shows_the_text_in_the_pixels_and_the_chosen_policy_masks_it(
     assert "refused" in shown
 
     sender.text_policy.value = "mask-detected"  # another profile: review again before sending
+    assert sender.profile == {"options": [], "burnedInText": "mask-detected"}
     assert not sender.reviewed and sender.send_button.disabled
     sender.review_button.click()
     assert "2 images will have text masked" in sender.review_html.value
