@@ -16,8 +16,9 @@ Tesseract reads what is left (:func:`~.ocr.detect_text`) and the policy decides:
 
 Detection is on by default (``SliceboxApp.burned_in_text_detection``); a node where it is on but
 Tesseract is missing refuses every scanned image it would have to read, saying what to install (it
-never sends such an image unread). With detection off, the old rule holds: refuse unless a mask
-matches or the policy is ``keep``.
+never sends such an image unread and unmasked); an image a configured mask cleans still leaves under
+``refuse``, masked, as before text could be read (only what the mask leaves goes unchecked). With
+detection off, the old rule holds: refuse unless a mask matches or the policy is ``keep``.
 
 :func:`check_pixels` is the one call site of detection for every outgoing path (the anonymizer calls
 it), so moving detection into worker processes means moving this call.
@@ -156,6 +157,8 @@ def decide(ds: Dataset, profile: Profile) -> PixelDecision:
         return _refused(result, f"{_describe(ds)} was not anonymized: its pixels may show identifying text "
                         f"({scanned}), whatever can be read in them. To send it, {_HOW_TO_SEND}")  # fmt: skip
     unavailable = ocr.ocr_unavailable_reason()
+    if unavailable is not None and masks and policy == "refuse":
+        return result  # the configured masks clean it, as before text could be read: not checked further
     if unavailable is not None:
         return _refused(
             result,

@@ -204,7 +204,7 @@ def test_without_tesseract_a_node_configured_for_ocr_refuses_and_says_what_to_in
 
 
 @pytest.mark.usefixtures("no_tesseract")
-def test_without_tesseract_keep_and_detection_off_with_a_mask_still_work():
+def test_without_tesseract_keep_a_configured_mask_and_detection_off_still_work():
     ds = ultrasound_with_burned_name()
     assert anonymize(ds, Profile(burned_in="keep"), KEYS).PixelData == ds.PixelData
     mask = PixelMask.from_json(
@@ -212,6 +212,11 @@ def test_without_tesseract_keep_and_detection_off_with_a_mask_still_work():
     )
     out = anonymize(ds, Profile(pixel_masks=(mask,), detect_text=False), KEYS)
     assert not out.pixel_array[:32].any()
+    # a configured mask still cleans it under refuse, as before text could be read; mask-detected needs reading
+    out = anonymize(ds, Profile(pixel_masks=(mask,)), KEYS)
+    assert not out.pixel_array[:32].any() and out.BurnedInAnnotation == "NO"
+    with pytest.raises(AnonymizationRefused, match="cannot be read"):
+        anonymize(ds, Profile(pixel_masks=(mask,), burned_in="mask-detected"), KEYS)
     with pytest.raises(AnonymizationRefused, match="text detection is off"):
         anonymize(ds, Profile(detect_text=False), KEYS)
 
