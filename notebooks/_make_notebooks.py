@@ -456,14 +456,12 @@ DASHBOARDS["incoming"] = [
     md("""
 # Incoming
 
-What partners sent to this node: transactions received, images by source, series by type.
+What partners sent to this node: the transfers received, and the series here by where they came from
+and by type.
 """),
     code(DASHBOARD_CONNECT),
     code("""
-def frame_to_html(frame, columns=None, max_rows=None):
-    frame = frame[list(columns)] if columns is not None else frame
-    return frame.to_html(index=False, border=0, max_rows=max_rows, na_rep="")
-
+from slicebox_lab.ui.present import table
 
 status = widgets.HTML()
 transactions = widgets.HTML()
@@ -481,47 +479,51 @@ def show(_=None):
     except ClientError as e:
         status.value = problem(f"The node answered: {e.message}").value
         return
-    status.value = f"{len(incoming)} transaction(s) received, {len(series)} series on this node"
-    columns = [c for c in ("id", "box_name", "status", "received_image_count", "added_image_count",
-                           "total_image_count", "created", "updated") if c in incoming]
-    transactions.value = "<h3>Transactions received</h3>" + (
-        frame_to_html(incoming, columns) if len(incoming) else "<i>nothing received yet</i>")
+    transfers = "1 transfer received" if len(incoming) == 1 else f"{len(incoming)} transfers received"
+    status.value = f"<b>{transfers}</b>, {len(series)} series on this node"
+    columns = ["box_name", "status", "received_image_count", "added_image_count", "total_image_count", "created",
+               "updated"]
+    transactions.value = "<h3>Transfers received</h3>" + table(
+        incoming, columns, empty="Nothing has arrived from a partner yet.")
     if len(series):
         sources = series.groupby("source").size().rename("series").reset_index()
         types = series.explode("series_types").groupby("series_types").size().rename("series").reset_index()
     else:
         sources = types = series.iloc[:0]
-    by_source.value = "<h3>Series by source</h3>" + frame_to_html(sources)
-    by_type.value = "<h3>Series by type</h3>" + (frame_to_html(types) if len(types) else "<i>no series types</i>")
+    by_source.value = "<h3>Series by where they came from</h3>" + table(
+        sources, empty="No series on this node yet.")
+    by_type.value = "<h3>Series by type</h3>" + table(
+        types, labels={"series_types": "Series type"},
+        empty="No series type is defined, or none matches yet.")
 
 
 refresh.on_click(show)
 show()
-side_by_side = widgets.HBox([by_source, by_type], layout=widgets.Layout(gap="48px"))
-display(widgets.VBox([widgets.HBox([refresh, status]), transactions, side_by_side]))"""),
+side_by_side = widgets.HBox([by_source, by_type], layout=widgets.Layout(gap="48px", flex_flow="row wrap"))
+display(widgets.VBox([widgets.HBox([refresh, status], layout=widgets.Layout(align_items="center", gap="12px")),
+                      transactions, side_by_side]))"""),
 ]
 
 DASHBOARDS["node-status"] = [
     md("""
 # Node status
 
-The node's DICOM listeners, folder watches, partners (boxes) online, jobs and recent log.
+Whether the node is up, its DICOM listeners, folder watches, partners (boxes), jobs and recent log.
 """),
     code(DASHBOARD_CONNECT),
     code("""
-def frame_to_html(frame, columns=None, max_rows=None):
-    frame = frame[list(columns)] if columns is not None else frame
-    return frame.to_html(index=False, border=0, max_rows=max_rows, na_rep="")
+from slicebox_lab.ui.present import chip, table
 
-
-# what each section lists, and the columns a person reads
+# what each section lists, the columns a person reads, and what it says when there is nothing
 sections = {
-    "DICOM listeners (SCPs)": (lambda: sbx.scps(), ["name", "ae_title", "host", "port", "running"]),
-    "Folder watches": (lambda: sbx.watches(), ["name", "path", "created"]),
-    "Partners (boxes)": (lambda: sbx.boxes(), ["name", "send_method", "online", "last_contact", "last_error"]),
-    "Jobs": (lambda: sbx.jobs(limit=20), ["id", "kind", "description", "state", "progress_done", "progress_total",
-                                          "error", "finished"]),
-    "Recent log": (lambda: sbx.log(limit=20), ["created", "entry_type", "subject", "message"]),
+    "DICOM listeners (SCPs)": (lambda: sbx.scps(), ["name", "ae_title", "host", "port", "running"],
+                               "No DICOM listener: an administrator adds one for a PACS to send here."),
+    "Folder watches": (lambda: sbx.watches(), ["name", "path", "created"], "No folder is watched."),
+    "Partners (boxes)": (lambda: sbx.boxes(), ["name", "send_method", "online", "last_contact", "last_error"],
+                         "No partner is connected to this node."),
+    "Jobs": (lambda: sbx.jobs(limit=20), ["kind", "description", "state", "progress_done", "progress_total",
+                                          "error", "finished"], "No job has run yet."),
+    "Recent log": (lambda: sbx.log(limit=20), ["created", "entry_type", "subject", "message"], "The log is empty."),
 }
 panels = {title: widgets.HTML() for title in sections}
 health = widgets.HTML()
@@ -533,15 +535,16 @@ def show(_=None):
         return
     try:
         info = sbx.information()
-        health.value = f"<b>Node up</b> — {info.get('version', '')} {sbx.url}"
+        counts = info.get("counts", {})
+        health.value = (f"{chip('Node up', 'green')} &nbsp;{counts.get('patients', 0)} patients, "
+                        f"{counts.get('series', 0)} series, {counts.get('images', 0)} images "
+                        f"<span style='color:#52606d'>· slicebox_lab {info.get('version', '')}</span>")
     except ClientError as e:
         health.value = problem(f"The node cannot be reached: {e.message}").value
         return
-    for title, (fetch, columns) in sections.items():
+    for title, (fetch, columns, empty) in sections.items():
         try:
-            frame = fetch()
-            shown = [c for c in columns if c in frame]
-            body = frame_to_html(frame, shown, max_rows=20) if len(frame) else "<i>none</i>"
+            body = table(fetch(), columns, max_rows=20, empty=empty)
         except ClientError as e:  # e.g. a USER may not list everything: say so, show the rest
             body = problem(e.message).value
         panels[title].value = f"<h3>{title}</h3>{body}"
@@ -549,11 +552,12 @@ def show(_=None):
 
 refresh.on_click(show)
 show()
-display(widgets.VBox([widgets.HBox([refresh, health]), *panels.values()]))"""),
+display(widgets.VBox([widgets.HBox([refresh, health], layout=widgets.Layout(align_items="center", gap="12px")),
+                      *panels.values()]))"""),
 ]
 
 DASHBOARDS["viewer"] = [
-    md("# Viewer\n\nBrowse patients, studies and series; the selected series opens in the viewer."),
+    md("# Viewer\n\nFind a patient's series and look at it: scroll through the slices, window, zoom."),
     code(DASHBOARD_CONNECT),
     code("""
 if sbx is not None:

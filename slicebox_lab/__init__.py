@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:
     from .client import SliceboxClient
 
-__version__ = "0.1.0"
 
 __all__ = ["__version__", "connect"]
 

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.auth.identity import IdentityProvider
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, List, Unicode, default
 from traitlets import Dict as DictTrait
 
-from . import __version__
+from ._version import __version__
+from .access.audit import AuditTrail
+from .access.users import USER, UserStore
 from .anonymization import keystore, load_pixel_masks
 from .anonymization.pixels import SCANNED_MODALITIES
-from .asyncio_bridge import run_blocking, shutdown
-from .audit import AuditTrail
-from .auth import USER, SliceboxAuthorizer, SliceboxIdentityProvider, UserStore
 from .box import configure_boxes
 from .context import SliceboxContext
-from .memory import tune_malloc
 from .model import SOURCE_TYPES
-from .services import Service, start_services, stop_services
+from .server.asyncio_bridge import run_blocking, shutdown
+from .server.auth import SliceboxAuthorizer, SliceboxIdentityProvider
+from .server.memory import tune_malloc
+from .server.services import Service, register_job_runners, start_services, stop_services
 
 
 class SliceboxApp(ExtensionApp):
@@ -30,11 +35,42 @@ class SliceboxApp(ExtensionApp):
     name = "slicebox"
     description = __doc__
     version = __version__
-    extension_url = "/slicebox/api/system/information"
+    #: what the server's root redirects to, and what `jupyter slicebox --browser` opens: the landing page
+    extension_url = "/slicebox/"
     # `jupyter slicebox` also loads the other enabled extensions (Voila, JupyterLab)
     load_other_extensions = True
     # a headless node: no browser; CI and containers run as root
     serverapp_config: dict[str, Any] = {"open_browser": False, "allow_root": True}
+
+    examples = """
+jupyter slicebox                                 # a node on http://localhost:8888/slicebox/ (token in the log)
+jupyter slicebox --port=8890 --token=T           # a fixed port and token (scripts: Authorization: token T)
+jupyter slicebox --data-dir=/srv/slicebox        # the index and the stored files in that folder
+jupyter slicebox --ip=0.0.0.0                    # reachable from other machines (put TLS in front)
+jupyter slicebox --database-url=postgresql+psycopg://slicebox@db/slicebox
+jupyter slicebox --help-all                      # every option (--SliceboxApp.<name>=...)
+"""
+
+    classes = [*ExtensionApp.classes, IdentityProvider]
+
+    #: the options people need, shown by `jupyter slicebox --help` (everything else: --help-all)
+    aliases = {
+        **ExtensionApp.aliases,
+        "port": "ServerApp.port",
+        "ip": "ServerApp.ip",
+        "token": "IdentityProvider.token",
+        "base-url": "ServerApp.base_url",
+        "root-dir": "ServerApp.root_dir",
+        "data-dir": "SliceboxApp.data_dir",
+        "database-url": "SliceboxApp.database_url",
+        "storage-dir": "SliceboxApp.storage_dir",
+        "node-name": "SliceboxApp.node_name",
+    }
+    flags = {
+        **ExtensionApp.flags,
+        "no-browser": ({"ServerApp": {"open_browser": False}}, "Do not open a browser (the default)."),
+        "browser": ({"ServerApp": {"open_browser": True}}, "Open the landing page in a browser at start."),
+    }
 
     @classmethod
     def make_serverapp(cls, **kwargs: Any) -> Any:
@@ -63,6 +99,14 @@ class SliceboxApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    node_name = Unicode(
+        help="The node's name on its landing page (e.g. 'Hospital A research node'); the host name when not set."
+    ).tag(config=True)
+
+    @default("node_name")
+    def _default_node_name(self) -> str:
+        return socket.gethostname()
+
     storage_dir = Unicode("", help="Folder of the stored DICOM files. Empty: the folder 'dicom' in data_dir.").tag(
         config=True
     )
@@ -79,7 +123,7 @@ class SliceboxApp(ExtensionApp):
         True,
         help=(
             "Let glibc keep freed image-sized buffers for reuse instead of returning them to the system "
-            "(mmap threshold 16 MiB, trim threshold 64 MiB; see slicebox_lab/memory.py). Saves the page "
+            "(mmap threshold 16 MiB, trim threshold 64 MiB; see slicebox_lab/server/memory.py). Saves the page "
             "faults of fresh memory for every image; costs the process up to those sizes of retained memory."
         ),
     ).tag(config=True)
@@ -225,7 +269,7 @@ class SliceboxApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         if self.malloc_tuning and tune_malloc():
-            self.log.debug("slicebox: glibc malloc keeps image-sized buffers (slicebox_lab/memory.py)")
+            self.log.debug("slicebox: glibc malloc keeps image-sized buffers (slicebox_lab/server/memory.py)")
         # blocking on purpose: the node must be migrated and repaired before it serves
         self.context = SliceboxContext.open(Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync)
         self.context.key_attributes = keystore.parse_key_attributes(self.anonymization_key_attributes)
@@ -236,6 +280,9 @@ class SliceboxApp(ExtensionApp):
         self.context.burned_in_text_detection = self.burned_in_text_detection
         self.context.burned_in_scan_all = self.burned_in_scan_all
         self.settings["slicebox_context"] = self.context
+        self.settings["slicebox_node_name"] = self.node_name
+        self.settings["slicebox_status"] = {"data_dir": self.data_dir, "secondary": self.context.secondary}
+        self._stop_cleanly_on_sigint()
         self.settings["slicebox_users"] = UserStore(self.context.index)
         self.audit = AuditTrail(self.context.index)
         self.audit.subscribe(self.context.events)
@@ -244,8 +291,32 @@ class SliceboxApp(ExtensionApp):
         # services (SCP listeners, folder watches) run on their own threads, not on the loop; they
         # start here, before the server serves, so no request finds them missing
         configure_boxes(self.context, poll_interval=self.box_poll_interval)
-        self.services = start_services(self.context)
+        register_job_runners(self.context)
+        if self.context.secondary:
+            # the server already running on this folder has the listeners, watches and box loop; a second
+            # SCP on the same port would only fail, and two box loops on one SQLite file would do the work twice
+            self.log.warning(
+                "slicebox: %s is in use by another server (%s): this one serves the API and the dashboards "
+                "on the same data but starts no DICOM listener, folder watch, box or forwarding service",
+                self.data_dir,
+                ", ".join(self.context.other_servers),
+            )
+        else:
+            self.services = start_services(self.context)
+        self.settings["slicebox_services"] = tuple(self.services)
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
+
+    def _stop_cleanly_on_sigint(self) -> None:
+        """SIGINT stops the server as SIGTERM does, through stop_extension (the next start then needs no repair).
+
+        jupyter_server installs its SIGINT handler (a y/n prompt) only when stdin is a terminal; otherwise
+        (a service manager, ``kill -INT``, Ctrl-C in a pipeline) Python's KeyboardInterrupt ends the event
+        loop without any cleanup, which the next start sees as a crash."""
+        serverapp = self.serverapp
+        if serverapp is None or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler and hasattr(serverapp, "_signal_stop"):
+            signal.signal(signal.SIGINT, serverapp._signal_stop)
 
     def initialize_handlers(self) -> None:
         from .handlers import default_handlers

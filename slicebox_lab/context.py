@@ -14,7 +14,7 @@ Step 2 overlaps step 1 (the blob is written in a writer thread while the caller
 parses); step 3 starts only once the blob is durable, so a row never points at a
 missing file, and concurrent ingests share one commit (``Index.ingest``'s group
 commit).  A crash between 2 and 3 leaves a blob without a row; :meth:`open`
-notices the unclean shutdown (a marker file) and :meth:`reconcile` removes such
+notices the unclean shutdown (a marker file nobody holds, ``storage/running.py``) and :meth:`reconcile` removes such
 blobs before the node accepts data again.  All methods block: callers on the
 event loop go through ``asyncio_bridge.run_blocking``.
 """
@@ -28,36 +28,31 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 
-from . import dicom, filtering
+from . import dicom
 from .anonymization import PixelMask, Profile, PseudonymKeys, anonymize, keystore
-from .anonymization.jobs import register_anonymization_jobs
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .index import Index, create_engine, sqlite_url, upgrade
+from .index.leader import Leadership
+from .index.repository import IngestAlso
 from .jobs import JobManager
-from .leader import Leadership
 from .model import SOURCE_TYPES, Image, IngestResult, Source
+from .routing import filtering
 from .storage import FileSystemStorage, StorageArea
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from .net.scp import ScpService
-    from .watch import WatchService
+from .storage.running import RunningMarkers
 
 log = logging.getLogger(__name__)
 
-RUNNING_MARKER = "slicebox.running"
 #: seconds a blob or temp file must have existed before a crash repair removes it while other servers
 #: share database and storage (it may be their ingest in flight, between blob and row)
 SHARED_RECONCILE_GRACE_S = 600.0
@@ -77,11 +72,6 @@ class ReconcileReport:
 class SliceboxContext:
     """Owns storage, index and events; built once per server (or per test)."""
 
-    #: set by ``watch.create_watch_service`` when the services start
-    watch_service: WatchService
-    #: set by ``net.scp.scp_service_factory`` when the services start
-    scp_service: ScpService
-
     def __init__(self, storage: StorageArea, index: Index, events: EventBus | None = None) -> None:
         self.storage = storage
         self.index = index
@@ -90,7 +80,11 @@ class SliceboxContext:
         self.jobs = JobManager(index)
         #: whether this server runs the once-per-database work (box loop, forwarding) among those sharing the database
         self.leader = Leadership(index.engine)
-        self._marker: Path | None = None
+        self._markers: RunningMarkers | None = None
+        #: opened on a data folder another server (SQLite) is running on: no repair, no listeners (``open``)
+        self.secondary = False
+        #: the other servers found running on the data folder at open, as "host pid N"
+        self.other_servers: list[str] = []
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
         self._pseudonym_keys: PseudonymKeys | None = None
         self._keys_lock = threading.Lock()
@@ -109,7 +103,6 @@ class SliceboxContext:
         self.burned_in_text_detection = True
         #: read every image's pixels, whatever its modality (``SliceboxApp.burned_in_scan_all``)
         self.burned_in_scan_all = False
-        register_anonymization_jobs(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,47 +116,64 @@ class SliceboxContext:
     ) -> SliceboxContext:
         """Open (creating on first start) the node's data under ``data_dir``.
 
-        Migrates the index, and repairs what a crash may have left (only after an
-        unclean shutdown, so a clean start of a large node stays fast).
+        Migrates the index, and repairs what a crash may have left (only after an unclean shutdown, so
+        a clean start of a large node stays fast).  Each server keeps its own locked marker in the data
+        folder (``storage/running.py``): a marker nobody holds is a crash to repair.  With SQLite, a server that
+        finds another one running on the folder opens as its *secondary* (:attr:`secondary`): it
+        repairs nothing (the files in flight are the other server's) and the app starts no listeners.
         """
         data = Path(data_dir).expanduser().resolve()
         data.mkdir(parents=True, exist_ok=True)
         engine = create_engine(database_url or sqlite_url(data / "slicebox.sqlite"))
-        upgrade(engine)
-        storage = FileSystemStorage(Path(storage_dir) if storage_dir else data / "dicom", fsync=fsync)
-        context = cls(storage, Index(engine))
-        context.pseudonym_keys = PseudonymKeys.load_or_create(data / PSEUDONYM_KEY_FILE)
-        marker = data / RUNNING_MARKER
-        if marker.exists():
-            # other servers on this database may be ingesting into the same storage right now: leave
-            # their young blobs and temp files alone (a server registers before it ingests, so one that
-            # starts after this look writes only files newer than ``now``).  Servers of this very process
-            # are earlier contexts a test left behind to simulate a crash, not ingesting now.
-            now = time.time()
-            ours = context.jobs.server.rsplit(":", 1)[0] + ":"
-            shared = any(not server.startswith(ours) for server in context.jobs.settled_live_servers())
-            report = context.reconcile(written_before=now - SHARED_RECONCILE_GRACE_S if shared else now)
-            context.index.add_log(
-                "WARN",
-                "System",
-                "unclean shutdown detected; repaired: "
-                f"{report.temporary_files_removed} temporary files, "
-                f"{report.orphan_blobs_removed} blobs without a row, "
-                f"{report.rows_without_blob_removed} rows without a blob",
+        markers = RunningMarkers(data)
+        with markers.starting():
+            live, stale = markers.scan()
+            secondary = bool(live) and engine.dialect.name == "sqlite"
+            upgrade(engine)
+            storage = FileSystemStorage(Path(storage_dir) if storage_dir else data / "dicom", fsync=fsync)
+            context = cls(storage, Index(engine))
+            context.secondary = secondary
+            context.other_servers = [markers.describe(path) for path in live]
+            context.pseudonym_keys = PseudonymKeys.load_or_create(data / PSEUDONYM_KEY_FILE)
+            if stale and not secondary:
+                # other servers on this database may be ingesting into the same storage right now: leave
+                # their young blobs and temp files alone (a server registers before it ingests, so one that
+                # starts after this look writes only files newer than ``now``).  Servers of this very process
+                # are earlier contexts a test left behind to simulate a crash, not ingesting now.
+                now = time.time()
+                ours = context.jobs.server.rsplit(":", 1)[0] + ":"
+                shared = bool(live) or any(
+                    not server.startswith(ours) for server in context.jobs.settled_live_servers()
+                )
+                report = context.reconcile(written_before=now - SHARED_RECONCILE_GRACE_S if shared else now)
+                context.index.add_log(
+                    "WARN",
+                    "System",
+                    "unclean shutdown detected; repaired: "
+                    f"{report.temporary_files_removed} temporary files, "
+                    f"{report.orphan_blobs_removed} blobs without a row, "
+                    f"{report.rows_without_blob_removed} rows without a blob",
+                )
+                markers.remove(stale)
+            markers.claim("secondary" if secondary else "primary")
+        context._markers = markers
+        if secondary:
+            log.warning(
+                "another server (%s) runs on %s: this one joins it as a secondary (no crash repair, no listeners)",
+                ", ".join(context.other_servers),
+                data,
             )
-        marker.write_text(str(time.time()))
-        context._marker = marker
-        context.index.add_log("INFO", "System", f"node started on {data}")
+        context.index.add_log("INFO", "System", f"node started on {data}" + (" (secondary)" if secondary else ""))
         return context
 
     def close(self) -> None:
         """Clean shutdown: the next start skips the crash repair."""
         self.jobs.shutdown(timeout=10)
         self.leader.close()
-        if self._marker is not None:
+        if self._markers is not None:
             self.index.add_log("INFO", "System", "node stopped")
-            self._marker.unlink(missing_ok=True)
-            self._marker = None
+            self._markers.release()  # this server's marker only: another one running keeps its own
+            self._markers = None
         self._writer.shutdown(wait=True)
         self.index.engine.dispose()
 
@@ -217,13 +227,13 @@ class SliceboxContext:
         data: bytes,
         source: Source,
         reidentify: bool = True,
-        also: Callable[[sa.Connection, IngestResult], None] | None = None,
+        also: IngestAlso | None = None,
     ) -> IngestResult:
         """Store one DICOM file from ``source``; the one way in (house rule 3).
 
         Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
         bytes that are not an acceptable Part-10 file; nothing is stored then.
-        The tag filters attached to ``source`` are applied first (``filtering.py``); then
+        The tag filters attached to ``source`` are applied first (``routing/filtering.py``); then
         anonymous data (PatientIdentityRemoved=YES) matching an anonymization key is
         re-identified when ``source`` is one of :attr:`reidentify_sources`
         (``reidentify=False``: never, for the node's own anonymized results).  ``also(conn, result)``

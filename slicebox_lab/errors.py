@@ -12,6 +12,7 @@ Domain code raises these; the handlers turn each into a JSON error in one place
     ├── AnonymizationRefused       422  de-identification cannot be done safely as asked (burned-in text)
     ├── RenderingFailed            501  a stored image that cannot be rendered (codec, frame)
     ├── PeerFailure                502  a remote node or PACS failed
+    ├── ServiceUnavailable         503  a service the request needs is not running here
     └── StorageFull                507  no space left to store data durably
 """
 
@@ -64,6 +65,12 @@ class RenderingFailed(SliceboxError):
 
 class PeerFailure(SliceboxError):
     status_code = 502
+
+
+class ServiceUnavailable(SliceboxError):
+    """A service the request needs (SCP listeners, folder watches) is not running on this node."""
+
+    status_code = 503
 
 
 class StorageFull(SliceboxError):

@@ -2,7 +2,7 @@
 
 Field names follow rule 7 of ARCHITECTURE.md: DICOM keywords for DICOM attributes,
 snake_case for our own fields.  The ``*_ATTRIBUTES`` tuples are the indexed DICOM
-attributes of each level; the index schema and the DICOM extraction are both
+attributes of each level; the tables of the index and the DICOM extraction are both
 derived from them so the two can never disagree.
 """
 
@@ -11,7 +11,37 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+
+class JobState(StrEnum):
+    """The state of a job (``jobs/``), stored and shown as its name; the client and widgets read it too."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+#: the states of a job that is not running and never will be again
+FINISHED_STATES: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class TransactionStatus(StrEnum):
+    """The status of a box transaction (``box/``), outgoing or incoming (an incoming one is PROCESSING or
+    FINISHED); the client and widgets read it too."""
+
+    WAITING = "WAITING"
+    PROCESSING = "PROCESSING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+
+#: the statuses of a transaction that moves no more images
+TRANSACTION_ENDED: frozenset[TransactionStatus] = frozenset({TransactionStatus.FINISHED, TransactionStatus.FAILED})
+
 
 PATIENT_ATTRIBUTES: tuple[str, ...] = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 STUDY_ATTRIBUTES: tuple[str, ...] = (
@@ -161,3 +191,8 @@ def to_json(record: Any) -> dict[str, Any]:
         value = getattr(record, f.name)
         out[f.name] = to_json(value) if dataclasses.is_dataclass(value) else value
     return out
+
+
+def json_fields(record: type[Any]) -> list[str]:
+    """The keys :func:`to_json` gives a ``record`` type, in order: the columns the client shows its rows in."""
+    return [f.name for f in dataclasses.fields(record) if f.name not in PRIVATE_FIELDS]

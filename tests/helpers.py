@@ -35,3 +35,11 @@ async def finished_job(api: Any, job_id: int, timeout: float = 60) -> dict[str, 
             return job
         assert time.monotonic() < deadline, job
         await asyncio.sleep(0.02)
+
+
+def serve_with(serverapp: Any, service: Any) -> None:
+    """Make ``service`` the one the server's handlers use in place of the app's own of its type
+    (a test's service with its own settings, e.g. a short tick)."""
+    settings = serverapp.web_app.settings
+    others = tuple(s for s in settings.get("slicebox_services", ()) if not isinstance(s, type(service)))
+    settings["slicebox_services"] = (*others, service)

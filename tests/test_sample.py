@@ -43,20 +43,61 @@ def test_three_patients_five_series_of_the_promised_kinds(tmp_path: Path):
         ds.pixel_array  # noqa: B018  (decodes, or raises)
 
 
-def test_ct_phantom_has_spheres_of_different_hu_on_a_consistent_geometry(tmp_path: Path):
-    datasets = [ds for ds in _read(make_sample_files(tmp_path)) if ds.PatientName == "Andersson^Anna"]
-    ct = sorted((ds for ds in datasets if ds.Modality == "CT"), key=lambda ds: float(ds.ImagePositionPatient[2]))
-    assert (ct[0].Rows, ct[0].Columns) == (128, 128)
+def _hu_volume(datasets: list[pydicom.Dataset], patient: str, modality: str = "CT") -> np.ndarray:
+    series = sorted(
+        (ds for ds in datasets if ds.PatientName == patient and ds.Modality == modality),
+        key=lambda ds: float(ds.ImagePositionPatient[2]),
+    )
+    return np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in series])
+
+
+def _share(volume: np.ndarray, low: float, high: float) -> float:
+    return float(np.mean((volume >= low) & (volume < high)))
+
+
+def test_ct_chest_is_a_body_every_window_shows_something_in(tmp_path: Path):
+    datasets = _read(make_sample_files(tmp_path))
+    ct = sorted((ds for ds in datasets if ds.PatientName == "Andersson^Anna" and ds.Modality == "CT"),
+                key=lambda ds: float(ds.ImagePositionPatient[2]))  # fmt: skip
+    assert (ct[0].Rows, ct[0].Columns) == (256, 256)
     z = [float(ds.ImagePositionPatient[2]) for ds in ct]
     assert np.allclose(np.diff(z), float(ct[0].SliceThickness))
-    hu = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in ct])
-    assert np.median(hu[:, 0, 0]) < -900  # air outside the body
-    # the four spheres (bone, fat, contrast, lung) show up as four distinct HU populations
-    rounded = np.round(hu / 50) * 50
-    values, counts = np.unique(rounded, return_counts=True)
-    present = {int(v) for v, c in zip(values, counts, strict=True) if c > 150}
-    assert {-1000, 0, 700, -100, 200, -800} <= present
     assert len({ds.FrameOfReferenceUID for ds in ct}) == 1
+    # a body of a chest's size: about 33 x 23 cm across, in air
+    hu = _hu_volume(datasets, "Andersson^Anna")
+    middle = hu[len(hu) // 2]
+    spacing = float(ct[0].PixelSpacing[0])
+    body = middle > -500
+    columns, rows = np.flatnonzero(body.any(axis=0)), np.flatnonzero(body.any(axis=1))
+    width, depth = (columns[-1] - columns[0]) * spacing, (rows[-1] - rows[0]) * spacing
+    assert 280 < width < 380 and 180 < depth < 260, (width, depth)
+    assert np.median(hu[:, :5, :5]) < -950
+    # every tissue at its usual HU, each a real share of the volume (what the windows are for)
+    assert _share(hu, -920, -780) > 0.05  # lung parenchyma: the lung window
+    assert _share(hu, -140, -60) > 0.03  # fat
+    assert _share(hu, 20, 80) > 0.03  # muscle, myocardium: the soft-tissue and brain windows
+    assert _share(hu, 180, 350) > 0.002  # contrast in the heart and aorta
+    assert _share(hu, 600, 1300) > 0.002  # cortical bone: the bone window
+    # two lungs, one each side of the midline, and the spine behind the middle
+    left, right = middle[:, :128], middle[:, 128:]
+    assert ((left > -920) & (left < -780)).sum() > 1500 and ((right > -920) & (right < -780)).sum() > 1500
+    spine = middle[150:210, 118:138]
+    assert (spine > 600).any()
+
+
+def test_ct_abdomen_and_mr_head_show_their_organs(tmp_path: Path):
+    datasets = _read(make_sample_files(tmp_path))
+    abdomen = _hu_volume(datasets, "Berg^Erik")
+    assert _share(abdomen, 85, 130) > 0.02  # liver and spleen, portal venous
+    assert _share(abdomen, 150, 220) > 0.002  # kidney cortex, aorta
+    assert _share(abdomen, -140, -60) > 0.05  # fat
+    assert _share(abdomen, -1100, -900) > 0.2  # air around, and gas in the bowel and stomach
+    mr = np.stack([ds.pixel_array for ds in sorted(
+        (ds for ds in datasets if ds.Modality == "MR"), key=lambda ds: float(ds.ImagePositionPatient[2]))])  # fmt: skip
+    brain = mr[len(mr) // 2]
+    # T1: white matter brighter than grey, CSF darker, scalp fat brightest; each a real population
+    for low, high in ((150, 350), (550, 700), (800, 950), (1250, 1500)):
+        assert np.mean((brain >= low) & (brain < high)) > 0.004, (low, high)
 
 
 def test_identifiers_to_remove_are_there(tmp_path: Path):

@@ -205,7 +205,7 @@ function render({ model, el }) {
       ctx.fillRect(0, 0, canvas.width, canvas.height);
       ctx.fillStyle = "#bbb";
       ctx.font = `${Math.max(10, canvas.width / 24)}px sans-serif`;
-      ctx.fillText(n ? `loading slice ${index + 1}…` : "no series yet: viewer.show(series_id)", 8, Math.max(14, canvas.width / 16));
+      ctx.fillText(n ? `loading slice ${index + 1}…` : "Tick a series in the table to see its images here.", 8, Math.max(14, canvas.width / 16));
       layout();
       return;
     }

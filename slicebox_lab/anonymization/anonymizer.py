@@ -37,7 +37,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from .clean import clean_text, identifying_tokens, known_code, known_context_group
@@ -52,6 +52,8 @@ from .profile import (
     Action,
     Option,
     Profile,
+    element_text,
+    private_creator,
 )
 
 __all__ = ["DUMMY_TEXT", "anonymize", "deidentification_method"]
@@ -87,8 +89,8 @@ def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
     see pixeltext.py.
     """
     pixels = check_pixels(ds, profile)
-    real_name = _text(ds.get(Tag(0x0010, 0x0010)))
-    real_id = _text(ds.get(Tag(0x0010, 0x0020)))
+    real_name = element_text(ds.get(Tag(0x0010, 0x0010)))
+    real_id = element_text(ds.get(Tag(0x0010, 0x0020)))
     offset = None
     if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in profile.options:
         offset = datetime.timedelta(days=keys.date_offset_days(real_name, real_id))
@@ -168,22 +170,13 @@ def _dataset(src: Dataset, run: _Run, cleaning: bool = False) -> Dataset:
         creator = None
         if tag.group % 2:
             has_private = True
-            creator = _creator(src, tag, elem)
+            creator = private_creator(src, elem)
         new = _apply(elem, run.profile.action(tag, elem.VR, creator, cleaning), run, src, cleaning)
         if new is not None:
             out.add(new)
     if has_private:
         _drop_unused_creators(out)
     return out
-
-
-def _creator(src: Dataset, tag: BaseTag, elem: DataElement) -> str | None:
-    if 0x0010 <= tag.element <= 0x00FF:
-        return _text(elem)
-    creator_tag = Profile.private_creator_tag(tag)
-    if creator_tag is None or creator_tag not in src:
-        return None
-    return _text(src[creator_tag])
 
 
 def _drop_unused_creators(ds: Dataset) -> None:
@@ -225,7 +218,7 @@ _CodingSchemeDesignator = Tag(0x0008, 0x0102)
 def _clean(elem: DataElement, run: _Run, src: Dataset | None) -> DataElement:
     """Free text reduced to allow-listed tokens; known codes and context groups kept whole."""
     tag, vr = elem.tag, elem.VR
-    scheme = _text(src.get(_CodingSchemeDesignator)) if src is not None else ""
+    scheme = element_text(src.get(_CodingSchemeDesignator)) if src is not None else ""
 
     def clean(value: str) -> str:
         if value.strip().lower() not in run.banned:
@@ -270,12 +263,3 @@ def _shift(value: str, offset: datetime.timedelta) -> str:
     if len(value) < 8 or not value[:8].isdigit():
         return ""
     return f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}{value[8:]}"
-
-
-def _text(elem: DataElement | None) -> str:
-    if elem is None or elem.value is None:
-        return ""
-    value = elem.value
-    if isinstance(value, bytes):
-        return value.decode("latin-1").rstrip("\x00 ")
-    return str(value).strip()

@@ -57,6 +57,8 @@ from types import MappingProxyType
 from typing import Any
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, repeater_has_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
 from ..errors import InvalidInput
@@ -69,7 +71,11 @@ __all__ = [
     "Option",
     "Profile",
     "confidentiality_table",
+    "element_text",
+    "private_creator",
     "safe_private_table",
+    "table_key",
+    "table_row",
 ]
 
 BASIC_PROFILE_CODE = "113100"
@@ -200,6 +206,22 @@ def resolve_basic(code: str) -> Action:
 @cache
 def _rows_by_id() -> dict[str, Mapping[str, str]]:
     return {row["id"]: row for row in confidentiality_table()}
+
+
+def table_key(tag: BaseTag) -> str:
+    """The id of the row of Table E.1-1 that names a public ``tag``: curves (50xx) and overlays (60xx) by
+    mask; the anonymizer decides by it and the review report explains by it, so both must read it alike."""
+    group, element = tag.group, tag.element
+    if 0x5000 <= group <= 0x50FF:
+        return "50xxxxxx"
+    if 0x6000 <= group <= 0x60FF:
+        return "60xx4000" if element == 0x4000 else "60xx3000"
+    return f"{group:04x}{element:04x}"
+
+
+def table_row(tag: BaseTag) -> Mapping[str, str] | None:
+    """The row of Table E.1-1 the profile applies to a public ``tag``, None for one it does not name."""
+    return _rows_by_id().get(table_key(tag))
 
 
 @cache
@@ -353,12 +375,7 @@ class Profile:
             return Action.X  # group length: recomputed by writers if at all
         if group % 2:
             return self._private_action(group, element, private_creator)
-        if 0x5000 <= group <= 0x50FF:
-            key = "50xxxxxx"
-        elif 0x6000 <= group <= 0x60FF:
-            key = "60xx4000" if element == 0x4000 else "60xx3000"
-        else:
-            key = f"{group:04x}{element:04x}"
+        key = table_key(tag)
         action = self._actions.get(key)
         if action is None:
             # a standard attribute the table does not name is kept; one no dictionary knows (a
@@ -408,3 +425,25 @@ class Profile:
         if tag.group % 2 and tag.element >= 0x1000:
             return Tag(tag.group, tag.element >> 8)
         return None
+
+
+def element_text(elem: DataElement | None) -> str:
+    """The value of a text element as the rules compare it (bytes as Latin-1, padding stripped; "" when absent)."""
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\x00 ")
+    return str(value).strip()
+
+
+def private_creator(ds: Dataset, elem: DataElement) -> str | None:
+    """The private creator of ``elem`` (of an odd group) in ``ds``, as :meth:`Profile.action` is asked with it
+    by the anonymizer and by the review report alike; a creator element names itself."""
+    tag = elem.tag
+    if 0x0010 <= tag.element <= 0x00FF:
+        return element_text(elem)
+    creator_tag = Profile.private_creator_tag(tag)
+    if creator_tag is None or creator_tag not in ds:
+        return None
+    return element_text(ds[creator_tag])

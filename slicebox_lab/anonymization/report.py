@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pydicom.datadict import dictionary_has_tag, get_private_entry, keyword_for_tag, repeater_has_tag
@@ -37,7 +36,7 @@ from pydicom.tag import BaseTag, Tag
 from . import pixeltext
 from .pixels import SECONDARY_CAPTURE_SOP_CLASSES, header_burned_in_reason
 from .pixeltext import PixelDecision
-from .profile import Action, Option, Profile, confidentiality_table, resolve_basic
+from .profile import Action, Option, Profile, element_text, private_creator, resolve_basic, table_row
 
 if TYPE_CHECKING:
     import pandas
@@ -175,25 +174,6 @@ def report_frame(report_json: Mapping[str, Any]) -> pandas.DataFrame:
 # ---------------------------------------------------------------------------------------- naming
 
 
-def _creator_of(ds: Dataset, tag: BaseTag, elem: DataElement) -> str | None:
-    """The private creator of ``elem`` as the anonymizer finds it (a creator element names itself)."""
-    if 0x0010 <= tag.element <= 0x00FF:
-        return _text(elem)
-    if tag.element < 0x1000:
-        return None
-    creator_tag = Tag(tag.group, tag.element >> 8)
-    return _text(ds[creator_tag]) if creator_tag in ds else None
-
-
-def _text(elem: DataElement | None) -> str:
-    if elem is None or elem.value is None:
-        return ""
-    value = elem.value
-    if isinstance(value, bytes):
-        return value.decode("latin-1").rstrip("\x00 ")
-    return str(value).strip()
-
-
 def _names(tag: BaseTag, creator: str | None) -> tuple[str, str, str]:
     """(path segment, tag column, keyword) of one element."""
     group, element = tag.group, tag.element
@@ -231,28 +211,11 @@ def _sort_key(tag: BaseTag, creator: str | None) -> tuple[int, int, str]:
 def element_name(ds: Dataset, elem: DataElement) -> str:
     """The path segment of ``elem`` in ``ds``: its keyword, or a tag form for private and repeating groups."""
     tag = elem.tag
-    creator = _creator_of(ds, tag, elem) if tag.group % 2 else None
+    creator = private_creator(ds, elem) if tag.group % 2 else None
     return _names(tag, creator)[0]
 
 
 # ---------------------------------------------------------------------------------------- deciding
-
-
-@cache
-def _rows() -> dict[str, Mapping[str, str]]:
-    return {row["id"]: row for row in confidentiality_table()}
-
-
-def _table_row(tag: BaseTag) -> Mapping[str, str] | None:
-    """The row of Table E.1-1 that profile.py applies to a public ``tag`` (curves and overlays by mask)."""
-    group, element = tag.group, tag.element
-    if 0x5000 <= group <= 0x50FF:
-        key = "50xxxxxx"
-    elif 0x6000 <= group <= 0x60FF:
-        key = "60xx4000" if element == 0x4000 else "60xx3000"
-    else:
-        key = f"{group:04x}{element:04x}"
-    return _rows().get(key)
 
 
 def _titles(options: Iterable[Option], code: str) -> str:
@@ -263,7 +226,7 @@ def _public_decision(
     tag: BaseTag, vr: str, action: Action, outcome: str, profile: Profile, cleaning: bool
 ) -> tuple[str, bool]:
     """(decided_by, kept by an option) for a public attribute, from its table row and the selected options."""
-    row = _table_row(tag)
+    row = table_row(tag)
     if row is None:
         if action is Action.X:
             return "unknown public attribute: removed", False
@@ -366,10 +329,10 @@ class _Review:
         if meta is not None:
             self.file_meta(image, meta)
         self.dataset(image, ds, (), "", None, root=True)
-        flag = _text(ds.get(_BURNED_IN)).upper()
-        secondary_capture = _text(ds.get(_SOP_CLASS_UID)) in SECONDARY_CAPTURE_SOP_CLASSES
+        flag = element_text(ds.get(_BURNED_IN)).upper()
+        secondary_capture = element_text(ds.get(_SOP_CLASS_UID)) in SECONDARY_CAPTURE_SOP_CLASSES
         self.burned_in += flag == "YES"
-        self.recognizable += _text(ds.get(_RECOGNIZABLE)).upper() == "YES"
+        self.recognizable += element_text(ds.get(_RECOGNIZABLE)).upper() == "YES"
         self.secondary_capture += secondary_capture
         profile = self.profile
         reason = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
@@ -413,7 +376,7 @@ class _Review:
         kept_blocks: set[tuple[int, int]] = set()
         for elem in ds:
             tag = elem.tag
-            creator = _creator_of(ds, tag, elem) if tag.group % 2 else None
+            creator = private_creator(ds, elem) if tag.group % 2 else None
             if inside is not None or (root and tag in _ADDED):
                 decided.append((elem, creator, None))
                 continue

@@ -7,10 +7,12 @@ answers (``<base>/slicebox/api/transactions/<token>``) to the other side, which 
 connections: it PUSHes its own outgoing images and POLLs the other node for the images queued
 there for it, so a hospital behind a firewall never accepts a connection.
 
-Modules: ``store`` (tables, all durable state), ``transfer`` (making, verifying and storing the bytes
-of one image; the polled side's endpoints), ``transport`` (the small ``BoxTransport`` protocol, its
-HTTP implementation and an in-memory one for tests), ``service`` (the push/poll loop and
-:func:`submit_send`).
+Modules: ``connections`` (the :class:`Box` record, validation, making and finding boxes),
+``outgoing`` (outgoing transactions and their state machine, mirrored into a job), ``incoming`` (the
+receipts of what partners sent us), ``transfer`` (making, verifying and storing the bytes of one
+image; the polled side's endpoints), ``transport`` (the small ``BoxTransport`` protocol, its HTTP
+implementation and an in-memory one for tests), ``service`` (the push/poll loop and
+:func:`submit_send`).  All durable state is in the index database (statements in ``index/boxes.py``).
 
 Decisions (where Slicebox left a choice or had a known problem):
 
@@ -64,23 +66,21 @@ Decisions (where Slicebox left a choice or had a known problem):
 
 from __future__ import annotations
 
+from .connections import Box, SendMethod
+from .outgoing import ImageState, TransactionStatus
 from .service import BoxService, BoxSettings, box_service_factory, configure_boxes, settings, submit_send
-from .store import FAILED, FINISHED, POLL, PROCESSING, PUSH, WAITING, Box
 from .transport import BoxTransport, HttpTransport, InMemoryTransport
 
 __all__ = [
-    "FAILED",
-    "FINISHED",
-    "POLL",
-    "PROCESSING",
-    "PUSH",
-    "WAITING",
     "Box",
     "BoxService",
     "BoxSettings",
     "BoxTransport",
     "HttpTransport",
+    "ImageState",
     "InMemoryTransport",
+    "SendMethod",
+    "TransactionStatus",
     "box_service_factory",
     "configure_boxes",
     "settings",

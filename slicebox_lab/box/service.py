@@ -7,7 +7,7 @@ them.  A round that moved images is followed at once by the next; an idle one wa
 ``poll_interval`` seconds (or until :meth:`BoxService.wake`, e.g. after a send).  A partner that
 cannot be reached makes its box back off (interval × 2ⁿ, at most ``max_backoff``) and its open
 transactions WAITING with the reason; other boxes go on.  All state lives in the database
-(``store``), so the loop can be killed at any point.
+(``index/boxes.py``), so the loop can be killed at any point.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from slicebox_lab.dicom.tagpath import parse_tag_values
 from slicebox_lab.errors import InvalidInput
 from slicebox_lab.jobs import Job
 
-from . import store, transfer
+from . import connections, incoming, outgoing, transfer
+from .connections import Box, SendMethod
 from .transfer import HashMismatch, ImageRefused, PartnerUnavailable
 from .transport import BoxTransport, HttpTransport, wire_encoding_for
 
@@ -111,9 +112,9 @@ def submit_send(
     ``{"<PatientID>": [{"tagPath", "value"}]}`` written after the profile into the images of that
     (stored, real) patient, or one list for every image.  Unknown box or image → NotFound.
     """
-    box = store.get_box(context.index, box_id)
+    box = connections.get_box(context.index, box_id)
     ids = _image_ids(image_ids)
-    profile = store.profile_json(box.default_profile if profile_json is None else profile_json)
+    profile = connections.profile_json(box.default_profile if profile_json is None else profile_json)
     per_patient, for_all = _tag_values(tag_values)
     patient_of_series: dict[int, str] = {}
     images: list[tuple[int, list[Any]]] = []
@@ -127,7 +128,7 @@ def submit_send(
             values = per_patient.get(patient_of_series[image.series_id], [])
         images.append((image.id, values))
     description = f"send {len(images)} images to box {box.name}"
-    _, job_id = store.create_outgoing(context.index, box, profile, images, description, owner=owner)
+    _, job_id = outgoing.create_outgoing(context.index, box, profile, images, description, owner=owner)
     wake_boxes(context)
     return context.jobs.get(job_id)
 
@@ -177,7 +178,7 @@ class BoxService:
         self,
         context: SliceboxContext,
         box_settings: BoxSettings | None = None,
-        transport_factory: Callable[[store.Box], BoxTransport] | None = None,
+        transport_factory: Callable[[Box], BoxTransport] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
@@ -196,7 +197,7 @@ class BoxService:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _http(self, box: store.Box) -> BoxTransport:
+    def _http(self, box: Box) -> BoxTransport:
         encoding = wire_encoding_for(box.base_url, self.settings.compression)
         return HttpTransport(
             box.base_url, self.settings.request_timeout, encoding, connections=self.settings.concurrency
@@ -205,7 +206,7 @@ class BoxService:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        reopened = store.reopen_jobs(self.context.index)
+        reopened = outgoing.reopen_jobs(self.context.index)
         if reopened:
             log.info("boxes: %d unfinished transactions continue after the restart", reopened)
         _services[self.context] = self
@@ -256,14 +257,14 @@ class BoxService:
         if not self.context.leader.is_leader():  # another server sharing the database serves the boxes
             return False
         busy = False
-        boxes = store.list_boxes(self.context.index)
+        boxes = connections.list_boxes(self.context.index)
         for gone in set(self._transports) - {box.id for box in boxes}:
             self._transports.pop(gone)[1].close()
             self._backoff.pop(gone, None)
         for box in boxes:
             if self._stop.is_set():
                 break
-            if box.send_method != store.PUSH or not self._due(box.id):
+            if box.send_method != SendMethod.PUSH or not self._due(box.id):
                 continue
             try:
                 transport = self._transport(box)
@@ -280,7 +281,7 @@ class BoxService:
         failures, due = self._backoff.get(box_id, (0, 0.0))
         return failures == 0 or self._clock() >= due
 
-    def _transport(self, box: store.Box) -> BoxTransport:
+    def _transport(self, box: Box) -> BoxTransport:
         known = self._transports.get(box.id)
         if known is not None and known[0] == box.base_url:
             return known[1]
@@ -290,22 +291,22 @@ class BoxService:
         self._transports[box.id] = (box.base_url, transport)
         return transport
 
-    def _failed(self, box: store.Box, reason: str) -> None:
+    def _failed(self, box: Box, reason: str) -> None:
         failures = self._backoff.get(box.id, (0, 0.0))[0] + 1
         delay = backoff_delay(failures, self.settings.poll_interval, self.settings.max_backoff)
         self._backoff[box.id] = (failures, self._clock() + delay)
         if failures == 1 or failures % 10 == 0:
             log.warning("boxes: %s: %s; retrying in %.1f s", box.name, reason, delay)
         self._contact.pop(box.id, None)
-        store.record_contact(self.context.index, box.id, error=reason)
-        store.set_waiting(self.context.index, box.id, f"{reason}; retrying")
+        connections.record_contact(self.context.index, box.id, error=reason)
+        outgoing.set_waiting(self.context.index, box.id, f"{reason}; retrying")
 
-    def _succeeded(self, box: store.Box) -> None:
+    def _succeeded(self, box: Box) -> None:
         self._backoff.pop(box.id, None)
         now = self._clock()
         if now - self._contact.get(box.id, -1e9) >= 1.0:
             self._contact[box.id] = now
-            store.record_contact(self.context.index, box.id)
+            connections.record_contact(self.context.index, box.id)
 
     def _pipeline(
         self,
@@ -374,40 +375,38 @@ class BoxService:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="slicebox-box")
         return self._pool
 
-    def _push(self, box: store.Box, transport: BoxTransport) -> bool:
+    def _push(self, box: Box, transport: BoxTransport) -> bool:
         index = self.context.index
         return self._pipeline(
-            lambda extra: store.pending_items(index, box.id, self.settings.batch_size + extra),
+            lambda extra: outgoing.pending_items(index, box.id, self.settings.batch_size + extra),
             lambda item: item.outgoing_image_id,
             lambda item: self._push_one(box, transport, item),
-            lambda confirmed: store.mark_sent_many(index, confirmed),
+            lambda confirmed: outgoing.mark_sent_many(index, confirmed),
         )
 
-    def _push_one(
-        self, box: store.Box, transport: BoxTransport, item: store.OutgoingItem
-    ) -> tuple[int, int, str] | None:
+    def _push_one(self, box: Box, transport: BoxTransport, item: outgoing.OutgoingItem) -> tuple[int, int, str] | None:
         """Anonymize and deliver one image; (transaction, outgoing image, SHA-256) once the partner has it
         durable (marked sent by the caller, in groups), None when its outcome is recorded here."""
         index = self.context.index
         try:
             data = transfer.outgoing_bytes(self.context, item, box.send_anonymous_as_is)
         except Exception as e:  # deleted since, or cannot be de-identified safely
-            store.mark_failed(index, item.transaction_id, item.outgoing_image_id, _reason(e))
+            outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, _reason(e))
             return None
         digest = transfer.sha256(data)
         try:
             transport.push(item.transaction_id, item.sequence_number, item.total_image_count, data, digest)
         except HashMismatch as e:
-            attempts = store.record_attempt(index, item.transaction_id, item.outgoing_image_id, e.message)
+            attempts = outgoing.record_attempt(index, item.transaction_id, item.outgoing_image_id, e.message)
             if attempts >= self.settings.max_attempts:
-                store.mark_failed(index, item.transaction_id, item.outgoing_image_id, e.message)
+                outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, e.message)
             return None
         except ImageRefused as e:
-            store.mark_failed(index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {e.message}")
+            outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {e.message}")
             return None
         return item.transaction_id, item.outgoing_image_id, digest
 
-    def _pull(self, box: store.Box, transport: BoxTransport) -> bool:
+    def _pull(self, box: Box, transport: BoxTransport) -> bool:
         def next_batch(extra: int) -> list[tuple[int, int, int, int]]:
             items = []
             for entry in transport.poll(min(1000, self.settings.batch_size + extra)):
@@ -430,13 +429,13 @@ class BoxService:
         )
 
     def _pull_one(
-        self, box: store.Box, transport: BoxTransport, tid: int, oid: int, seq: int, total: int
+        self, box: Box, transport: BoxTransport, tid: int, oid: int, seq: int, total: int
     ) -> tuple[int, int, str] | None:
         """Fetch, verify and store one image; (transaction, outgoing image, SHA-256) to acknowledge once
         it is durable here (the caller acknowledges in groups), None when there is nothing to acknowledge."""
         digest = ""
         key = (box.id, tid, oid)
-        if store.received_image(self.context.index, box.id, tid, seq) is None:
+        if incoming.received_image(self.context.index, box.id, tid, seq) is None:
             try:
                 data, digest = transport.fetch(tid, oid)
             except ImageRefused:

@@ -17,15 +17,16 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
 from slicebox_lab.errors import InvalidInput, PeerFailure
+from slicebox_lab.index import Connection
+from slicebox_lab.index import boxes as rows
 from slicebox_lab.model import IngestResult, Source
 
-from . import store
+from . import incoming, outgoing
+from .connections import Box
 
 if TYPE_CHECKING:
     from slicebox_lab.context import SliceboxContext
@@ -104,7 +105,7 @@ def decompress(data: bytes, encoding: str) -> bytes:
     return out
 
 
-def outgoing_bytes(context: SliceboxContext, item: store.OutgoingItem, send_anonymous_as_is: bool = False) -> bytes:
+def outgoing_bytes(context: SliceboxContext, item: outgoing.OutgoingItem, send_anonymous_as_is: bool = False) -> bytes:
     """The image as it leaves: anonymized with the transaction's profile and tag values, never stored.
 
     Every image is anonymized, flagged PatientIdentityRemoved=YES or not: nothing identifying leaves
@@ -132,13 +133,13 @@ class Received:
     duplicate: bool
     status: str
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "added": self.added, "duplicate": self.duplicate, "status": self.status}
 
 
 def receive_image(
     context: SliceboxContext,
-    box: store.Box,
+    box: Box,
     transaction_id: int,
     sequence_number: int,
     total: int,
@@ -160,25 +161,26 @@ def receive_image(
         raise InvalidInput("totalimagecount must be at least sequencenumber")
     statuses: list[str] = []
 
-    def receipt(conn: sa.Connection, result: IngestResult) -> None:
+    def receipt(conn: Connection, result: IngestResult) -> None:
         """Written in the image's own transaction: stored means receipted (a resend is then answered
         from the receipt), and there is no second commit to wait for."""
-        args = (box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest)
-        statuses.append(store.write_receipt(conn, *args, new_only=True))
+        this = incoming.Receipt(
+            box, transaction_id, sequence_number, total, result.image.id, result.image_added, digest
+        )
+        statuses.append(incoming.write_receipt(conn, this, new_only=True))
 
     # a resend is rare (a sender restarted with images in flight): it is found by its receipt, which
     # rolls back the new copy, rather than by a lookup before every image
     for attempt in range(3):
         try:
             result = context.ingest(data, Source("box", box.name), also=receipt)
-        except store.AlreadyReceived as before:
+        except incoming.AlreadyReceived as before:
             return Received(before.image_id, False, True, before.status)
-        except sa.exc.IntegrityError:  # a concurrent resend came first (its receipt is unique)
-            known = store.received_image(context.index, box.id, transaction_id, sequence_number)
+        except rows.DuplicateReceipt:  # a concurrent resend came first (its receipt is unique)
+            known = incoming.received_image(context.index, box.id, transaction_id, sequence_number)
             if known is not None:
-                status = store.record_received(
-                    context.index, box, transaction_id, sequence_number, total, known, False, digest
-                )
+                again = incoming.Receipt(box, transaction_id, sequence_number, total, known, False, digest)
+                status = incoming.record_received(context.index, again)
                 return Received(known, False, True, status)
             if attempt == 2:
                 raise
@@ -190,23 +192,23 @@ def receive_image(
 # ---------------------------------------------------------------------------------------------- the polled side
 
 
-def serve_poll(context: SliceboxContext, box: store.Box, n: int) -> list[dict[str, Any]]:
+def serve_poll(context: SliceboxContext, box: Box, n: int) -> list[dict[str, Any]]:
     """The next images the partner should fetch (oldest transaction first), as it sees them."""
     if n < 1:
         raise InvalidInput("n must be a positive integer")
-    return [item.as_json() for item in store.pending_items(context.index, box.id, min(n, 1000))]
+    return [item.to_json() for item in outgoing.pending_items(context.index, box.id, min(n, 1000))]
 
 
-def serve_image(context: SliceboxContext, box: store.Box, transaction_id: Any, outgoing_image_id: Any) -> bytes:
+def serve_image(context: SliceboxContext, box: Box, transaction_id: Any, outgoing_image_id: Any) -> bytes:
     """The anonymized bytes of one outgoing image; an image that cannot be made fails (and says why)."""
-    item = store.outgoing_item(context.index, box.id, transaction_id, outgoing_image_id)
+    item = outgoing.outgoing_item(context.index, box.id, transaction_id, outgoing_image_id)
     try:
         return outgoing_bytes(context, item, box.send_anonymous_as_is)
     except PeerFailure:
         raise
     except Exception as e:  # the image was deleted, or cannot be de-identified safely
         reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
-        store.mark_failed(context.index, item.transaction_id, item.outgoing_image_id, reason)
+        outgoing.mark_failed(context.index, item.transaction_id, item.outgoing_image_id, reason)
         raise
 
 
@@ -215,7 +217,7 @@ MAX_DONE = 1000
 
 
 def serve_image_for_wire(
-    context: SliceboxContext, box: store.Box, transaction_id: Any, outgoing_image_id: Any, accept_encoding: str
+    context: SliceboxContext, box: Box, transaction_id: Any, outgoing_image_id: Any, accept_encoding: str
 ) -> tuple[bytes, str, str]:
     """(body, SHA-256 of the DICOM bytes, Content-Encoding) of one outgoing image, made in one go off the
     event loop: deflate or gzip if the partner accepts it, none for compressed transfer syntaxes."""
@@ -228,7 +230,7 @@ def serve_image_for_wire(
     return compress(data, encoding), digest, encoding
 
 
-def serve_done(context: SliceboxContext, box: store.Box, body: Any) -> None:
+def serve_done(context: SliceboxContext, box: Box, body: Any) -> None:
     """The partner has the images durable: ``{"transaction_id", "outgoing_image_id", "sha256"?}`` or a
     list of them (acknowledged in one commit); any unknown image → NotFound and none is marked."""
     bodies = body if isinstance(body, list) else [body]
@@ -238,21 +240,21 @@ def serve_done(context: SliceboxContext, box: store.Box, body: Any) -> None:
         if not isinstance(entry, dict):
             raise InvalidInput('each acknowledgement must be {"transaction_id": ..., "outgoing_image_id": ...}')
     # every image checked in one query (a polling partner acknowledges dozens at a time)
-    pairs = store.check_outgoing(
+    pairs = outgoing.check_outgoing(
         context.index, box.id, [(e.get("transaction_id"), e.get("outgoing_image_id")) for e in bodies]
     )
     digests = [e.get("sha256", "") if isinstance(e.get("sha256", ""), str) else "" for e in bodies]
-    store.mark_sent_many(context.index, [(t, o, d) for (t, o), d in zip(pairs, digests, strict=True)])
+    outgoing.mark_sent_many(context.index, [(t, o, d) for (t, o), d in zip(pairs, digests, strict=True)])
 
 
-def serve_failed(context: SliceboxContext, box: store.Box, body: Any) -> None:
+def serve_failed(context: SliceboxContext, box: Box, body: Any) -> None:
     """The partner gives up on the image: ``{"transaction_id", "outgoing_image_id", "message"}``."""
     item = _item_of(context, box, body)
     message = str(body.get("message") or "refused by the partner")
-    store.mark_failed(context.index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {message}")
+    outgoing.mark_failed(context.index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {message}")
 
 
-def _item_of(context: SliceboxContext, box: store.Box, body: Any) -> store.OutgoingItem:
+def _item_of(context: SliceboxContext, box: Box, body: Any) -> outgoing.OutgoingItem:
     if not isinstance(body, dict):
         raise InvalidInput('the body must be {"transaction_id": ..., "outgoing_image_id": ...}')
-    return store.outgoing_item(context.index, box.id, body.get("transaction_id"), body.get("outgoing_image_id"))
+    return outgoing.outgoing_item(context.index, box.id, body.get("transaction_id"), body.get("outgoing_image_id"))

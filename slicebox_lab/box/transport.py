@@ -19,7 +19,8 @@ import urllib3
 
 from slicebox_lab.errors import InvalidInput, NotFound, SliceboxError
 
-from . import store, transfer
+from . import transfer
+from .connections import Box, box_for_token, record_contact
 from .transfer import HASH_HEADER, HashMismatch, ImageRefused, PartnerUnavailable
 
 if TYPE_CHECKING:
@@ -187,16 +188,16 @@ class InMemoryTransport:
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _box(self, name: str) -> store.Box:
+    def _box(self, name: str) -> Box:
         with self._lock:
             self.calls[name] = self.calls.get(name, 0) + 1
             if self.fail_next > 0:
                 self.fail_next -= 1
                 raise PartnerUnavailable("the partner could not be reached (test transport)")
-        box = store.box_for_token(self.partner.index, self.token)
+        box = box_for_token(self.partner.index, self.token)
         if box is None:
             raise PartnerUnavailable("the partner refused our token (401)")
-        store.record_contact(self.partner.index, box.id)
+        record_contact(self.partner.index, box.id)
         return box
 
     def _wire(self, data: bytes) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,35 +138,40 @@ class HttpClient:
         self, path: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0
     ) -> list[Any]:
         """Every row of a paged GET listing (``startindex``/``count``), or the first ``limit``."""
-        rows: list[Any] = []
-        start = offset
-        while True:
-            count = PAGE if limit is None else min(PAGE, limit - len(rows))
-            if count <= 0:
-                break
-            page = self.get(path, **dict(params or {}), startindex=start, count=count)
-            if not isinstance(page, list):
-                raise ClientError(f"expected a list from {path}, got {type(page).__name__}")
-            rows.extend(page)
-            start += len(page)
-            if len(page) < count:
-                break
-        return rows
+
+        def page(start: int, count: int) -> list[Any]:
+            rows = self.get(path, **dict(params or {}), startindex=start, count=count)
+            if not isinstance(rows, list):
+                raise ClientError(f"expected a list from {path}, got {type(rows).__name__}")
+            return rows
+
+        return _paged(page, limit, offset)
 
     def query_all(self, level: str, body: Mapping[str, Any], *, limit: int | None = None, offset: int = 0) -> list[Any]:
         """Every row of ``POST /metadata/{level}/query``, paged."""
-        rows: list[Any] = []
-        start = offset
-        while True:
-            count = PAGE if limit is None else min(PAGE, limit - len(rows))
-            if count <= 0:
-                break
-            page = self.post(f"metadata/{level}/query", json={**body, "start_index": start, "count": count})
-            rows.extend(page)
-            start += len(page)
-            if len(page) < count:
-                break
-        return rows
+
+        def page(start: int, count: int) -> list[Any]:
+            rows: list[Any] = self.post(f"metadata/{level}/query", json={**body, "start_index": start, "count": count})
+            return rows
+
+        return _paged(page, limit, offset)
+
+
+def _paged(page: Callable[[int, int], list[Any]], limit: int | None, offset: int) -> list[Any]:
+    """Pages of at most :data:`PAGE` rows from ``offset`` until a short page or ``limit`` rows: the one paging
+    loop of every listing, whether it is a GET or a POSTed query."""
+    rows: list[Any] = []
+    start = offset
+    while True:
+        count = PAGE if limit is None else min(PAGE, limit - len(rows))
+        if count <= 0:
+            break
+        found = page(start, count)
+        rows.extend(found)
+        start += len(found)
+        if len(found) < count:
+            break
+    return rows
 
 
 # ---------------------------------------------------------------------- discovery

@@ -3,26 +3,72 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 
+from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState, TransactionStatus
+from .base import frame
 from .errors import Conflict, NotFound
+from .metadata import FLAT_SERIES_COLUMNS
 from .volume import Volume
 
-if TYPE_CHECKING:
-    from .client import SliceboxClient
+__all__ = ["Selection", "SelectionClient", "Series", "Transfer"]
 
-__all__ = ["Selection", "Series", "Transfer"]
+
+class SelectionClient(Protocol):
+    """What series, selections and transfers ask of their client; :class:`SliceboxClient` has it all.
+    Declared here so that this module needs no client module: the client builds selections, so
+    importing it back would close an import circle."""
+
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any], progress: bool, description: str) -> list[Any]: ...
+
+    def get_all(self, path: str, params: Mapping[str, Any] | None = None) -> list[Any]: ...
+
+    def post(self, path: str, json: Any = None) -> Any: ...
+
+    def series_record(self, series_id: int) -> dict[str, Any]: ...
+
+    def images(self, series_id: int | None = None) -> pd.DataFrame: ...
+
+    def image_ids(self, series_id: int) -> list[int]: ...
+
+    def series_volume(self, series_id: int, *, progress: bool = False) -> Volume: ...
+
+    def add_series_tag(self, name: str) -> dict[str, Any]: ...
+
+    def anonymize_images(self, image_ids: Iterable[int], options: Any = None) -> dict[str, Any]: ...
+
+    def review(
+        self, image_ids: Iterable[int] = (), options: Any = None, *, series_ids: Iterable[int] = ()
+    ) -> pd.DataFrame: ...
+
+    def send_to_box(self, box_id: int | str, image_ids: Iterable[int], *, options: Any = None) -> dict[str, Any]: ...
+
+    def send_to_scu(self, scu_id: int | str, image_ids: Iterable[int]) -> dict[str, Any]: ...
+
+    def delete_images(self, image_ids: Iterable[int]) -> None: ...
+
+    def export(self, selection_or_image_ids: Any, folder: str | os.PathLike[str]) -> list[Path]: ...
+
+    def job(self, job_id: int) -> dict[str, Any]: ...
+
+    def wait_job(self, job_id: int, *, progress: bool = True, timeout: float | None = None) -> dict[str, Any]: ...
+
+    def transaction(self, transaction_id: int) -> dict[str, Any]: ...
+
+    def wait_transaction(
+        self, transaction_id: int, *, progress: bool = True, timeout: float | None = None
+    ) -> dict[str, Any]: ...
 
 
 class Series:
     """One stored series: its attributes, images and pixels."""
 
-    def __init__(self, client: SliceboxClient, series_id: int) -> None:
+    def __init__(self, client: SelectionClient, series_id: int) -> None:
         self.client = client
         self.id = int(series_id)
         self._attributes: dict[str, Any] | None = None
@@ -51,7 +97,7 @@ class Series:
 class Transfer:
     """A send under way: a box transaction (``transaction``) or a C-STORE job (``job``)."""
 
-    client: SliceboxClient
+    client: SelectionClient
     kind: str
     job: dict[str, Any]
     transaction: dict[str, Any] | None = None
@@ -59,14 +105,14 @@ class Transfer:
     @property
     def done(self) -> bool:
         if self.transaction is not None:
-            return self.transaction.get("status") in ("FINISHED", "FAILED")
-        return self.job.get("state") in ("SUCCEEDED", "FAILED", "CANCELLED")
+            return self.transaction.get("status") in TRANSACTION_ENDED
+        return self.job.get("state") in FINISHED_STATES
 
     @property
     def succeeded(self) -> bool:
         if self.transaction is not None:
-            return self.transaction.get("status") == "FINISHED"
-        return self.job.get("state") == "SUCCEEDED"
+            return self.transaction.get("status") == TransactionStatus.FINISHED
+        return self.job.get("state") == JobState.SUCCEEDED
 
     def refresh(self) -> Transfer:
         if self.transaction is not None:
@@ -102,7 +148,7 @@ class Transfer:
 class Selection:
     """Series picked for one action; ``len()`` counts series."""
 
-    client: SliceboxClient
+    client: SelectionClient
     series_ids: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -123,8 +169,6 @@ class Selection:
 
     def to_frame(self) -> pd.DataFrame:
         """The selected series as flat series rows (patient, study, series attributes)."""
-        from .client import FLAT_SERIES_COLUMNS, frame
-
         rows = self.client._map(self.client.series_record, self.series_ids, False, "series")
         return frame(rows, [c for c in FLAT_SERIES_COLUMNS if c not in ("source", "tags", "series_types")])
 

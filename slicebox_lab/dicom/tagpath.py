@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -84,6 +84,18 @@ class TagPath:
                 raise InvalidInput(f"tag path {text!r}: item index {index} is too large")
             steps.append(_Step(tag, index))
         raise AssertionError("unreachable")
+
+    @property
+    def canonical(self) -> str:
+        """One spelling per path (keywords where the dictionary has one, else ``(gggg,eeee)``), so that a path
+        stored by tag filters or series type rules is found again however the client wrote it."""
+
+        def name(tag: BaseTag) -> str:
+            keyword = "" if tag.is_private else keyword_for_tag(tag)
+            return keyword or f"({tag.group:04X},{tag.element:04X})"
+
+        steps = [f"{name(s.tag)}[{'*' if s.item == -1 else s.item}]" for s in self.steps]
+        return ".".join([*steps, name(self.tag)])
 
     def _targets(self, ds: Dataset, create: bool) -> Iterator[Dataset]:
         """The datasets that hold (or will hold) the target attribute."""

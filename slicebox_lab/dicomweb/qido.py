@@ -3,10 +3,12 @@
 Matching happens in SQL on the indexed attributes (``model.*_ATTRIBUTES``): single values, ``*``/``?``
 wildcards (case-insensitive, as the node's C-FIND), UID lists, date ranges; attributes of lower
 levels constrain a higher one through a semi-join (``ModalitiesInStudy=CT`` on studies).  Counts and
-modalities are SQL aggregates over the page only.  Attributes the index does not hold
-(``StudyTime``, ``SeriesNumber``, ``Rows`` ...) are returned from the header of one instance per
-result row (the instance itself, or the first of the series or study), never matched: matching on
-them is ignored with a ``Warning`` (PS3.18 §8.3.4.3, "ignored, not supported").
+modalities are SQL aggregates over the page only.  The statements are ``index/dicomweb.py``; this
+module validates the keys and hands it :class:`~slicebox_lab.index.dicomweb.Match` records.
+Attributes the index does not hold (``StudyTime``, ``SeriesNumber``, ``Rows`` ...) are returned from
+the header of one instance per result row (the instance itself, or the first of the series or
+study), never matched: matching on them is ignored with a ``Warning`` (PS3.18 §8.3.4.3, "ignored,
+not supported").
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
-import sqlalchemy as sa
 
 from slicebox_lab.errors import InvalidInput
 from slicebox_lab.index import Index
-from slicebox_lab.index.query import HierarchyPlan, case_insensitive_match, escape_like
-from slicebox_lab.index.schema import images, patients, series, studies
+from slicebox_lab.index import dicomweb as rows
+from slicebox_lab.index.dicomweb import Match
 from slicebox_lab.model import IMAGE_ATTRIBUTES, PATIENT_ATTRIBUTES, SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from slicebox_lab.storage import StorageArea
 
@@ -31,13 +32,11 @@ from .dicomjson import element_json, keyword_of, tag_of, tag_text, value_json, v
 __all__ = ["LEVELS", "MAX_RESULTS", "QidoResult", "search"]
 
 LEVELS = ("study", "series", "instance")
+#: levels of the hierarchy (the store's: index/dicomweb.py)
 _PATIENT, _STUDY, _SERIES, _IMAGE = range(4)
-_TABLES: tuple[sa.Table, ...] = (patients, studies, series, images)
-_PARENT_KEY = {_STUDY: "patient_id", _SERIES: "study_id", _IMAGE: "series_id"}
 _LEVEL_INDEX = {"study": _STUDY, "series": _SERIES, "instance": _IMAGE}
 #: the most results one search returns (PS3.18 lets the server cap them, with a Warning)
 MAX_RESULTS = 1000
-_ESCAPE = "/"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DATE = re.compile(r"^[0-9]{8}$")
 _RESERVED = frozenset({"limit", "offset", "includefield", "fuzzymatching", "emptyvaluematching"})
@@ -198,27 +197,20 @@ def _uid_list(name: str, value: str) -> list[str]:
     return uids
 
 
-def _date_condition(column: sa.ColumnElement[str], name: str, value: str) -> sa.ColumnElement[bool]:
+def _date_match(level: int, name: str, value: str) -> Match:
     low, dash, high = value.partition("-")
     for part in (low, high):
         if part and not _DATE.match(part):
             raise InvalidInput(f"{name}: {value!r} is not a date or date range (YYYYMMDD, YYYYMMDD-YYYYMMDD)")
     if not dash:
-        return column == low
+        return Match(level, name, "equals", (low,))
     if not low and not high:
         raise InvalidInput(f"{name}: {value!r} is not a date range")
-    clauses = [column != ""]
-    if low:
-        clauses.append(column >= low)
-    if high:
-        clauses.append(column <= high)
-    return sa.and_(*clauses)
+    return Match(level, name, "range", (low, high))
 
 
-def _condition(
-    column: sa.ColumnElement[Any], keyword: str, value: str, fuzzy: bool, dialect: str
-) -> sa.ColumnElement[bool] | None:
-    """``column`` matching the DICOM key ``value``; None for universal matching.
+def _match(level: int, keyword: str, value: str, fuzzy: bool) -> Match | None:
+    """The indexed ``keyword`` of ``level`` matching the DICOM key ``value``; None for universal matching.
 
     Wildcards are case-insensitive and use the ``lower()`` indexes, as the REST queries (index/query.py).
     """
@@ -228,22 +220,21 @@ def _condition(
         return None
     vr = vr_of(tag_of(keyword))
     if vr == "UI":
-        return column.in_(_uid_list(keyword, value))
+        return Match(level, keyword, "in", tuple(_uid_list(keyword, value)))
     if vr == "DA":
-        return _date_condition(column, keyword, value)
-    if isinstance(column.type, sa.Integer):
+        return _date_match(level, keyword, value)
+    if rows.is_integer(level, keyword):
         try:
-            return column == int(value)
+            return Match(level, keyword, "equals", (int(value),))
         except ValueError:
             raise InvalidInput(f"{keyword} takes an integer, not {value!r}") from None
     if "*" in value or "?" in value:
-        return case_insensitive_match(column, value, dialect)
+        return Match(level, keyword, "wildcard", (value,))
     if vr == "PN" and fuzzy:  # any name component starting with the value, case-insensitive
-        start = escape_like(value) + "%"
-        return sa.or_(*(column.ilike(p, escape=_ESCAPE) for p in (start, "%^" + start, "% " + start)))
+        return Match(level, keyword, "name", (value,))
     if vr == "CS" and "\\" in value:
-        return column.in_([v for v in value.split("\\") if v])
-    return column == value
+        return Match(level, keyword, "in", tuple(v for v in value.split("\\") if v))
+    return Match(level, keyword, "equals", (value,))
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -262,60 +253,34 @@ def search(
     ``root`` is the absolute URL of the DICOMweb service (ending in ``/``) for RetrieveURL.
     """
     query = parse(level, arguments)
-    dialect = index.engine.dialect.name
-    plan = HierarchyPlan(query.level, top=_PATIENT)
+    matches: list[Match] = []
     returned: list[str] = []
     for keyword, value in [*query.matches, *(scope or {}).items()]:
         if keyword in INDEXED:
             table_level = INDEXED[keyword]
-            clause = _condition(_TABLES[table_level].c[keyword], keyword, value, query.fuzzy, dialect)
-            if clause is not None:
-                plan.add(table_level, clause)
+            match = _match(table_level, keyword, value, query.fuzzy)
+            if match is not None:
+                matches.append(match)
             if table_level <= query.level:
                 returned.append(keyword)
         elif keyword == "ModalitiesInStudy":
-            clause = _condition(series.c.Modality, "Modality", value, query.fuzzy, dialect)
-            if clause is not None:
-                plan.add(_SERIES, clause)
+            match = _match(_SERIES, "Modality", value, query.fuzzy)
+            if match is not None:
+                matches.append(match)
             returned.append(keyword)
         else:
             query.warnings.append(
                 f'299 slicebox "{keyword_of(tag_of(keyword))} is not indexed: matching on it ignored"'
             )
             returned.append(keyword)
-    columns = [plan.own.c.id.label("id")]
-    for keyword, table_level in INDEXED.items():
-        if table_level <= query.level:
-            columns.append(_TABLES[table_level].c[keyword].label(keyword))
-    if query.level >= _SERIES:
-        columns += [studies.c.StudyInstanceUID.label("_study_uid"), studies.c.id.label("_study_id")]
-    if query.level == _IMAGE:
-        columns += [
-            series.c.SeriesInstanceUID.label("_series_uid"),
-            images.c.TransferSyntaxUID.label("_ts"),
-            images.c.storage_key.label("_key"),
-        ]
-    statement = (
-        sa.select(*columns)
-        .select_from(plan.from_clause())
-        .where(*plan.conditions())
-        .order_by(plan.own.c.id)
-        .offset(query.offset)
-        .limit(query.limit + 1)
-    )
-    with index.reading() as conn:
-        rows = [row._asdict() for row in conn.execute(statement)]
-        if len(rows) > query.limit:
-            rows = rows[: query.limit]
-            if not query.limit_given:
-                query.warnings.append(f'299 slicebox "more than {query.limit} matches: use limit and offset to page"')
-        ids = [row["id"] for row in rows]
-        aggregates = _aggregates(conn, query.level, ids) if ids else {}
-        keys = _representatives(conn, query.level, rows) if ids else {}
+    columns = [(table_level, keyword) for keyword, table_level in INDEXED.items() if table_level <= query.level]
+    page = rows.qido_page(index, query.level, matches, columns, query.offset, query.limit)
+    if page.more and not query.limit_given:
+        query.warnings.append(f'299 slicebox "more than {query.limit} matches: use limit and offset to page"')
     wanted = _wanted(query, returned, scope)
     from_files = [k for k in wanted if k not in INDEXED and k not in _COMPUTED]
-    headers = _read_headers(storage, keys, [tag_of(k) for k in from_files]) if from_files else {}
-    items = [_item(query.level, row, wanted, aggregates, headers.get(row["id"], {}), root) for row in rows]
+    headers = _read_headers(storage, page.keys, [tag_of(k) for k in from_files]) if from_files else {}
+    items = [_item(query.level, row, wanted, page.aggregates, headers.get(row["id"], {}), root) for row in page.rows]
     return QidoResult(items, query.warnings)
 
 
@@ -348,68 +313,6 @@ def _wanted(query: _Search, returned: list[str], scope: Mapping[str, str] | None
         if name not in out:
             out.append(name)
     return out
-
-
-def _aggregates(conn: sa.Connection, level: int, ids: list[int]) -> dict[str, dict[int, Any]]:
-    """Counts and modalities of the page's rows, one grouped query each."""
-    out: dict[str, dict[int, Any]] = {}
-    if level == _STUDY:
-        out["NumberOfStudyRelatedSeries"] = dict(
-            conn.execute(
-                sa.select(series.c.study_id, sa.func.count())
-                .where(series.c.study_id.in_(ids))
-                .group_by(series.c.study_id)
-            ).all()
-        )
-        out["NumberOfStudyRelatedInstances"] = dict(
-            conn.execute(
-                sa.select(series.c.study_id, sa.func.count(images.c.id))
-                .select_from(series.join(images, images.c.series_id == series.c.id))
-                .where(series.c.study_id.in_(ids))
-                .group_by(series.c.study_id)
-            ).all()
-        )
-        modalities: dict[int, list[str]] = {}
-        statement = (
-            sa.select(series.c.study_id, series.c.Modality)
-            .where(series.c.study_id.in_(ids), series.c.Modality != "")
-            .distinct()
-            .order_by(series.c.study_id, series.c.Modality)
-        )
-        for study_id, modality in conn.execute(statement):
-            modalities.setdefault(study_id, []).append(modality)
-        out["ModalitiesInStudy"] = {k: "\\".join(v) for k, v in modalities.items()}
-    elif level == _SERIES:
-        out["NumberOfSeriesRelatedInstances"] = dict(
-            conn.execute(
-                sa.select(images.c.series_id, sa.func.count())
-                .where(images.c.series_id.in_(ids))
-                .group_by(images.c.series_id)
-            ).all()
-        )
-    return out
-
-
-def _representatives(conn: sa.Connection, level: int, rows: list[dict[str, Any]]) -> dict[int, str]:
-    """Result id -> storage key of the instance whose header supplies the attributes not indexed."""
-    ids = [row["id"] for row in rows]
-    if level == _IMAGE:
-        return {row["id"]: row["_key"] for row in rows}
-    if level == _SERIES:
-        first = sa.select(images.c.series_id, sa.func.min(images.c.id)).where(images.c.series_id.in_(ids))
-        first = first.group_by(images.c.series_id)
-    else:
-        first = (
-            sa.select(series.c.study_id, sa.func.min(images.c.id))
-            .select_from(series.join(images, images.c.series_id == series.c.id))
-            .where(series.c.study_id.in_(ids))
-            .group_by(series.c.study_id)
-        )
-    owner = dict((image_id, owner_id) for owner_id, image_id in conn.execute(first))
-    if not owner:
-        return {}
-    keys = conn.execute(sa.select(images.c.id, images.c.storage_key).where(images.c.id.in_(list(owner))))
-    return {owner[image_id]: key for image_id, key in keys}
 
 
 def _read_headers(storage: StorageArea, keys: Mapping[int, str], tags: list[int]) -> dict[int, dict[int, Any]]:

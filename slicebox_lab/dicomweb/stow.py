@@ -44,7 +44,7 @@ class StowResponse:
             return 200
         return 202 if self.stored else 409
 
-    def json(self, study: str | None) -> dict[str, Any]:
+    def to_json(self, study: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         uid = study or (next(iter(self.studies)) if len(self.studies) == 1 else None)
         if uid:

@@ -13,12 +13,10 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
-import sqlalchemy as sa
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
@@ -27,7 +25,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from slicebox_lab import dicom
 from slicebox_lab.errors import InvalidInput, NotFound
 from slicebox_lab.index import Index
-from slicebox_lab.index.schema import images, series, studies
+from slicebox_lab.index import dicomweb as rows
 from slicebox_lab.storage import StorageArea
 
 from .dicomjson import PIXEL_DATA, dataset_json, parse_tag_path, tag_text
@@ -53,19 +51,11 @@ _PIXEL_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00
 _MAX_FRAMES_PER_REQUEST = 10_000
 
 
-@dataclass(frozen=True)
-class Instance:
-    """One stored instance as WADO needs it: its UIDs, where its bytes are, how they are encoded."""
+class Instance(rows.InstanceRow):
+    """One stored instance as WADO needs it (the index's row: UIDs, where its bytes are, how they are
+    encoded), and the URL it has here."""
 
-    image_id: int
-    StudyInstanceUID: str
-    SeriesInstanceUID: str
-    SOPInstanceUID: str
-    SOPClassUID: str
-    TransferSyntaxUID: str
-    NumberOfFrames: int
-    size: int
-    storage_key: str
+    __slots__ = ()
 
     def url(self, root: str) -> str:
         return f"{root}studies/{self.StudyInstanceUID}/series/{self.SeriesInstanceUID}/instances/{self.SOPInstanceUID}"
@@ -73,30 +63,7 @@ class Instance:
 
 def locate(index: Index, study: str, series_uid: str | None = None, sop: str | None = None) -> list[Instance]:
     """The instances of a study, series or one instance (by UIDs), in series then storage order; 404 if none."""
-    statement = (
-        sa.select(
-            images.c.id,
-            studies.c.StudyInstanceUID,
-            series.c.SeriesInstanceUID,
-            images.c.SOPInstanceUID,
-            images.c.SOPClassUID,
-            images.c.TransferSyntaxUID,
-            images.c.NumberOfFrames,
-            images.c.size,
-            images.c.storage_key,
-        )
-        .select_from(
-            images.join(series, images.c.series_id == series.c.id).join(studies, series.c.study_id == studies.c.id)
-        )
-        .where(studies.c.StudyInstanceUID == study)
-        .order_by(series.c.id, images.c.id)
-    )
-    if series_uid is not None:
-        statement = statement.where(series.c.SeriesInstanceUID == series_uid)
-    if sop is not None:
-        statement = statement.where(images.c.SOPInstanceUID == sop)
-    with index.reading() as conn:
-        found = [Instance(*row) for row in conn.execute(statement)]
+    found = [Instance(*row) for row in rows.instances(index, study, series_uid, sop)]
     if not found:
         what = f"instance {sop}" if sop else f"series {series_uid}" if series_uid else f"study {study}"
         raise NotFound(f"no {what} here (study {study})")

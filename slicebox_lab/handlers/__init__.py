@@ -13,6 +13,7 @@ from . import (
     imports,
     jobs,
     metadata,
+    pages,
     scps,
     seriestags,
     seriestypes,
@@ -34,5 +35,7 @@ default_handlers += seriestags.default_handlers
 default_handlers += seriestypes.default_handlers
 default_handlers += users.default_handlers
 default_handlers += dicomweb.default_handlers
+# the pages for people, the API's own description, then the API's JSON 404 for every other path (last)
+default_handlers += pages.api_handlers + pages.default_handlers + pages.not_found_handlers
 
 __all__ = ["default_handlers"]

@@ -17,15 +17,16 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado.web import HTTPError
 
-from .. import audit as _audit
-from ..asyncio_bridge import run_blocking
-from ..auth import ADMIN_ALL_RESOURCE, ADMIN_RESOURCE, RESOURCE, SliceboxAuthorizer, is_shared_token_user
+from ..access import audit as _audit
 from ..context import SliceboxContext
-from ..errors import InvalidInput, SliceboxError
+from ..errors import InvalidInput, ServiceUnavailable, SliceboxError
 from ..model import Source, to_json
+from ..server.asyncio_bridge import run_blocking
+from ..server.auth import ADMIN_ALL_RESOURCE, ADMIN_RESOURCE, RESOURCE, SliceboxAuthorizer, is_shared_token_user
 
 P = ParamSpec("P")
 T = TypeVar("T")
+S = TypeVar("S")
 
 #: the resource name jupyter_server's Authorizer sees for every slicebox route any user may use
 AUTH_RESOURCE = RESOURCE
@@ -39,6 +40,10 @@ API = r"/slicebox/api"
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 
 SHARED_TOKEN_OWNER = "anonymous"
+_NO_CREDENTIALS = (
+    "no valid credentials: send the server's token (Authorization: token ...), the login cookie, "
+    "or a node user's name and password (HTTP basic auth)"
+)
 #: the partner-node token in .../transactions/{token}/... paths, kept out of the audit trail and the logs
 _TOKEN_PATH = re.compile(r"(^|/)(transactions/)[^/?]+")
 
@@ -58,6 +63,13 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
     def context(self) -> SliceboxContext:
         context: SliceboxContext = self.settings["slicebox_context"]
         return context
+
+    def service(self, kind: type[S]) -> S:
+        """The node's running service of this type (``SliceboxApp`` starts them); 503 when it is not running."""
+        for service in self.settings.get("slicebox_services", ()):
+            if isinstance(service, kind):
+                return service
+        raise ServiceUnavailable(f"the {getattr(kind, 'name', kind.__name__)} service is not running on this node")
 
     async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking domain work off the event loop."""
@@ -102,31 +114,39 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
     audit_detail: str = ""
 
     def on_finish(self) -> None:
-        """Record every change, and every GET that lets data or keys leave (slicebox_lab/audit.py)."""
+        """Record every change, and every GET that lets data or keys leave (access/audit.py)."""
         trail = self.settings.get("slicebox_audit")
         if not isinstance(trail, _audit.AuditTrail):
             return
-        method = self.request.method or ""
-        base = self.settings.get("base_url", "/").rstrip("/") + API + "/"
-        subpath = self.request.path[len(base) :] if self.request.path.startswith(base) else self.request.path
-        if not _audit.is_recorded(method, subpath):
+        entry = self.audit_entry()
+        if entry is None:
             return
+        action, path, fallback_name = entry
         user = getattr(self, "_jupyter_current_user", None)
         if user:
             name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
         else:
-            name = self.audit_user or ("box-token" if subpath.startswith("transactions/") else "-")
-        shown = masked_uri(subpath)
-        action = _audit.action_of(method, shown, self.auth_resource in (ADMIN_RESOURCE, ADMIN_ALL_RESOURCE))
+            name = self.audit_user or fallback_name
         trail.record(
             name,
             action,
-            method=method,
-            path=API + "/" + shown,
+            method=self.request.method or "",
+            path=path,
             status=self.get_status(),
             remote_ip=str(self.request.remote_ip or ""),
             detail=self.audit_detail,
         )
+
+    def audit_entry(self) -> tuple[str, str, str] | None:
+        """(action, path as recorded, who when no user signed in) of this request, or None: not recorded."""
+        method = self.request.method or ""
+        base = self.settings.get("base_url", "/").rstrip("/") + API + "/"
+        subpath = self.request.path[len(base) :] if self.request.path.startswith(base) else self.request.path
+        if not _audit.is_recorded(method, subpath):
+            return None
+        shown = masked_uri(subpath)
+        action = _audit.action_of(method, shown, self.auth_resource in (ADMIN_RESOURCE, ADMIN_ALL_RESOURCE))
+        return action, API + "/" + shown, "box-token" if subpath.startswith("transactions/") else "-"
 
     def user_source(self) -> Source:
         return Source("user", self.user_name())
@@ -220,6 +240,11 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             message = exc.log_message % exc.args if exc.args else exc.log_message
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"message": message, "reason": exc.reason}))
+            return
+        if status_code == 403 and isinstance(exc, HTTPError):
+            # no credentials (tornado's @authenticated says nothing): say what the node accepts
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": _NO_CREDENTIALS, "reason": "Forbidden"}))
             return
         super().write_error(status_code, **kwargs)
 

@@ -17,7 +17,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.prometheus.log_functions import prometheus_log_method
 from tornado import web
 
-from ..box import service, store, transfer
+from ..box import connections, incoming, outgoing, service, transfer
 from ..box.transfer import HASH_HEADER
 from ..errors import InvalidInput, SliceboxError
 from .base import API, SliceboxHandler, masked_uri
@@ -61,8 +61,8 @@ class BoxesHandler(_BoxHandler):
     @authorized
     async def get(self) -> None:
         start, count = self.page()
-        boxes = await self.blocking(store.list_boxes, self.context.index)
-        self.write_json([box.as_json(self.window()) for box in boxes[start : start + count]])
+        boxes = await self.blocking(connections.list_boxes, self.context.index)
+        self.write_json([box.to_json(self.window()) for box in boxes[start : start + count]])
 
 
 class CreateConnectionHandler(_BoxHandler):
@@ -75,15 +75,15 @@ class CreateConnectionHandler(_BoxHandler):
         hand to the partner."""
         body = _object_body(self, '{"name": "university", "defaultProfile": {"options": []}}')
         box, token = await self.blocking(
-            store.create_poll_box,
+            connections.create_poll_box,
             self.context.index,
             body.get("name"),
             body.get("defaultProfile"),
             body.get("sendAnonymousAsIs"),
         )
         base = f"{self.request.protocol}://{self.request.host}{self.base_url.rstrip('/')}"
-        url = f"{base}{store.TRANSACTIONS_PATH}{token}"
-        self.write_json({**box.as_json(self.window()), "token": token, "base_url": url}, status=201)
+        url = f"{base}{connections.TRANSACTIONS_PATH}{token}"
+        self.write_json({**box.to_json(self.window()), "token": token, "base_url": url}, status=201)
 
 
 class ConnectHandler(_BoxHandler):
@@ -96,7 +96,7 @@ class ConnectHandler(_BoxHandler):
         with that box)."""
         body = _object_body(self, '{"name": "hospital", "url": "https://.../slicebox/api/transactions/<token>"}')
         box, created = await self.blocking(
-            store.connect_push_box,
+            connections.connect_push_box,
             self.context.index,
             body.get("name"),
             body.get("url", body.get("baseUrl")),
@@ -104,7 +104,7 @@ class ConnectHandler(_BoxHandler):
             body.get("sendAnonymousAsIs"),
         )
         service.wake_boxes(self.context)  # contact the partner now: "online" within a second of connecting
-        self.write_json(box.as_json(self.window()), status=201 if created else 200)
+        self.write_json(box.to_json(self.window()), status=201 if created else 200)
 
 
 class BoxHandler(_BoxHandler):
@@ -113,13 +113,13 @@ class BoxHandler(_BoxHandler):
     @web.authenticated
     @authorized
     async def get(self, box_id: str) -> None:
-        box = await self.blocking(store.get_box, self.context.index, int(box_id))
-        self.write_json(box.as_json(self.window()))
+        box = await self.blocking(connections.get_box, self.context.index, int(box_id))
+        self.write_json(box.to_json(self.window()))
 
     @web.authenticated
     @authorized
     async def delete(self, box_id: str) -> None:
-        await self.blocking(store.delete_box, self.context.index, int(box_id))
+        await self.blocking(outgoing.delete_box, self.context.index, int(box_id))
         self.set_status(204)
         self.finish()
 
@@ -147,7 +147,7 @@ class TransactionsHandler(_BoxHandler):
     @authorized
     async def get(self, direction: str) -> None:
         start, count = self.page()
-        listing = store.list_outgoing if direction == "outgoing" else store.list_incoming
+        listing = outgoing.list_outgoing if direction == "outgoing" else incoming.list_incoming
         self.write_json(await self.blocking(listing, self.context.index, start, count))
 
 
@@ -155,13 +155,13 @@ class TransactionHandler(_BoxHandler):
     @web.authenticated
     @authorized
     async def get(self, direction: str, transaction_id: str) -> None:
-        getter = store.get_outgoing if direction == "outgoing" else store.get_incoming
+        getter = outgoing.get_outgoing if direction == "outgoing" else incoming.get_incoming
         self.write_json(await self.blocking(getter, self.context.index, int(transaction_id)))
 
     @web.authenticated
     @authorized
     async def delete(self, direction: str, transaction_id: str) -> None:
-        deleter = store.delete_outgoing if direction == "outgoing" else store.delete_incoming
+        deleter = outgoing.delete_outgoing if direction == "outgoing" else incoming.delete_incoming
         await self.blocking(deleter, self.context.index, int(transaction_id))
         self.set_status(204)
         self.finish()
@@ -172,7 +172,7 @@ class TransactionImagesHandler(_BoxHandler):
     @authorized
     async def get(self, direction: str, transaction_id: str) -> None:
         """The images of the transaction with their state (outgoing) or the stored image (incoming)."""
-        listing = store.outgoing_images if direction == "outgoing" else store.incoming_images
+        listing = outgoing.outgoing_images if direction == "outgoing" else incoming.incoming_images
         self.write_json(await self.blocking(listing, self.context.index, int(transaction_id)))
 
 
@@ -211,13 +211,13 @@ class _TokenHandler(SliceboxHandler):
             took = 1000.0 * self.request.request_time()
             log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, path, self.request.remote_ip, took)
 
-    async def box(self, token: str) -> store.Box:
-        box = await self.blocking(store.box_for_token, self.context.index, token)
+    async def box(self, token: str) -> connections.Box:
+        box = await self.blocking(connections.box_for_token, self.context.index, token)
         if box is None:
             raise InvalidBoxToken("no box has this token (it may have been deleted)")
         contact = box.last_contact
-        if contact is None or store.now() - contact > timedelta(seconds=1):
-            await self.blocking(store.record_contact, self.context.index, box.id)
+        if contact is None or connections.now() - contact > timedelta(seconds=1):
+            await self.blocking(connections.record_contact, self.context.index, box.id)
         return box
 
     def positive_argument(self, name: str) -> int:
@@ -262,7 +262,7 @@ class TransactionImageHandler(_TokenHandler):
             data,
             self.request.headers.get(HASH_HEADER, ""),
         )
-        self.write_json(received.as_json())
+        self.write_json(received.to_json())
 
 
 class TransactionPollHandler(_TokenHandler):
@@ -318,7 +318,7 @@ class TransactionStatusHandler(_TokenHandler):
         """``{"status", "received_image_count", "total_image_count"}`` of what we received in that transaction."""
         box = await self.box(token)
         transaction_id = self.positive_argument("transactionid")
-        self.write_json(await self.blocking(store.incoming_status, self.context.index, box.id, transaction_id))
+        self.write_json(await self.blocking(incoming.incoming_status, self.context.index, box.id, transaction_id))
 
 
 _TOKEN = r"([^/]*)"

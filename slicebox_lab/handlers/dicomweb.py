@@ -14,12 +14,10 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import audit as _audit
-from ..auth import is_shared_token_user
 from ..dicomweb import multipart, qido, stow, wado
 from ..dicomweb.errors import NotAcceptable
 from ..errors import InvalidInput
-from .base import SHARED_TOKEN_OWNER, SliceboxHandler
+from .base import SliceboxHandler
 
 DICOMWEB = r"/slicebox/dicom-web"
 DICOM_JSON = "application/dicom+json"
@@ -53,28 +51,12 @@ class DicomWebHandler(SliceboxHandler):
         self.set_status(status)
         self.finish(json.dumps(value), set_content_type=DICOM_JSON)
 
-    def on_finish(self) -> None:
-        """Record stores, and reads of instances, in the audit trail (slicebox_lab/audit.py)."""
-        trail = self.settings.get("slicebox_audit")
+    def audit_entry(self) -> tuple[str, str, str] | None:
+        """Stores, and reads of instances, are recorded (searches are not)."""
         method = self.request.method or ""
-        if not isinstance(trail, _audit.AuditTrail) or (method == "GET" and not self.audit_get):
-            return
-        if method not in ("GET", "POST"):
-            return
-        user = getattr(self, "_jupyter_current_user", None)
-        if user:
-            name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
-        else:
-            name = "-"
-        trail.record(
-            name,
-            "ingest" if method == "POST" else "export",
-            method=method,
-            path=self.request.path,
-            status=self.get_status(),
-            remote_ip=str(self.request.remote_ip or ""),
-            detail=self.audit_detail,
-        )
+        if method not in ("GET", "POST") or (method == "GET" and not self.audit_get):
+            return None
+        return ("ingest" if method == "POST" else "export"), self.request.path, "-"
 
 
 # ---------------------------------------------------------------------------------------------- QIDO-RS
@@ -181,7 +163,7 @@ async def store(handler: DicomWebHandler, study: str | None) -> None:
     for part in parts:
         await handler.blocking(stow.store_part, part, study, ingest, series_uids, response)
     handler.audit_detail = f"{len(response.stored)} stored, {len(response.failed)} failed"
-    handler.write_dicom_json(response.json(study), status=response.status)
+    handler.write_dicom_json(response.to_json(study), status=response.status)
 
 
 # ---------------------------------------------------------------------------------------------- WADO-RS

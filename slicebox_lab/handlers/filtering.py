@@ -1,6 +1,6 @@
 """/slicebox/api/filtering: tag filters (blacklists, whitelists of tag paths) and their attachment to sources.
 
-Thin adapters over :mod:`slicebox_lab.filtering`, which validates every body and applies the
+Thin adapters over :mod:`slicebox_lab.routing.filtering`, which validates every body and applies the
 filters at ingest; a change here applies to the next image a source delivers.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import filtering
+from ..routing import filtering
 from .base import API, SliceboxHandler
 
 
@@ -21,14 +21,14 @@ class FiltersHandler(SliceboxHandler):
     async def get(self) -> None:
         """Every tag filter with its tag paths."""
         found = await self.blocking(filtering.list_filters, self.context.index)
-        self.write_json([f.json() for f in found])
+        self.write_json([f.to_json() for f in found])
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """``{"name", "type": "WHITELIST"|"BLACKLIST", "tagPaths"?: [...]}`` → 201 with the filter."""
         created = await self.blocking(filtering.create_filter, self.context.index, self.json_body())
-        self.write_json(created.json(), status=201)
+        self.write_json(created.to_json(), status=201)
 
 
 class FilterHandler(SliceboxHandler):
@@ -38,7 +38,7 @@ class FilterHandler(SliceboxHandler):
     @authorized
     async def get(self, filter_id: str) -> None:
         found = await self.blocking(filtering.get_filter, self.context.index, int(filter_id))
-        self.write_json(found.json())
+        self.write_json(found.to_json())
 
     @web.authenticated
     @authorized
@@ -56,14 +56,14 @@ class FilterTagPathsHandler(SliceboxHandler):
     @authorized
     async def get(self, filter_id: str) -> None:
         found = await self.blocking(filtering.list_tag_paths, self.context.index, int(filter_id))
-        self.write_json([p.json() for p in found])
+        self.write_json([p.to_json() for p in found])
 
     @web.authenticated
     @authorized
     async def post(self, filter_id: str) -> None:
         """``{"tagPath": "..."}`` → 201 with the tag path added."""
         added = await self.blocking(filtering.add_tag_path, self.context.index, int(filter_id), self.json_body())
-        self.write_json(added.json(), status=201)
+        self.write_json(added.to_json(), status=201)
 
 
 class FilterTagPathHandler(SliceboxHandler):
@@ -85,14 +85,14 @@ class AssociationsHandler(SliceboxHandler):
     async def get(self) -> None:
         """Every attachment of a filter to a source."""
         found = await self.blocking(filtering.list_associations, self.context.index)
-        self.write_json([a.json() for a in found])
+        self.write_json([a.to_json() for a in found])
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """``{"sourceType", "sourceName" | "sourceId", "filterId"}`` → 201 with the attachment."""
         created = await self.blocking(filtering.create_association, self.context.index, self.json_body())
-        self.write_json(created.json(), status=201)
+        self.write_json(created.to_json(), status=201)
 
 
 class AssociationHandler(SliceboxHandler):

@@ -1,6 +1,6 @@
 """/slicebox/api/forwarding/rules: forward what a source delivers to a box or a remote node (admin only).
 
-Thin adapters over :mod:`slicebox_lab.forwarding`, which validates every body; the node's
+Thin adapters over :mod:`slicebox_lab.routing.forwarding`, which validates every body; the node's
 forwarding service queues, batches, sends and (keepImages=false) deletes.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import forwarding
+from ..routing import forwarding
 from .base import ADMIN_RESOURCE, API, SliceboxHandler
 
 #: configuration routes are for administrators (the role model keys on this name)

@@ -6,7 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import InvalidInput
-from ..imports import ImportSessions
+from ..watch.imports import ImportSessions
 from .base import API, SliceboxHandler
 
 

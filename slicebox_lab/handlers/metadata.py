@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -64,91 +64,56 @@ def _listing(index: Index, listing: Callable[..., list[Any]], *args: Any, **kwar
         return listing(conn, *args, **kwargs)
 
 
-class PatientsHandler(_ListHandler):
+class _LevelListHandler(_ListHandler):
+    """GET one level's list: its parent's id, ``filter`` where the level has text to search, the sources and
+    series types and tags where it holds series, paging and order -- read in that order, as errors name them."""
+
+    #: the index/query.py function that lists the level
+    listing: ClassVar[Callable[..., list[Any]]]
+    #: the query argument with the parent's id ("": the level is listed whole)
+    parent = ""
+    filtered = False
+    organized = True
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(
-            await self.blocking(
-                _listing,
-                self.context.index,
-                query.list_patients,
-                filter=self.get_argument("filter", ""),
-                sources=self.sources(),
-                **self.organizing(),
-                **self.paging(),
-                **self.ordering(),
-            )
-        )
+        args = [self.int_argument(self.parent)] if self.parent else []
+        options: dict[str, Any] = {}
+        if self.filtered:
+            options["filter"] = self.get_argument("filter", "")
+        if self.organized:
+            options.update(sources=self.sources(), **self.organizing())
+        options.update(self.paging())
+        options.update(self.ordering())
+        self.write_json(await self.blocking(_listing, self.context.index, type(self).listing, *args, **options))
 
 
-class StudiesHandler(_ListHandler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        self.write_json(
-            await self.blocking(
-                _listing,
-                self.context.index,
-                query.list_studies,
-                self.int_argument("patientid"),
-                sources=self.sources(),
-                **self.organizing(),
-                **self.paging(),
-                **self.ordering(),
-            )
-        )
+class PatientsHandler(_LevelListHandler):
+    listing = query.list_patients
+    filtered = True
 
 
-class SeriesListHandler(_ListHandler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        self.write_json(
-            await self.blocking(
-                _listing,
-                self.context.index,
-                query.list_series,
-                self.int_argument("studyid"),
-                sources=self.sources(),
-                **self.organizing(),
-                **self.paging(),
-                **self.ordering(),
-            )
-        )
+class StudiesHandler(_LevelListHandler):
+    listing = query.list_studies
+    parent = "patientid"
 
 
-class ImagesListHandler(_ListHandler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        self.write_json(
-            await self.blocking(
-                self.context.index.list_images,
-                self.int_argument("seriesid"),
-                filter=self.get_argument("filter", ""),
-                **self.paging(),
-                **self.ordering(),
-            )
-        )
+class SeriesListHandler(_LevelListHandler):
+    listing = query.list_series
+    parent = "studyid"
 
 
-class FlatSeriesListHandler(_ListHandler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        self.write_json(
-            await self.blocking(
-                _listing,
-                self.context.index,
-                query.list_flat_series,
-                filter=self.get_argument("filter", ""),
-                sources=self.sources(),
-                **self.organizing(),
-                **self.paging(),
-                **self.ordering(),
-            )
-        )
+class ImagesListHandler(_LevelListHandler):
+    listing = query.list_images
+    parent = "seriesid"
+    filtered = True
+    organized = False
+
+
+class FlatSeriesListHandler(_LevelListHandler):
+    listing = query.list_flat_series
+    filtered = True
 
 
 _GETTERS = {

@@ -7,7 +7,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..errors import InvalidInput, SliceboxError
+from ..errors import InvalidInput
 from ..model import to_json
 from ..net import nodes, scu, scu_jobs
 from ..net.nodes import ANY_HOST, ScpConfig
@@ -20,10 +20,7 @@ class _ScpHandler(SliceboxHandler):
 
     @property
     def scps(self) -> ScpService:
-        service: ScpService | None = getattr(self.context, "scp_service", None)
-        if service is None:
-            raise SliceboxError("the SCP service is not running on this node")
-        return service
+        return self.service(ScpService)
 
     def scp_json(self, config: ScpConfig) -> dict[str, Any]:
         return {**to_json(config), "running": self.scps.is_running(config.id)}

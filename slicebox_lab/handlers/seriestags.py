@@ -23,28 +23,28 @@ class SeriesTagsHandler(SliceboxHandler):
             order_ascending=self.bool_argument("orderascending", True),
             filter=self.get_argument("filter", ""),
         )
-        self.write_json([t.json() for t in found])
+        self.write_json([t.to_json() for t in found])
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """``{"name"}`` → 201 with the tag; a taken name → 409."""
         created = await self.blocking(tags.create_tag, self.context.index, self.json_body())
-        self.write_json(created.json(), status=201)
+        self.write_json(created.to_json(), status=201)
 
 
 class SeriesTagHandler(SliceboxHandler):
     @web.authenticated
     @authorized
     async def get(self, tag_id: str) -> None:
-        self.write_json((await self.blocking(tags.get_tag, self.context.index, int(tag_id))).json())
+        self.write_json((await self.blocking(tags.get_tag, self.context.index, int(tag_id))).to_json())
 
     @web.authenticated
     @authorized
     async def put(self, tag_id: str) -> None:
         """Rename: ``{"name"}``."""
         renamed = await self.blocking(tags.rename_tag, self.context.index, int(tag_id), self.json_body())
-        self.write_json(renamed.json())
+        self.write_json(renamed.to_json())
 
     @web.authenticated
     @authorized
@@ -77,14 +77,14 @@ class SeriesSeriesTagsHandler(SliceboxHandler):
     @authorized
     async def get(self, series_id: str) -> None:
         found = await self.blocking(tags.tags_of_series, self.context.index, int(series_id))
-        self.write_json([t.json() for t in found])
+        self.write_json([t.to_json() for t in found])
 
     @web.authenticated
     @authorized
     async def post(self, series_id: str) -> None:
         """``{"name"}`` (created if new) or ``{"id"}`` → 201 with the tag."""
         tag = await self.blocking(tags.tag_series, self.context.index, int(series_id), self.json_body())
-        self.write_json(tag.json(), status=201)
+        self.write_json(tag.to_json(), status=201)
 
 
 class SeriesSeriesTagHandler(SliceboxHandler):

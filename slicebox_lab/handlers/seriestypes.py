@@ -21,14 +21,14 @@ class SeriesTypesHandler(SliceboxHandler):
             self.int_argument("startindex", 0, minimum=0),
             self.int_argument("count", 20, minimum=0),
         )
-        self.write_json([t.json() for t in found])
+        self.write_json([t.to_json() for t in found])
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """``{"name"}`` → 201; a taken name → 409."""
         created = await self.blocking(seriestypes.create_type, self.context.index, self.json_body())
-        self.write_json(created.json(), status=201)
+        self.write_json(created.to_json(), status=201)
 
 
 class SeriesTypeHandler(SliceboxHandler):
@@ -37,14 +37,14 @@ class SeriesTypeHandler(SliceboxHandler):
     @web.authenticated
     @authorized
     async def get(self, type_id: str) -> None:
-        self.write_json((await self.blocking(seriestypes.get_type, self.context.index, int(type_id))).json())
+        self.write_json((await self.blocking(seriestypes.get_type, self.context.index, int(type_id))).to_json())
 
     @web.authenticated
     @authorized
     async def put(self, type_id: str) -> None:
         """Rename: ``{"name"}``."""
         updated = await self.blocking(seriestypes.update_type, self.context.index, int(type_id), self.json_body())
-        self.write_json(updated.json())
+        self.write_json(updated.to_json())
 
     @web.authenticated
     @authorized
@@ -62,14 +62,14 @@ class RulesHandler(SliceboxHandler):
     @authorized
     async def get(self, type_id: str) -> None:
         found = await self.blocking(seriestypes.list_rules, self.context.index, int(type_id))
-        self.write_json([r.json() for r in found])
+        self.write_json([r.to_json() for r in found])
 
     @web.authenticated
     @authorized
     async def post(self, type_id: str) -> None:
         """``{"attributes": [{"tag", "values"}]}`` → 201; every series is re-classified (a job)."""
         rule = await self.blocking(seriestypes.create_rule, self.context, int(type_id), self.json_body())
-        self.write_json(rule.json(), status=201)
+        self.write_json(rule.to_json(), status=201)
 
 
 class RuleHandler(SliceboxHandler):
@@ -79,14 +79,14 @@ class RuleHandler(SliceboxHandler):
     @authorized
     async def get(self, type_id: str, rule_id: str) -> None:
         rule = await self.blocking(seriestypes.get_rule, self.context.index, int(type_id), int(rule_id))
-        self.write_json(rule.json())
+        self.write_json(rule.to_json())
 
     @web.authenticated
     @authorized
     async def put(self, type_id: str, rule_id: str) -> None:
         """Replace the rule's attributes; every series is re-classified (a job)."""
         rule = await self.blocking(seriestypes.update_rule, self.context, int(type_id), int(rule_id), self.json_body())
-        self.write_json(rule.json())
+        self.write_json(rule.to_json())
 
     @web.authenticated
     @authorized
@@ -128,7 +128,7 @@ class SeriesSeriesTypesHandler(SliceboxHandler):
     @authorized
     async def get(self, series_id: str) -> None:
         found = await self.blocking(seriestypes.types_of_series, self.context.index, int(series_id))
-        self.write_json([t.json() for t in found])
+        self.write_json([t.to_json() for t in found])
 
     @web.authenticated
     @authorized

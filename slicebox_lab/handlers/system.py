@@ -9,7 +9,8 @@ import pynetdicom
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import __version__, dicom
+from .. import dicom
+from .._version import __version__
 from ..errors import InvalidInput
 from .base import API, SliceboxHandler
 

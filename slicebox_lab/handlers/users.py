@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
-from ..audit import AuditTrail
-from ..auth import ADMIN_ALL_RESOURCE, SliceboxUser, UserStore, as_identity
+from ..access.audit import AuditTrail
+from ..access.users import UserStore
 from ..errors import InvalidInput
+from ..server.auth import ADMIN_ALL_RESOURCE, SliceboxUser, as_identity
 from .base import API, SliceboxHandler
 
 
@@ -128,7 +129,7 @@ class AuditHandler(SliceboxHandler):
             value = datetime.fromisoformat(raw)
         except ValueError:
             raise InvalidInput(f"query parameter {name} must be an ISO-8601 instant, not {raw!r}") from None
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 default_handlers = [

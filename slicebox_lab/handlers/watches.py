@@ -5,7 +5,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..errors import InvalidInput, SliceboxError
+from ..errors import InvalidInput
 from ..watch import WatchService
 from .base import API, SliceboxHandler
 
@@ -15,10 +15,7 @@ class _WatchHandler(SliceboxHandler):
 
     @property
     def watches(self) -> WatchService:
-        service: WatchService | None = getattr(self.context, "watch_service", None)
-        if service is None:
-            raise SliceboxError("the directory-watch service is not running on this node")
-        return service
+        return self.service(WatchService)
 
 
 class WatchesHandler(_WatchHandler):

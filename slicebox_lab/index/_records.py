@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import sqlalchemy as sa
 
 from slicebox_lab.index.schema import images, log, patients, series, sources, studies
 from slicebox_lab.model import FlatSeries, Image, LogEntry, Patient, Series, Source, Study
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def _columns(table: sa.Table, record: type[Any]) -> tuple[sa.Column[Any], ...]:
+R = TypeVar("R", bound="DataclassInstance")
+
+
+def columns_of(table: sa.Table, record: type[Any]) -> tuple[sa.Column[Any], ...]:
+    """The columns of ``table`` named as the fields of the dataclass ``record``, in their order."""
     return tuple(table.c[f.name] for f in dataclasses.fields(record))
 
 
-PATIENT_COLUMNS = _columns(patients, Patient)
-STUDY_COLUMNS = _columns(studies, Study)
-SERIES_COLUMNS = _columns(series, Series)
-IMAGE_COLUMNS = _columns(images, Image)
-LOG_COLUMNS = _columns(log, LogEntry)
+def record_of(record: type[R], row: Sequence[Any]) -> R:
+    """``record`` from a row of its :func:`columns_of`: instants as ISO-8601 text (as the API shows them),
+    flags as bools; every store of a small table reads its rows this way."""
+    values = [
+        iso(value) if isinstance(value, datetime) else bool(value) if field.type in ("bool", bool) else value
+        for field, value in zip(dataclasses.fields(record), row, strict=True)
+    ]
+    return record(*values)
+
+
+PATIENT_COLUMNS = columns_of(patients, Patient)
+STUDY_COLUMNS = columns_of(studies, Study)
+SERIES_COLUMNS = columns_of(series, Series)
+IMAGE_COLUMNS = columns_of(images, Image)
+LOG_COLUMNS = columns_of(log, LogEntry)
 SOURCE_COLUMNS = (sources.c.source_type, sources.c.source_name, sources.c.id)
 FLAT_SERIES_COLUMNS = PATIENT_COLUMNS + STUDY_COLUMNS + SERIES_COLUMNS
 
@@ -33,8 +49,19 @@ _P, _S = len(PATIENT_COLUMNS), len(PATIENT_COLUMNS) + len(STUDY_COLUMNS)
 def iso(value: datetime) -> str:
     """An instant as ISO-8601 in UTC; SQLite hands back naive datetimes, which we wrote as UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc).isoformat()
-    return value.astimezone(timezone.utc).isoformat()
+        return value.replace(tzinfo=UTC).isoformat()
+    return value.astimezone(UTC).isoformat()
+
+
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+def aware(value: datetime | None) -> datetime | None:
+    """An instant with its zone; SQLite hands back naive datetimes, which we wrote as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def patient(row: Sequence[Any]) -> Patient:

@@ -38,6 +38,12 @@ PG_MIGRATION_LOCK = 0x5B0C_0001
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+def inserted_id(conn: sa.Connection, table: sa.Table, **values: Any) -> int:
+    """Insert one row of ``values`` into ``table`` in the caller's transaction; the new row's id (how every
+    store adds a row it refers to afterwards)."""
+    return int(conn.execute(table.insert().values(values).returning(table.c.id)).scalar_one())
+
+
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The URL of a SQLite file (absolute; characters such as ``?`` and ``#`` escaped)."""
     absolute = Path(path).expanduser().absolute()

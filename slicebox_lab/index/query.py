@@ -39,15 +39,24 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import sqlalchemy as sa
 
 from slicebox_lab import errors
 from slicebox_lab.index import _records
 from slicebox_lab.index.schema import images, patients, series, series_series_tags, series_series_types, studies
-from slicebox_lab.model import FlatSeries, Image, Patient, Series, Study
+from slicebox_lab.model import (
+    PATIENT_ATTRIBUTES,
+    SERIES_ATTRIBUTES,
+    STUDY_ATTRIBUTES,
+    FlatSeries,
+    Image,
+    Patient,
+    Series,
+    Study,
+)
 
 #: The most rows one list or query returns; larger counts are silently capped.
 MAX_COUNT = 10_000
@@ -65,24 +74,14 @@ _PARENT_KEY = {_STUDY: "patient_id", _SERIES: "study_id", _IMAGE: "series_id"}
 #: never listed, ordered or queried by clients
 _PRIVATE_COLUMNS = frozenset({"storage_key"})
 
-PATIENT_FILTER_COLUMNS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+PATIENT_FILTER_COLUMNS = PATIENT_ATTRIBUTES
 IMAGE_FILTER_COLUMNS = ("SOPInstanceUID", "ImageType", "InstanceNumber")
 #: as Slicebox: the descriptive text of each level (UIDs left out: every UID contains "1.2")
-FLAT_SERIES_FILTER_COLUMNS: tuple[tuple[int, str], ...] = (
-    *((_PATIENT, name) for name in PATIENT_FILTER_COLUMNS),
-    *((_STUDY, name) for name in ("StudyDescription", "StudyDate", "StudyID", "AccessionNumber", "PatientAge")),
-    *(
-        (_SERIES, name)
-        for name in (
-            "SeriesDescription",
-            "SeriesDate",
-            "Modality",
-            "ProtocolName",
-            "BodyPartExamined",
-            "Manufacturer",
-            "StationName",
-        )
-    ),
+FLAT_SERIES_FILTER_COLUMNS: tuple[tuple[int, str], ...] = tuple(
+    (level, name)
+    for level, names in ((_PATIENT, PATIENT_ATTRIBUTES), (_STUDY, STUDY_ATTRIBUTES), (_SERIES, SERIES_ATTRIBUTES))
+    for name in names
+    if not name.endswith("UID")
 )
 
 R = TypeVar("R")
@@ -168,6 +167,16 @@ def row_id(value: Any, what: str) -> int | None:
     return number if 0 < number <= MAX_ID else None
 
 
+def found(value: Any, what: str, lookup: Callable[[int], R | None]) -> R:
+    """The row ``lookup`` finds for ``value``, a client's id of a ``what``: NotFound when there is none (and
+    InvalidInput when ``value`` is no id), as every "get by id" of a service answers."""
+    key = row_id(value, f"{what} id")
+    row = None if key is None else lookup(key)
+    if row is None:
+        raise errors.NotFound(f"{what} {value} not found")
+    return row
+
+
 def _source_ids(values: Sequence[Any]) -> list[int]:
     if isinstance(values, (str, bytes)) or not all(_is_int(v) for v in values):
         raise errors.InvalidInput("sources must be a list of source ids (integers)")
@@ -216,8 +225,8 @@ def _equals(column: sa.ColumnElement[Any], name: str, value: str) -> sa.ColumnEl
             raise errors.InvalidInput(f"Property {name} takes an ISO-8601 date and time") from None
         # stored in UTC (SQLite without the offset): compare in UTC, a naive value taken as UTC
         if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=timezone.utc)
-        return column == instant.astimezone(timezone.utc)
+            instant = instant.replace(tzinfo=UTC)
+        return column == instant.astimezone(UTC)
     return column == value
 
 
@@ -384,11 +393,11 @@ class _Plan:
         self,
         columns: Sequence[sa.ColumnElement[Any]],
         *,
-        start_index: Any,
-        count: Any,
-        order_by: str | None,
-        order_ascending: bool,
         order_levels: int,
+        start_index: Any = 0,
+        count: Any = 20,
+        order_by: str | None = None,
+        order_ascending: bool = True,
         after_id: Any = None,
     ) -> sa.Select[Any]:
         """The paged statement; ``order_by`` may name a column of this level or ``order_levels`` above.
@@ -499,177 +508,90 @@ def query_flat_series(conn: sa.Connection, q: Query) -> list[FlatSeries]:
 # lists (the browsing GETs)
 
 
+class Paging(TypedDict, total=False):
+    """The paging and order every list takes (see the module docstring); absent: the first 20 rows by id."""
+
+    start_index: int
+    count: int
+    order_by: str | None
+    order_ascending: bool
+    after_id: int | None
+
+
+class Browsing(Paging, total=False):
+    """Paging plus what the levels holding series are filtered by: sources and series types and tags."""
+
+    sources: Sequence[int]
+    series_types: Sequence[int]
+    series_tags: Sequence[int]
+    series_tags_match: str
+
+
+#: how the id of each level's parent is called in messages
+_PARENT_NAME = {_STUDY: "patient id", _SERIES: "study id", _IMAGE: "series id"}
+#: the columns a level's ``filter`` text is looked for in (flat series: FLAT_SERIES_FILTER_COLUMNS)
+_FILTER_COLUMNS = {_PATIENT: PATIENT_FILTER_COLUMNS, _IMAGE: IMAGE_FILTER_COLUMNS}
+#: a level listed whole, not below one parent
+_TOP = object()
+
+
 def _filter_text(value: Any) -> str:
     if value is None:
         return ""
     return _text_value(value, "filter")
 
 
-def list_patients(
-    conn: sa.Connection,
-    start_index: int = 0,
-    count: int = 20,
-    order_by: str | None = None,
-    order_ascending: bool = True,
-    filter: str = "",
-    sources: Sequence[int] = (),
-    series_types: Sequence[int] = (),
-    series_tags: Sequence[int] = (),
-    series_tags_match: str = "any",
-    after_id: int | None = None,
-) -> list[Patient]:
-    """Patients, ``filter`` a case-insensitive substring of name, ID, birth date or sex."""
-    plan = _Plan(_PATIENT)
-    text = _filter_text(filter)
-    if text:
-        plan.add(_PATIENT, _substring_filter([patients.c[n] for n in PATIENT_FILTER_COLUMNS], text))
-    plan.add_sources(sources)
-    plan.add_organizing(series_types, series_tags, series_tags_match)
-    statement = plan.select(
-        _records.PATIENT_COLUMNS,
-        start_index=start_index,
-        count=count,
-        order_by=order_by,
-        order_ascending=order_ascending,
-        order_levels=0,
-        after_id=after_id,
-    )
-    return _run(conn, statement, _records.patient)
-
-
-def _list_children(
+def _list(
     conn: sa.Connection,
     level: int,
-    parent_column: sa.ColumnElement[int],
-    parent_id: int,
-    parent_name: str,
     columns: Sequence[sa.ColumnElement[Any]],
-    record: Callable[[sa.Row[Any]], R],
-    start_index: int,
-    count: int,
-    order_by: str | None,
-    order_ascending: bool,
-    sources: Sequence[int],
-    organizing: tuple[Sequence[int], Sequence[int], str] = ((), (), "any"),
-    after_id: int | None = None,
+    record: Callable[[Any], R],
+    parent_id: Any = _TOP,
+    filter: Any = "",
+    flat: bool = False,
+    sources: Sequence[int] = (),
+    series_types: Sequence[int] = (),
+    series_tags: Sequence[int] = (),
+    series_tags_match: str = "any",
+    **paging: Unpack[Paging],
 ) -> list[R]:
-    """The rows of one level below a parent (studies of a patient, series of a study)."""
-    plan = _Plan(level)
-    parent = row_id(parent_id, parent_name)
-    plan.add(level, parent_column == parent if parent is not None else sa.false())
-    plan.add_sources(sources)
-    plan.add_organizing(*organizing)
-    statement = plan.select(
-        columns,
-        start_index=start_index,
-        count=count,
-        order_by=order_by,
-        order_ascending=order_ascending,
-        order_levels=0,
-        after_id=after_id,
-    )
-    return _run(conn, statement, record)
-
-
-def list_studies(
-    conn: sa.Connection,
-    patient_id: int,
-    start_index: int = 0,
-    count: int = 20,
-    order_by: str | None = None,
-    order_ascending: bool = True,
-    sources: Sequence[int] = (),
-    series_types: Sequence[int] = (),
-    series_tags: Sequence[int] = (),
-    series_tags_match: str = "any",
-    after_id: int | None = None,
-) -> list[Study]:
-    """The studies of one patient."""
-    return _list_children(
-        conn, _STUDY, studies.c.patient_id, patient_id, "patient id", _records.STUDY_COLUMNS, _records.study,
-        start_index, count, order_by, order_ascending, sources, (series_types, series_tags, series_tags_match),
-        after_id,
-    )  # fmt: skip
-
-
-def list_series(
-    conn: sa.Connection,
-    study_id: int,
-    start_index: int = 0,
-    count: int = 20,
-    order_by: str | None = None,
-    order_ascending: bool = True,
-    sources: Sequence[int] = (),
-    series_types: Sequence[int] = (),
-    series_tags: Sequence[int] = (),
-    series_tags_match: str = "any",
-    after_id: int | None = None,
-) -> list[Series]:
-    """The series of one study."""
-    return _list_children(
-        conn, _SERIES, series.c.study_id, study_id, "study id", _records.SERIES_COLUMNS, _records.series_record,
-        start_index, count, order_by, order_ascending, sources, (series_types, series_tags, series_tags_match),
-        after_id,
-    )  # fmt: skip
-
-
-def list_images(
-    conn: sa.Connection,
-    series_id: int,
-    start_index: int = 0,
-    count: int = 20,
-    order_by: str | None = None,
-    order_ascending: bool = True,
-    filter: str = "",
-    after_id: int | None = None,
-) -> list[Image]:
-    """The images of one series, ``filter`` a substring of SOPInstanceUID, ImageType or InstanceNumber."""
-    plan = _Plan(_IMAGE)
-    parent = row_id(series_id, "series id")
-    plan.add(_IMAGE, images.c.series_id == parent if parent is not None else sa.false())
+    """The one list of every level: below ``parent_id``, ``filter`` a substring of the level's text columns
+    (of every level for ``flat`` series), the sources, series types and tags, then paged and ordered."""
+    plan = _Plan(level, top=_PATIENT if flat else None)
+    if parent_id is not _TOP:
+        parent = row_id(parent_id, _PARENT_NAME[level])
+        plan.add(level, plan.own.c[_PARENT_KEY[level]] == parent if parent is not None else sa.false())
     text = _filter_text(filter)
-    if text:
-        plan.add(_IMAGE, _substring_filter([images.c[n] for n in IMAGE_FILTER_COLUMNS], text))
-    statement = plan.select(
-        _records.IMAGE_COLUMNS,
-        start_index=start_index,
-        count=count,
-        order_by=order_by,
-        order_ascending=order_ascending,
-        order_levels=0,
-        after_id=after_id,
-    )
-    return _run(conn, statement, _records.image)
-
-
-def list_flat_series(
-    conn: sa.Connection,
-    start_index: int = 0,
-    count: int = 20,
-    order_by: str | None = None,
-    order_ascending: bool = True,
-    filter: str = "",
-    sources: Sequence[int] = (),
-    series_types: Sequence[int] = (),
-    series_tags: Sequence[int] = (),
-    series_tags_match: str = "any",
-    after_id: int | None = None,
-) -> list[FlatSeries]:
-    """Series with their study and patient; ``order_by`` any of their columns, ``id`` = series id."""
-    plan = _Plan(_SERIES, top=_PATIENT)
-    text = _filter_text(filter)
-    if text:
-        columns = [_HIERARCHY[level].c[name] for level, name in FLAT_SERIES_FILTER_COLUMNS]
-        plan.where.append(_substring_filter(columns, text))  # one clause over the joined levels
+    if text and flat:
+        joined = [_HIERARCHY[index].c[name] for index, name in FLAT_SERIES_FILTER_COLUMNS]
+        plan.where.append(_substring_filter(joined, text))  # one clause over the joined levels
+    elif text:
+        plan.add(level, _substring_filter([plan.own.c[name] for name in _FILTER_COLUMNS[level]], text))
     plan.add_sources(sources)
     plan.add_organizing(series_types, series_tags, series_tags_match)
-    statement = plan.select(
-        _records.FLAT_SERIES_COLUMNS,
-        start_index=start_index,
-        count=count,
-        order_by=order_by,
-        order_ascending=order_ascending,
-        order_levels=_SERIES,
-        after_id=after_id,
-    )
-    return _run(conn, statement, _records.flat_series)
+    return _run(conn, plan.select(columns, order_levels=_SERIES if flat else 0, **paging), record)
+
+
+def list_patients(conn: sa.Connection, *, filter: str = "", **options: Unpack[Browsing]) -> list[Patient]:
+    """Patients, ``filter`` a case-insensitive substring of name, ID, birth date or sex."""
+    return _list(conn, _PATIENT, _records.PATIENT_COLUMNS, _records.patient, filter=filter, **options)
+
+
+def list_studies(conn: sa.Connection, patient_id: int, **options: Unpack[Browsing]) -> list[Study]:
+    """The studies of one patient."""
+    return _list(conn, _STUDY, _records.STUDY_COLUMNS, _records.study, patient_id, **options)
+
+
+def list_series(conn: sa.Connection, study_id: int, **options: Unpack[Browsing]) -> list[Series]:
+    """The series of one study."""
+    return _list(conn, _SERIES, _records.SERIES_COLUMNS, _records.series_record, study_id, **options)
+
+
+def list_images(conn: sa.Connection, series_id: int, *, filter: str = "", **options: Unpack[Paging]) -> list[Image]:
+    """The images of one series, ``filter`` a substring of SOPInstanceUID, ImageType or InstanceNumber."""
+    return _list(conn, _IMAGE, _records.IMAGE_COLUMNS, _records.image, series_id, filter, **options)
+
+
+def list_flat_series(conn: sa.Connection, *, filter: str = "", **options: Unpack[Browsing]) -> list[FlatSeries]:
+    """Series with their study and patient; ``order_by`` any of their columns, ``id`` = series id."""
+    return _list(conn, _SERIES, _records.FLAT_SERIES_COLUMNS, _records.flat_series, filter=filter, flat=True, **options)

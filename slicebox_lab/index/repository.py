@@ -30,8 +30,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -39,7 +39,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from slicebox_lab import errors
 from slicebox_lab.index import _records, query
-from slicebox_lab.index.database import configure_sqlite, is_sqlite_memory, write_connection
+from slicebox_lab.index.database import configure_sqlite, inserted_id, is_sqlite_memory, write_connection
 from slicebox_lab.index.query import Query
 from slicebox_lab.index.schema import images, log, patients, series, sources, studies
 from slicebox_lab.model import (
@@ -68,6 +68,8 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, d
 _ATTEMPTS = 5
 
 T = TypeVar("T")
+#: the ``also`` of :meth:`Index.ingest`: writes rows that belong with the image, in its transaction
+IngestAlso = Callable[[sa.Connection, IngestResult], None]
 
 
 class _Pending:
@@ -285,7 +287,7 @@ class Index:
         source: Source,
         storage_key: str,
         size: int,
-        also: Callable[[sa.Connection, IngestResult], None] | None = None,
+        also: IngestAlso | None = None,
     ) -> IngestResult:
         """Upsert the image and its parents in one transaction (Slicebox semantics).
 
@@ -324,7 +326,7 @@ class Index:
         source_key = (source.source_type, str(source.source_name))
 
         def rows(conn: sa.Connection) -> tuple[IngestResult, int]:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             source_id = self._source_ids.get(source_key)
             if source_id is None:
                 source_id, _ = self._upsert(
@@ -613,80 +615,15 @@ class Index:
     # -----------------------------------------------------------------------------------------
     # lists and queries (see query.py)
 
-    def list_patients(
-        self,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        filter: str = "",
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[Patient]:
+    def list_images(self, series_id: int, *, filter: str = "", **options: Unpack[query.Paging]) -> list[Image]:
+        """``query.list_images`` on a read connection of its own."""
         with self._reading() as conn:
-            return query.list_patients(
-                conn, start_index, count, order_by, order_ascending, filter, sources, after_id=after_id
-            )
+            return query.list_images(conn, series_id, filter=filter, **options)
 
-    def list_studies(
-        self,
-        patient_id: int,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[Study]:
+    def list_flat_series(self, *, filter: str = "", **options: Unpack[query.Browsing]) -> list[FlatSeries]:
+        """``query.list_flat_series`` on a read connection of its own."""
         with self._reading() as conn:
-            return query.list_studies(
-                conn, patient_id, start_index, count, order_by, order_ascending, sources, after_id=after_id
-            )
-
-    def list_series(
-        self,
-        study_id: int,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[Series]:
-        with self._reading() as conn:
-            return query.list_series(
-                conn, study_id, start_index, count, order_by, order_ascending, sources, after_id=after_id
-            )
-
-    def list_images(
-        self,
-        series_id: int,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        filter: str = "",
-        after_id: int | None = None,
-    ) -> list[Image]:
-        with self._reading() as conn:
-            return query.list_images(
-                conn, series_id, start_index, count, order_by, order_ascending, filter, after_id=after_id
-            )
-
-    def list_flat_series(
-        self,
-        start_index: int = 0,
-        count: int = 20,
-        order_by: str | None = None,
-        order_ascending: bool = True,
-        filter: str = "",
-        sources: Sequence[int] = (),
-        after_id: int | None = None,
-    ) -> list[FlatSeries]:
-        with self._reading() as conn:
-            return query.list_flat_series(
-                conn, start_index, count, order_by, order_ascending, filter, sources, after_id=after_id
-            )
+            return query.list_flat_series(conn, filter=filter, **options)
 
     def query_patients(self, q: Query) -> list[Patient]:
         with self._reading() as conn:
@@ -714,11 +651,11 @@ class Index:
     def add_log(self, entry_type: str, subject: str, message: str) -> LogEntry:
         if entry_type not in LOG_ENTRY_TYPES:
             raise errors.InvalidInput(f"Unknown log entry type {entry_type!r}: use one of {', '.join(LOG_ENTRY_TYPES)}")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         subject, message = str(subject).replace("\x00", ""), str(message).replace("\x00", "")
         values = {"created": now, "entry_type": entry_type, "subject": subject, "message": message}
         with self._writing() as conn:
-            entry_id = conn.execute(log.insert().values(values).returning(log.c.id)).scalar_one()
+            entry_id = inserted_id(conn, log, **values)
         return LogEntry(
             id=int(entry_id),
             created=_records.iso(now),

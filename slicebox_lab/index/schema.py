@@ -209,7 +209,7 @@ jobs = sa.Table(
     sa.Column("started", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
     #: the server process running the job ("host:pid:random"), its last sign of life, and a cancel
-    #: asked for on another server (several servers share one database: see jobs.py)
+    #: asked for on another server (several servers share one database: see jobs/servers.py)
     sa.Column("server", sa.String(), nullable=False, server_default=""),
     sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
@@ -217,7 +217,7 @@ jobs = sa.Table(
     sqlite_autoincrement=True,
 )
 
-#: the server processes using this database, with their heartbeats (see jobs.py): a start after a
+#: the server processes using this database, with their heartbeats (see jobs/servers.py): a start after a
 #: crash repairs storage more carefully while other servers are live
 servers = sa.Table(
     "servers",
@@ -390,7 +390,7 @@ box_incoming_images = sa.Table(
 )
 
 # ---------------------------------------------------------------------------------------------- tag filters
-# Blacklists and whitelists of tag paths, attached to sources by type and name (slicebox_lab/filtering.py).
+# Blacklists and whitelists of tag paths, attached to sources by type and name (slicebox_lab/routing/filtering.py).
 
 tag_filters = sa.Table(
     "tag_filters",
@@ -486,7 +486,7 @@ series_series_types = sa.Table(
 )
 
 # ---------------------------------------------------------------------------------------------- forwarding
-# Forwarding rules (slicebox_lab/forwarding.py): images from a source are queued per rule, sent in
+# Forwarding rules (slicebox_lab/routing/forwarding.py): images from a source are queued per rule, sent in
 # batches once the source is quiet, and (keepImages=false) deleted here once delivery is confirmed.
 
 forwarding_rules = sa.Table(
@@ -554,7 +554,7 @@ forwarding_batch_images = sa.Table(
     sa.Index(None, "state"),
 )
 
-# Node-local users (slicebox_lab/auth.py) and the audit trail (slicebox_lab/audit.py).  The audit
+# Node-local users (slicebox_lab/access/users.py) and the audit trail (slicebox_lab/access/audit.py).  The audit
 # table is append-only: no route updates or deletes its rows.
 
 users = sa.Table(

@@ -1,9 +1,10 @@
 """The node's DICOM network configuration: its SCPs (listeners) and the remote nodes it knows.
 
-Rows live in the index database (tables ``scps`` and ``scus``), read and written through
-:meth:`Index.reading` / :meth:`Index.writing`.  Every value a client sends is validated here and
-refused with :class:`~slicebox_lab.errors.InvalidInput` naming what is wrong; a name that is
-already used is a :class:`~slicebox_lab.errors.Conflict`.
+Rows live in the index database (tables ``scps`` and ``scus``), read and written by
+``index/nodes.py``, which also holds their records :class:`ScpConfig` and :class:`RemoteNode`.
+Every value a client sends is validated here and refused with
+:class:`~slicebox_lab.errors.InvalidInput` naming what is wrong; a name that is already used is a
+:class:`~slicebox_lab.errors.Conflict`.
 
 AE titles follow PS3.5 (VR AE): 1 to 16 characters of the default character repertoire
 (printable ASCII), no backslash, no control characters, leading and trailing spaces not
@@ -12,16 +13,24 @@ significant (they are removed), not only spaces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import dataclasses
 from typing import Any
-
-import sqlalchemy as sa
 
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.index import Index
+from slicebox_lab.index import nodes as rows
+from slicebox_lab.index.nodes import (
+    RemoteNode,
+    ScpConfig,
+    delete_scp_row,
+    find_scu_by_ae_title,
+    list_scps,
+    list_scus,
+    scp_name_used,
+    set_scp_port,
+)
 from slicebox_lab.index.query import row_id
-from slicebox_lab.index.schema import scps, scus
+from slicebox_lab.index.unique import writing_unique
 
 __all__ = [
     "RemoteNode",
@@ -47,28 +56,6 @@ AE_TITLE_MAX_LENGTH = 16
 NAME_MAX_LENGTH = 200
 #: default bind address of an SCP: every interface
 ANY_HOST = "0.0.0.0"
-
-
-@dataclass(frozen=True)
-class ScpConfig:
-    """One SCP of this node: a listener with its own AE title on ``host:port``."""
-
-    id: int
-    name: str
-    ae_title: str
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class RemoteNode:
-    """A remote DICOM node (PACS, workstation) this node talks to: C-ECHO, C-MOVE destination."""
-
-    id: int
-    name: str
-    ae_title: str
-    host: str
-    port: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +90,7 @@ def validate_port(value: Any, *, allow_zero: bool = False) -> int:
 
 
 def validate_name(value: Any) -> str:
+    """The name of an SCP, a remote node or a partner box (``box/connections.py``): one rule for every peer."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("name must be a non-empty string")
     name = value.strip()
@@ -128,87 +116,32 @@ def _key(value: Any, what: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# SCPs (used by ScpService, which keeps rows and listeners in step)
-
-
-def _scp(row: Any) -> ScpConfig:
-    return ScpConfig(id=int(row.id), name=row.name, ae_title=row.ae_title, host=row.host, port=int(row.port))
-
-
-_SCP_COLUMNS = (scps.c.id, scps.c.name, scps.c.ae_title, scps.c.host, scps.c.port)
-
-
-def list_scps(index: Index) -> list[ScpConfig]:
-    with index.reading() as conn:
-        return [_scp(row) for row in conn.execute(sa.select(*_SCP_COLUMNS).order_by(scps.c.id))]
+# SCPs (used by ScpService, which keeps rows and listeners in step; the rows: ``index/nodes.py``)
 
 
 def get_scp(index: Index, scp_id: Any) -> ScpConfig:
-    key = _key(scp_id, "SCP")
-    with index.reading() as conn:
-        row = conn.execute(sa.select(*_SCP_COLUMNS).where(scps.c.id == key)).first()
-    if row is None:
+    scp = rows.scp_by_id(index, _key(scp_id, "SCP"))
+    if scp is None:
         raise NotFound(f"SCP {scp_id} not found")
-    return _scp(row)
-
-
-def scp_name_used(index: Index, name: str) -> bool:
-    with index.reading() as conn:
-        return conn.execute(sa.select(scps.c.id).where(scps.c.name == name)).first() is not None
+    return scp
 
 
 def insert_scp(index: Index, name: str, ae_title: str, host: str, port: int) -> ScpConfig:
     """Insert a validated row; a used name is a Conflict."""
-    values = {"name": name, "ae_title": ae_title, "host": host, "port": port, "created": _now()}
-    try:
-        with index.writing() as conn:
-            new_id = conn.execute(scps.insert().values(values).returning(scps.c.id)).scalar_one()
-    except sa.exc.IntegrityError:
-        raise Conflict(f"an SCP named {name!r} already exists") from None
-    return ScpConfig(id=int(new_id), name=name, ae_title=ae_title, host=host, port=port)
-
-
-def set_scp_port(index: Index, scp_id: int, port: int) -> None:
-    with index.writing() as conn:
-        conn.execute(scps.update().where(scps.c.id == scp_id).values(port=port))
-
-
-def delete_scp_row(index: Index, scp_id: int) -> None:
-    with index.writing() as conn:
-        conn.execute(scps.delete().where(scps.c.id == scp_id))
+    with writing_unique(index, f"an SCP named {name!r} already exists") as conn:
+        new_id = rows.insert_scp(conn, name, ae_title, host, port)
+    return ScpConfig(id=new_id, name=name, ae_title=ae_title, host=host, port=port)
 
 
 # ---------------------------------------------------------------------------------------------
 # remote nodes (SCUs in Slicebox's words)
 
 
-_SCU_COLUMNS = (scus.c.id, scus.c.name, scus.c.ae_title, scus.c.host, scus.c.port)
-
-
-def _scu(row: Any) -> RemoteNode:
-    return RemoteNode(id=int(row.id), name=row.name, ae_title=row.ae_title, host=row.host, port=int(row.port))
-
-
-def list_scus(index: Index) -> list[RemoteNode]:
-    with index.reading() as conn:
-        return [_scu(row) for row in conn.execute(sa.select(*_SCU_COLUMNS).order_by(scus.c.id))]
-
-
 def get_scu(index: Index, scu_id: Any) -> RemoteNode:
-    key = _key(scu_id, "remote node")
-    with index.reading() as conn:
-        row = conn.execute(sa.select(*_SCU_COLUMNS).where(scus.c.id == key)).first()
-    if row is None:
+    node = rows.scu_by_id(index, _key(scu_id, "remote node"))
+    if node is None:
         raise NotFound(f"remote node {scu_id} not found")
-    return _scu(row)
-
-
-def find_scu_by_ae_title(index: Index, ae_title: str) -> RemoteNode | None:
-    """The remote node with this AE title (surrounding spaces ignored), if any: a C-MOVE destination."""
-    title = ae_title.strip(" ")
-    with index.reading() as conn:
-        row = conn.execute(sa.select(*_SCU_COLUMNS).where(scus.c.ae_title == title).order_by(scus.c.id)).first()
-    return None if row is None else _scu(row)
+    return node
 
 
 def add_scu(index: Index, name: Any, ae_title: Any, host: Any, port: Any) -> RemoteNode:
@@ -224,28 +157,17 @@ def add_scu(index: Index, name: Any, ae_title: Any, host: Any, port: Any) -> Rem
         host=validate_host(host),
         port=validate_port(port),
     )
-    values = {"name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port, "created": _now()}
-    try:
-        with index.writing() as conn:
-            if conn.execute(sa.select(scus.c.id).where(scus.c.ae_title == values["ae_title"])).first():
-                raise Conflict(
-                    f"a remote node with AE title {values['ae_title']!r} already exists "
-                    "(C-MOVE destinations are found by AE title)"
-                )
-            new_id = conn.execute(scus.insert().values(values).returning(scus.c.id)).scalar_one()
-    except sa.exc.IntegrityError:
-        raise Conflict(f"a remote node named {values['name']!r} already exists") from None
-    return RemoteNode(id=int(new_id), name=node.name, ae_title=node.ae_title, host=node.host, port=node.port)
+    with writing_unique(index, f"a remote node named {node.name!r} already exists") as conn:
+        if rows.scu_ae_title_used(conn, node.ae_title):
+            raise Conflict(
+                f"a remote node with AE title {node.ae_title!r} already exists "
+                "(C-MOVE destinations are found by AE title)"
+            )
+        new_id = rows.insert_scu(conn, node)
+    return dataclasses.replace(node, id=new_id)
 
 
 def delete_scu(index: Index, scu_id: Any) -> None:
     """Delete a remote node; an unknown id is NotFound."""
-    key = _key(scu_id, "remote node")
-    with index.writing() as conn:
-        deleted = conn.execute(scus.delete().where(scus.c.id == key)).rowcount
-    if not deleted:
+    if not rows.delete_scu_row(index, _key(scu_id, "remote node")):
         raise NotFound(f"remote node {scu_id} not found")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -1,6 +1,6 @@
 """The node's SCPs: pynetdicom listeners for Verification, Storage and Query/Retrieve.
 
-One :class:`ScpService` (a :class:`~slicebox_lab.services.Service`) owns one pynetdicom AE
+One :class:`ScpService` (a :class:`~slicebox_lab.server.services.Service`) owns one pynetdicom AE
 listener per row of the ``scps`` table.  Each listener
 
 * accepts associations only when the called AE title is its own (``require_called_aet``);
@@ -21,7 +21,10 @@ pynetdicom's two threads per association (the DUL reader and the association rea
 ``time.sleep(0.001)``; every hand-over between them (request decoded → handler, response queued →
 socket) could wait for the rest of a sleep, ~3 ms per C-STORE in a profile.  :func:`_wake_early`
 makes those sleeps of *our listeners'* associations end the moment there is work (socket readable,
-response queued, message decoded); they never sleep longer than pynetdicom asked.
+response queued, message decoded); they never sleep longer than pynetdicom asked.  It needs
+``time`` inside pynetdicom's ``dul`` and ``association`` modules replaced, which
+:meth:`ScpService.start` does explicitly (:func:`install_clock`), for the pynetdicom releases it was
+written for.
 """
 
 from __future__ import annotations
@@ -123,11 +126,13 @@ class ScpService:
         self.context = context
         self._lock = threading.RLock()
         self._listeners: dict[int, _Listener] = {}
+        self._wake_early = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Start a listener for every configured SCP; one that cannot listen is logged and skipped."""
+        self._wake_early = install_clock()
         for config in nodes.list_scps(self.context.index):
             with self._lock:
                 if config.id in self._listeners:
@@ -229,7 +234,7 @@ class ScpService:
         ae = self._make_ae(config)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_CONN_OPEN, _wake_early),
+            *([(evt.EVT_CONN_OPEN, _wake_early)] if self._wake_early else []),
             (evt.EVT_C_STORE, self._on_store, [config.name]),
             (evt.EVT_C_FIND, self._on_find, [config.ae_title]),
             (evt.EVT_C_GET, self._on_get),
@@ -395,10 +400,24 @@ class _Clock(types.ModuleType):
             wait(seconds)
 
 
-def _install_clock() -> None:
+#: the pynetdicom releases whose ``dul`` and ``association`` modules poll as :class:`_Clock` expects
+#: (pyproject.toml allows exactly these)
+WAKE_EARLY_VERSIONS = ((3, 0), (3, 1))
+
+
+def install_clock() -> bool:
+    """Replace ``time`` in pynetdicom's ``dul`` and ``association`` modules by :class:`_Clock` (once per
+    process; every other thread keeps sleeping as before).  ``ScpService.start`` calls it: importing this
+    module changes nothing.  Only for the pynetdicom releases it was written for: another one keeps its
+    plain polling (slower C-STOREs, nothing worse)."""
+    version = tuple(int(part) for part in pynetdicom.__version__.split(".")[:2] if part.isdigit())
+    if not WAKE_EARLY_VERSIONS[0] <= version < WAKE_EARLY_VERSIONS[1]:
+        log.warning("pynetdicom %s is not a release the SCP's early wake-ups were written for", pynetdicom.__version__)
+        return False
     for module in (pynetdicom.dul, pynetdicom.association):
         if not isinstance(getattr(module, "time", None), _Clock):
             module.time = _Clock()  # type: ignore[attr-defined]
+    return True
 
 
 class _Waker:
@@ -475,15 +494,12 @@ def _wake_early(event: evt.Event) -> None:
         getattr(dul, "to_user_queue", None),
     )
     if not all(callable(getattr(q, "put", None)) for q in queues):
-        return  # another pynetdicom than the one this was written for (3.0): keep its plain polling
+        return  # not the queues install_clock's releases have: keep pynetdicom's plain polling
     try:
         waker = _Waker(assoc)
     except OSError:  # out of file descriptors: keep pynetdicom's plain polling
         return
     event.assoc._slicebox_waker = waker  # type: ignore[attr-defined]  # lives as long as the association
-
-
-_install_clock()
 
 
 def _with_port(config: ScpConfig, port: int) -> ScpConfig:
@@ -524,14 +540,5 @@ def _stop_listeners(listeners: list[_Listener], timeout: float) -> None:
 
 
 def scp_service_factory(context: SliceboxContext) -> ScpService:
-    """The factory ``SliceboxApp`` calls: the service is reachable as ``context.scp_service``.
-
-    It also registers the job kinds of this node as an SCU (``scu-send``, ``scu-retrieve``): a
-    C-MOVE to this node needs its SCPs, and one place registers the network's jobs.
-    """
-    from slicebox_lab.net.scu_jobs import register_scu_jobs
-
-    service = ScpService(context)
-    context.scp_service = service
-    register_scu_jobs(context)
-    return service
+    """The factory ``SliceboxApp`` calls (the handlers find the service among the app's services)."""
+    return ScpService(context)

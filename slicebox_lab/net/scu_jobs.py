@@ -1,7 +1,7 @@
 """The node's SCU operations as jobs: ``scu-send`` (C-STORE) and ``scu-retrieve`` (C-MOVE / C-GET).
 
 :func:`register_scu_jobs` registers both runners with ``context.jobs`` (called by
-``scp_service_factory``, explicitly, never on import); :func:`submit_send` and
+``server.services.register_job_runners``, explicitly, never on import); :func:`submit_send` and
 :func:`submit_retrieve` validate a request and queue its job.
 
 ``scu-send`` parameters ``{"scu_id", "image_ids"}``; counts ``sent`` and ``failed``; progress one

@@ -25,6 +25,7 @@ writes the series' rule-assigned types.  Any change to a rule, and deleting a ty
 every series as a job (kind ``classify_series_types``) with progress; so does
 ``POST /seriestypes/updatestatus``.  One lock serialises the classification of single series, so
 the worker and a re-classification job never write results from stale rules over fresh ones.
+The statements are ``index/seriestypes.py``.
 """
 
 from __future__ import annotations
@@ -37,24 +38,22 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pydicom
-import sqlalchemy as sa
-from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
 from slicebox_lab.dicom.tagpath import TagPath
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound, SliceboxError
 from slicebox_lab.events import ImageAdded
 from slicebox_lab.index import Index
+from slicebox_lab.index import seriestypes as rows
 from slicebox_lab.index.query import MAX_COUNT, row_id
-from slicebox_lab.index.schema import images, series, series_series_types, series_type_rules, series_types
-from slicebox_lab.jobs import FINISHED_STATES, Job, JobContext
+from slicebox_lab.index.unique import writing_unique
+from slicebox_lab.jobs import FINISHED_STATES, Job, JobContext, JobState
 from slicebox_lab.model import to_json
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ class SeriesType:
     id: int
     name: str
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name}
 
 
@@ -113,7 +112,7 @@ class Condition:
     tag: str
     values: tuple[str, ...]
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"tag": self.tag, "values": list(self.values)}
 
     def path(self) -> TagPath:
@@ -126,8 +125,12 @@ class Rule:
     series_type_id: int
     attributes: tuple[Condition, ...]
 
-    def json(self) -> dict[str, Any]:
-        return {"id": self.id, "series_type_id": self.series_type_id, "attributes": [a.json() for a in self.attributes]}
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "series_type_id": self.series_type_id,
+            "attributes": [a.to_json() for a in self.attributes],
+        }
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -141,17 +144,6 @@ def _type_name(body: Any) -> str:
     if len(name) > MAX_NAME_LENGTH or "\x00" in name:
         raise InvalidInput(f"a series type name has at most {MAX_NAME_LENGTH} characters and no NUL")
     return name
-
-
-def _canonical(path: TagPath) -> str:
-    """One spelling per path: keywords where the dictionary has one, else ``(gggg,eeee)``."""
-
-    def name(tag: BaseTag) -> str:
-        keyword = "" if tag.is_private else keyword_for_tag(tag)
-        return keyword or f"({tag.group:04X},{tag.element:04X})"
-
-    steps = [f"{name(s.tag)}[{'*' if s.item == -1 else s.item}]" for s in path.steps]
-    return ".".join([*steps, name(path.tag)])
 
 
 def _condition(value: Any) -> Condition:
@@ -170,7 +162,7 @@ def _condition(value: Any) -> Condition:
         raise InvalidInput(
             f"rule attribute {path.text!r}: at most {MAX_VALUES} values of at most {MAX_VALUE_LENGTH} characters"
         )
-    return Condition(_canonical(path), tuple(dict.fromkeys(v.strip() for v in values)))
+    return Condition(path.canonical, tuple(dict.fromkeys(v.strip() for v in values)))
 
 
 def _conditions(body: Any) -> tuple[Condition, ...]:
@@ -266,46 +258,34 @@ def _key(value: Any, what: str) -> int:
     return key
 
 
-def _get_type(conn: sa.Connection, type_id: int) -> SeriesType:
-    row = conn.execute(sa.select(series_types.c.id, series_types.c.name).where(series_types.c.id == type_id)).first()
+def _found_type(row: rows.TypeRow | None, type_id: int) -> SeriesType:
     if row is None:
         raise NotFound(f"series type {type_id} not found")
-    return SeriesType(int(row.id), row.name)
+    return SeriesType(*row)
 
 
-def _name_taken(conn: sa.Connection, name: str, other_than: int | None = None) -> None:
-    found = conn.execute(sa.select(series_types.c.id).where(series_types.c.name == name)).scalar()
+def _name_taken(found: int | None, name: str, other_than: int | None = None) -> None:
+    """``found``: the id of the type named ``name``, if any."""
     if found is not None and found != other_than:
         raise Conflict(f"a series type named {name!r} already exists")
 
 
 def list_types(index: Index, start_index: int = 0, count: int = 20) -> list[SeriesType]:
-    statement = (
-        sa.select(series_types.c.id, series_types.c.name)
-        .order_by(series_types.c.id)
-        .offset(start_index)
-        .limit(min(count, MAX_COUNT))
-    )
-    with index.reading() as conn:
-        return [SeriesType(int(row.id), row.name) for row in conn.execute(statement)]
+    return [SeriesType(*row) for row in rows.types_page(index, start_index, min(count, MAX_COUNT))]
 
 
 def get_type(index: Index, type_id: int) -> SeriesType:
     key = _key(type_id, "series type")
     with index.reading() as conn:
-        return _get_type(conn, key)
+        return _found_type(rows.type_by_id(conn, key), key)
 
 
 def create_type(index: Index, body: Any) -> SeriesType:
     """``{"name"}`` → the new type (no rules yet: it types nothing); a taken name → 409."""
     name = _type_name(body)
-    try:
-        with index.writing() as conn:
-            _name_taken(conn, name)
-            statement = series_types.insert().values(name=name, created=_now()).returning(series_types.c.id)
-            return SeriesType(int(conn.execute(statement).scalar_one()), name)
-    except sa.exc.IntegrityError:
-        raise Conflict(f"a series type named {name!r} already exists") from None
+    with writing_unique(index, f"a series type named {name!r} already exists") as conn:
+        _name_taken(rows.type_id_named(conn, name), name)
+        return SeriesType(rows.insert_type(conn, name, _now()), name)
 
 
 def update_type(index: Index, type_id: int, body: Any) -> SeriesType:
@@ -313,9 +293,9 @@ def update_type(index: Index, type_id: int, body: Any) -> SeriesType:
     key = _key(type_id, "series type")
     name = _type_name(body)
     with index.writing() as conn:
-        _get_type(conn, key)
-        _name_taken(conn, name, key)
-        conn.execute(series_types.update().where(series_types.c.id == key).values(name=name))
+        _found_type(rows.type_by_id(conn, key), key)
+        _name_taken(rows.type_id_named(conn, name), name, key)
+        rows.rename_type(conn, key, name)
     return SeriesType(key, name)
 
 
@@ -324,40 +304,29 @@ def delete_type(context: SliceboxContext, type_id: int) -> None:
     key = row_id(type_id, "series type id")
     if key is None:
         return
-    with context.index.writing() as conn:
-        deleted = conn.execute(series_types.delete().where(series_types.c.id == key)).rowcount
-    if deleted:
+    if rows.delete_type(context.index, key):
         classifier(context).rules_changed(reclassify=False)  # the cascade removed its assignments
 
 
 # ---------------------------------------------------------------------------------------------- rules
 
 
-def _rule(row: Any) -> Rule:
-    return Rule(int(row.id), int(row.series_type_id), _stored_conditions(row.attributes))
-
-
-_RULE_COLUMNS = (series_type_rules.c.id, series_type_rules.c.series_type_id, series_type_rules.c.attributes)
+def _rule(row: rows.RuleRow) -> Rule:
+    return Rule(row.id, row.series_type_id, _stored_conditions(row.attributes))
 
 
 def list_rules(index: Index, type_id: int) -> list[Rule]:
     key = _key(type_id, "series type")
     with index.reading() as conn:
-        _get_type(conn, key)
-        statement = sa.select(*_RULE_COLUMNS).where(series_type_rules.c.series_type_id == key)
-        return [_rule(row) for row in conn.execute(statement.order_by(series_type_rules.c.id))]
+        _found_type(rows.type_by_id(conn, key), key)
+        return [_rule(row) for row in rows.rules_of_type(conn, key)]
 
 
 def all_rules(index: Index) -> list[Rule]:
-    with index.reading() as conn:
-        return [_rule(row) for row in conn.execute(sa.select(*_RULE_COLUMNS).order_by(series_type_rules.c.id))]
+    return [_rule(row) for row in rows.all_rules(index)]
 
 
-def _get_rule(conn: sa.Connection, type_id: int, rule_id: Any) -> Rule:
-    key = _key(rule_id, "series type rule")
-    row = conn.execute(
-        sa.select(*_RULE_COLUMNS).where(series_type_rules.c.id == key, series_type_rules.c.series_type_id == type_id)
-    ).first()
+def _found_rule(row: rows.RuleRow | None, type_id: int, rule_id: Any) -> Rule:
     if row is None:
         raise NotFound(f"series type {type_id} has no rule {rule_id}")
     return _rule(row)
@@ -366,12 +335,12 @@ def _get_rule(conn: sa.Connection, type_id: int, rule_id: Any) -> Rule:
 def get_rule(index: Index, type_id: int, rule_id: int) -> Rule:
     key = _key(type_id, "series type")
     with index.reading() as conn:
-        _get_type(conn, key)
-        return _get_rule(conn, key, rule_id)
+        _found_type(rows.type_by_id(conn, key), key)
+        return _found_rule(rows.rule_by_id(conn, key, _key(rule_id, "series type rule")), key, rule_id)
 
 
 def _dump(conditions: Sequence[Condition]) -> str:
-    return json.dumps([c.json() for c in conditions])
+    return json.dumps([c.to_json() for c in conditions])
 
 
 def create_rule(context: SliceboxContext, type_id: int, body: Any) -> Rule:
@@ -379,13 +348,8 @@ def create_rule(context: SliceboxContext, type_id: int, body: Any) -> Rule:
     key = _key(type_id, "series type")
     conditions = _conditions(body)
     with context.index.writing() as conn:
-        _get_type(conn, key)
-        statement = (
-            series_type_rules.insert()
-            .values(series_type_id=key, attributes=_dump(conditions), created=_now())
-            .returning(series_type_rules.c.id)
-        )
-        rule = Rule(int(conn.execute(statement).scalar_one()), key, conditions)
+        _found_type(rows.type_by_id(conn, key), key)
+        rule = Rule(rows.insert_rule(conn, key, _dump(conditions), _now()), key, conditions)
     classifier(context).rules_changed()
     return rule
 
@@ -395,11 +359,9 @@ def update_rule(context: SliceboxContext, type_id: int, rule_id: int, body: Any)
     key = _key(type_id, "series type")
     conditions = _conditions(body)
     with context.index.writing() as conn:
-        _get_type(conn, key)
-        old = _get_rule(conn, key, rule_id)
-        conn.execute(
-            series_type_rules.update().where(series_type_rules.c.id == old.id).values(attributes=_dump(conditions))
-        )
+        _found_type(rows.type_by_id(conn, key), key)
+        old = _found_rule(rows.rule_by_id(conn, key, _key(rule_id, "series type rule")), key, rule_id)
+        rows.set_rule_attributes(conn, old.id, _dump(conditions))
     classifier(context).rules_changed()
     return Rule(old.id, key, conditions)
 
@@ -409,35 +371,23 @@ def delete_rule(context: SliceboxContext, type_id: int, rule_id: int) -> None:
     type_key, rule_key = row_id(type_id, "series type id"), row_id(rule_id, "series type rule id")
     if type_key is None or rule_key is None:
         return
-    with context.index.writing() as conn:
-        deleted = conn.execute(
-            series_type_rules.delete().where(
-                series_type_rules.c.id == rule_key, series_type_rules.c.series_type_id == type_key
-            )
-        ).rowcount
-    if deleted:
+    if rows.delete_rule(context.index, type_key, rule_key):
         classifier(context).rules_changed()
 
 
 # ---------------------------------------------------------------------------------------------- series
 
 
-def _require_series(conn: sa.Connection, series_id: int) -> None:
-    if conn.execute(sa.select(series.c.id).where(series.c.id == series_id)).first() is None:
+def _require_series(exists: bool, series_id: int) -> None:
+    if not exists:
         raise NotFound(f"series {series_id} not found")
 
 
 def types_of_series(index: Index, series_id: int) -> list[SeriesType]:
     key = _key(series_id, "series")
     with index.reading() as conn:
-        _require_series(conn, key)
-        rows = conn.execute(
-            sa.select(series_types.c.id, series_types.c.name)
-            .join(series_series_types, series_series_types.c.series_type_id == series_types.c.id)
-            .where(series_series_types.c.series_id == key)
-            .order_by(series_types.c.id)
-        )
-        return [SeriesType(int(row.id), row.name) for row in rows]
+        _require_series(rows.series_exists(conn, key), key)
+        return [SeriesType(*row) for row in rows.types_of_series(conn, key)]
 
 
 def types_of_many_series(index: Index, body: Any) -> list[dict[str, Any]]:
@@ -451,33 +401,19 @@ def types_of_many_series(index: Index, body: Any) -> list[dict[str, Any]]:
     if len(ids) > MAX_COUNT:
         raise InvalidInput(f"at most {MAX_COUNT} series ids per query")
     keys = sorted({key for key in (row_id(i, "series id") for i in ids) if key is not None})
-    out: list[dict[str, Any]] = []
-    link = series_series_types
-    with index.reading() as conn:
-        for start in range(0, len(keys), _BATCH):
-            rows = conn.execute(
-                sa.select(link.c.series_id, series_types.c.id, series_types.c.name)
-                .join(series_types, series_types.c.id == link.c.series_type_id)
-                .where(link.c.series_id.in_(keys[start : start + _BATCH]))
-                .order_by(link.c.series_id, series_types.c.id)
-            )
-            out.extend(
-                {"series_id": int(row.series_id), "series_type": SeriesType(int(row.id), row.name).json()}
-                for row in rows
-            )
-    return out
+    return [
+        {"series_id": series_key, "series_type": SeriesType(*row).to_json()}
+        for series_key, row in rows.types_of_many_series(index, keys)
+    ]
 
 
 def assign_type(index: Index, series_id: int, type_id: int) -> None:
     """Manual assignment (kept by re-classification); idempotent; unknown series or type → 404."""
     series_key, type_key = _key(series_id, "series"), _key(type_id, "series type")
-    link = series_series_types
     with index.writing() as conn:
-        _require_series(conn, series_key)
-        _get_type(conn, type_key)
-        where = (link.c.series_id == series_key, link.c.series_type_id == type_key)
-        if not conn.execute(link.update().where(*where).values(manual=True)).rowcount:
-            conn.execute(link.insert().values(series_id=series_key, series_type_id=type_key, manual=True))
+        _require_series(rows.series_exists(conn, series_key), series_key)
+        _found_type(rows.type_by_id(conn, type_key), type_key)
+        rows.assign(conn, series_key, type_key)
 
 
 def unassign_types(index: Index, series_id: int, type_id: int | None = None) -> None:
@@ -487,35 +423,7 @@ def unassign_types(index: Index, series_id: int, type_id: int | None = None) -> 
     type_key = None if type_id is None else row_id(type_id, "series type id")
     if series_key is None or (type_id is not None and type_key is None):
         return
-    link = series_series_types
-    statement = link.delete().where(link.c.series_id == series_key)
-    if type_key is not None:
-        statement = statement.where(link.c.series_type_id == type_key)
-    with index.writing() as conn:
-        conn.execute(statement)
-
-
-def _write_classification(index: Index, series_id: int, type_ids: set[int]) -> None:
-    """Replace the rule-assigned types of the series by ``type_ids`` (manual ones stay)."""
-    link = series_series_types
-    with index.writing() as conn:
-        if conn.execute(sa.select(series.c.id).where(series.c.id == series_id)).first() is None:
-            return  # deleted meanwhile
-        have = {
-            int(row.series_type_id): bool(row.manual)
-            for row in conn.execute(
-                sa.select(link.c.series_type_id, link.c.manual).where(link.c.series_id == series_id)
-            )
-        }
-        stale = [t for t, manual in have.items() if not manual and t not in type_ids]
-        if stale:
-            conn.execute(link.delete().where(link.c.series_id == series_id, link.c.series_type_id.in_(stale)))
-        wanted = sorted(type_ids - set(have))
-        if wanted:  # a type deleted since the rules were read is skipped
-            wanted = sorted(conn.execute(sa.select(series_types.c.id).where(series_types.c.id.in_(wanted))).scalars())
-        new = [{"series_id": series_id, "series_type_id": t, "manual": False} for t in wanted]
-        if new:
-            conn.execute(link.insert(), new)
+    rows.unassign(index, series_key, type_key)
 
 
 # ---------------------------------------------------------------------------------------------- classifier
@@ -622,12 +530,11 @@ class SeriesTypeClassifier:
     # ------------------------------------------------------------------ classifying
 
     def _first_image_dataset(self, series_id: int) -> Dataset | None:
-        with self._index.reading() as conn:
-            image_id = conn.execute(sa.select(sa.func.min(images.c.id)).where(images.c.series_id == series_id)).scalar()
+        image_id = rows.first_image_id(self._index, series_id)
         if image_id is None:
             return None
         try:
-            _, stream = self._context.open_image(int(image_id))
+            _, stream = self._context.open_image(image_id)
         except NotFound:
             return None
         with stream:
@@ -647,7 +554,7 @@ class SeriesTypeClassifier:
                 if ds is None:
                     return set()
                 type_ids = matching_types(rules, ds)
-            _write_classification(self._index, series_id, type_ids)
+            rows.write_classification(self._index, series_id, type_ids)
             with self._lock:
                 if len(self._done) >= _MAX_REMEMBERED:
                     self._done.clear()
@@ -662,15 +569,14 @@ class SeriesTypeClassifier:
             job_id = self._job_id
         if job_id is not None:
             job = self._context.jobs.get(job_id)
-            if job.state == "PENDING":
+            if job.state == JobState.PENDING:
                 return job
             if job.state not in FINISHED_STATES:
                 try:
                     self._context.jobs.cancel(job_id)  # superseded: it read the old rules
                 except Conflict:
                     pass  # it finished meanwhile
-        with self._index.reading() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(series)).scalar_one())
+        total = rows.series_count(self._index)
         job = self._context.jobs.submit(CLASSIFY_JOB, "re-classify every series by series type", {}, owner, total)
         with self._lock:
             self._job_id = job.id
@@ -686,22 +592,15 @@ class SeriesTypeClassifier:
         return {"running": running, "job": job}
 
     def _run_job(self, job: JobContext) -> dict[str, Any]:
-        with self._index.reading() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(series)).scalar_one())
+        total = rows.series_count(self._index)
         job.progress(0, total)
         if not self.rules():  # nothing can match: one statement clears every rule-assigned type
-            with self._index.writing() as conn:
-                cleared = conn.execute(series_series_types.delete().where(~series_series_types.c.manual)).rowcount
+            cleared = rows.clear_rule_assignments(self._index)
             job.progress(total, total)
             return {"series": total, "cleared": cleared}
         done, last, typed = 0, 0, 0
         while True:
-            with self._index.reading() as conn:
-                batch = list(
-                    conn.execute(
-                        sa.select(series.c.id).where(series.c.id > last).order_by(series.c.id).limit(_BATCH)
-                    ).scalars()
-                )
+            batch = rows.series_ids_after(self._index, last, _BATCH)
             if not batch:
                 break
             for series_id in batch:
@@ -734,7 +633,7 @@ def series_type_service_factory(context: SliceboxContext) -> SeriesTypeClassifie
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def status_json(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,22 +7,22 @@ differing from Slicebox: a duplicate name is a 409 conflict (not 400), an unknow
 (not a 500), and a selection of series is tagged or untagged in one transaction (unknown series
 ids fail the whole request with 404 naming them, so a typo never tags half a cohort).
 
-Listing and querying series by tag is in ``index/query.py`` (``series_tags``, any or all).
+The statements are ``index/seriestags.py``; listing and querying series by tag is in
+``index/query.py`` (``series_tags``, any or all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-
-import sqlalchemy as sa
 
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.index import Index
+from slicebox_lab.index import seriestags as rows
 from slicebox_lab.index.query import MAX_COUNT, row_id
-from slicebox_lab.index.schema import series, series_series_tags, series_tags
+from slicebox_lab.index.unique import writing_unique
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -44,7 +44,6 @@ MAX_NAME_LENGTH = 200
 #: series one bulk request may tag or untag
 MAX_SELECTION = 100_000
 _ORDERS = ("id", "name")
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class SeriesTag:
     #: how many series carry the tag now
     series_count: int = 0
 
-    def json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "series_count": self.series_count}
 
 
@@ -77,34 +76,14 @@ def _key(value: Any, what: str) -> int:
     return key
 
 
-def _counted() -> sa.Select[Any]:
-    links = series_series_tags.alias("counted_links")  # never correlated with a join on the links
-    count = (
-        sa.select(sa.func.count())
-        .select_from(links)
-        .where(links.c.series_tag_id == series_tags.c.id)
-        .scalar_subquery()
-        .label("series_count")
-    )
-    return sa.select(series_tags.c.id, series_tags.c.name, count)
-
-
-def _record(row: Any) -> SeriesTag:
-    return SeriesTag(int(row.id), row.name, int(row.series_count))
-
-
-def _get(conn: sa.Connection, tag_id: int) -> SeriesTag:
-    row = conn.execute(_counted().where(series_tags.c.id == tag_id)).first()
+def _found(row: rows.TagRow | None, tag_id: int) -> SeriesTag:
     if row is None:
         raise NotFound(f"series tag {tag_id} not found")
-    return _record(row)
+    return SeriesTag(*row)
 
 
-def _require_series(conn: sa.Connection, series_ids: Sequence[int]) -> None:
-    found: set[int] = set()
-    for start in range(0, len(series_ids), _CHUNK):
-        chunk = series_ids[start : start + _CHUNK]
-        found.update(conn.execute(sa.select(series.c.id).where(series.c.id.in_(chunk))).scalars())
+def _require_series(found: set[int], series_ids: Sequence[int]) -> None:
+    """``found``: those of ``series_ids`` that exist."""
     missing = [i for i in series_ids if i not in found]
     if missing:
         shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -140,45 +119,24 @@ def list_tags(
     """Tags, ``filter`` a case-insensitive substring of the name; ordered by ``id`` or ``name``."""
     if order_by not in (None, *_ORDERS):
         raise InvalidInput(f"Property {order_by} does not exist: order series tags by id or name")
-    column = series_tags.c[order_by or "id"]
-    statement = _counted().order_by(column.asc() if order_ascending else column.desc(), series_tags.c.id.asc())
-    if filter:
-        escaped = filter.replace("/", "//").replace("%", "/%").replace("_", "/_")
-        statement = statement.where(series_tags.c.name.ilike(f"%{escaped}%", escape="/"))
-    statement = statement.offset(start_index).limit(min(count, MAX_COUNT))
-    with index.reading() as conn:
-        return [_record(row) for row in conn.execute(statement)]
+    found = rows.tags_page(index, start_index, min(count, MAX_COUNT), order_by or "id", order_ascending, filter)
+    return [SeriesTag(*row) for row in found]
 
 
 def get_tag(index: Index, tag_id: int) -> SeriesTag:
     key = _key(tag_id, "series tag")
     with index.reading() as conn:
-        return _get(conn, key)
-
-
-def _insert(conn: sa.Connection, name: str) -> int:
-    return int(
-        conn.execute(
-            series_tags.insert().values(name=name, created=datetime.now(timezone.utc)).returning(series_tags.c.id)
-        ).scalar_one()
-    )
-
-
-def _by_name(conn: sa.Connection, name: str) -> int | None:
-    found = conn.execute(sa.select(series_tags.c.id).where(series_tags.c.name == name)).scalar()
-    return None if found is None else int(found)
+        return _found(rows.tag_by_id(conn, key), key)
 
 
 def create_tag(index: Index, body: Any) -> SeriesTag:
     """``{"name"}`` → the new tag; an existing name → 409."""
     name = tag_name(body.get("name") if isinstance(body, dict) else None)
-    try:
-        with index.writing() as conn:
-            if _by_name(conn, name) is not None:
-                raise Conflict(f"a series tag named {name!r} already exists")
-            tag_id = _insert(conn, name)
-    except sa.exc.IntegrityError:  # created concurrently (PostgreSQL)
-        raise Conflict(f"a series tag named {name!r} already exists") from None
+    # a tag created concurrently (PostgreSQL) is refused by the database: also a conflict
+    with writing_unique(index, f"a series tag named {name!r} already exists") as conn:
+        if rows.tag_id_named(conn, name) is not None:
+            raise Conflict(f"a series tag named {name!r} already exists")
+        tag_id = rows.insert_tag(conn, name, datetime.now(UTC))
     return SeriesTag(tag_id, name, 0)
 
 
@@ -187,12 +145,12 @@ def rename_tag(index: Index, tag_id: int, body: Any) -> SeriesTag:
     key = _key(tag_id, "series tag")
     name = tag_name(body.get("name") if isinstance(body, dict) else None)
     with index.writing() as conn:
-        other = _by_name(conn, name)
+        other = rows.tag_id_named(conn, name)
         if other is not None and other != key:
             raise Conflict(f"a series tag named {name!r} already exists")
-        if not conn.execute(series_tags.update().where(series_tags.c.id == key).values(name=name)).rowcount:
+        if not rows.rename_tag(conn, key, name):
             raise NotFound(f"series tag {tag_id} not found")
-        return _get(conn, key)
+        return _found(rows.tag_by_id(conn, key), key)
 
 
 def delete_tag(index: Index, tag_id: int) -> None:
@@ -200,43 +158,17 @@ def delete_tag(index: Index, tag_id: int) -> None:
     key = row_id(tag_id, "series tag id")
     if key is None:
         return
-    with index.writing() as conn:
-        conn.execute(series_tags.delete().where(series_tags.c.id == key))
+    rows.delete_tag(index, key)
 
 
 # ---------------------------------------------------------------------------------------------- links
 
 
-def _link(conn: sa.Connection, tag_id: int, series_ids: Sequence[int]) -> int:
-    """Link the series not linked yet; how many were new."""
-    added = 0
-    for start in range(0, len(series_ids), _CHUNK):
-        chunk = list(series_ids[start : start + _CHUNK])
-        have = set(
-            conn.execute(
-                sa.select(series_series_tags.c.series_id).where(
-                    series_series_tags.c.series_tag_id == tag_id, series_series_tags.c.series_id.in_(chunk)
-                )
-            ).scalars()
-        )
-        new = [{"series_tag_id": tag_id, "series_id": i} for i in chunk if i not in have]
-        if new:
-            conn.execute(series_series_tags.insert(), new)
-            added += len(new)
-    return added
-
-
 def tags_of_series(index: Index, series_id: int) -> list[SeriesTag]:
     key = _key(series_id, "series")
     with index.reading() as conn:
-        _require_series(conn, [key])
-        rows = conn.execute(
-            _counted()
-            .join(series_series_tags, series_series_tags.c.series_tag_id == series_tags.c.id)
-            .where(series_series_tags.c.series_id == key)
-            .order_by(series_tags.c.name, series_tags.c.id)
-        )
-        return [_record(row) for row in rows]
+        _require_series(rows.existing_series(conn, [key]), [key])
+        return [SeriesTag(*row) for row in rows.tags_of_series(conn, key)]
 
 
 def tag_series(index: Index, series_id: int, body: Any) -> SeriesTag:
@@ -248,16 +180,16 @@ def tag_series(index: Index, series_id: int, body: Any) -> SeriesTag:
     if not isinstance(body, dict) or ("name" not in body and "id" not in body):
         raise InvalidInput('give the tag as {"name": "cohort-A"} or {"id": 3}')
     with index.writing() as conn:
-        _require_series(conn, [key])
+        _require_series(rows.existing_series(conn, [key]), [key])
         if body.get("name") is not None:
             name = tag_name(body["name"])
-            found = _by_name(conn, name)
-            tag_id = found if found is not None else _insert(conn, name)
+            found = rows.tag_id_named(conn, name)
+            tag_id = found if found is not None else rows.insert_tag(conn, name, datetime.now(UTC))
         else:
             tag_id = _key(body.get("id"), "series tag")
-            _get(conn, tag_id)
-        _link(conn, tag_id, [key])
-        return _get(conn, tag_id)
+            _found(rows.tag_by_id(conn, tag_id), tag_id)
+        rows.link(conn, tag_id, [key])
+        return _found(rows.tag_by_id(conn, tag_id), tag_id)
 
 
 def untag_series(index: Index, series_id: int, tag_id: int) -> None:
@@ -265,12 +197,7 @@ def untag_series(index: Index, series_id: int, tag_id: int) -> None:
     series_key, tag_key = row_id(series_id, "series id"), row_id(tag_id, "series tag id")
     if series_key is None or tag_key is None:
         return
-    with index.writing() as conn:
-        conn.execute(
-            series_series_tags.delete().where(
-                series_series_tags.c.series_id == series_key, series_series_tags.c.series_tag_id == tag_key
-            )
-        )
+    rows.untag(index, series_key, tag_key)
 
 
 def add_series_to_tag(index: Index, tag_id: int, body: Any) -> dict[str, int]:
@@ -278,9 +205,9 @@ def add_series_to_tag(index: Index, tag_id: int, body: Any) -> dict[str, int]:
     key = _key(tag_id, "series tag")
     ids = _series_selection(body)
     with index.writing() as conn:
-        _get(conn, key)
-        _require_series(conn, ids)
-        added = _link(conn, key, ids)
+        _found(rows.tag_by_id(conn, key), key)
+        _require_series(rows.existing_series(conn, ids), ids)
+        added = rows.link(conn, key, ids)
     return {"series_tag_id": key, "added": added, "already_tagged": len(ids) - added}
 
 
@@ -292,14 +219,7 @@ def remove_series_from_tag(index: Index, tag_id: int, body: Any) -> dict[str, in
     if not isinstance(body, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in body):
         raise InvalidInput('give the series as a JSON array of integer ids, or {"series_ids": [1, 2, 3]}')
     ids = [i for i in dict.fromkeys(body) if row_id(i, "series id") is not None]
-    removed = 0
     with index.writing() as conn:
-        _get(conn, key)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            removed += conn.execute(
-                series_series_tags.delete().where(
-                    series_series_tags.c.series_tag_id == key, series_series_tags.c.series_id.in_(chunk)
-                )
-            ).rowcount
+        _found(rows.tag_by_id(conn, key), key)
+        removed = rows.unlink(conn, key, ids)
     return {"series_tag_id": key, "removed": removed}

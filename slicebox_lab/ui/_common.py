@@ -20,6 +20,9 @@ import ipywidgets as widgets
 import pandas as pd
 from traitlets import Bool, Unicode
 
+from ..model import JobState
+from . import present
+
 __all__ = ["StatusLine", "Outcome", "Grid", "Progress", "ProgressWatcher", "frame_to_html", "error_message", "records"]
 
 _COLOURS = {"info": "#555", "ok": "#1a7f37", "error": "#c62828", "busy": "#555"}
@@ -111,19 +114,8 @@ def cell_text(value: Any) -> str:
 
 
 def frame_to_html(frame: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int | None = None) -> str:
-    """An escaped HTML table of a DataFrame (values are DICOM text from anywhere: never trusted as markup)."""
-    if columns is not None:
-        frame = frame[[c for c in columns if c in frame.columns]]
-    if max_rows is not None:
-        frame = frame.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    for record in frame.itertuples(index=False):
-        rows.append("<tr>" + "".join(f"<td>{html.escape(cell_text(v))}</td>" for v in record) + "</tr>")
-    return (
-        '<table class="slicebox-table" style="border-collapse:collapse">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
+    """An escaped HTML table of a DataFrame for people (human labels, local times: ``present.table``)."""
+    return present.table(frame, columns, max_rows=max_rows)
 
 
 class Grid(widgets.VBox):
@@ -194,13 +186,14 @@ class Grid(widgets.VBox):
         if self.selectable:
             cells.append(widgets.HTML(""))
         for column in self.columns:
-            title = labels.get(column, column)
+            title = labels.get(column) or present.label(column)
             if column in self.sortable:
                 arrow = ""
                 if column == self.sort_column:
                     arrow = " ▲" if self.sort_ascending else " ▼"
+                # never narrower than its words: a header cut to "Stud…" tells nobody what the column is
                 button = widgets.Button(description=title + arrow, tooltip=f"sort by {title}",
-                                        layout=widgets.Layout(width="auto"))  # fmt: skip
+                                        layout=widgets.Layout(width="auto", min_width="max-content"))  # fmt: skip
                 button.on_click(lambda _b, c=column: self._sort(c))
                 self.header_buttons[column] = button
                 cells.append(button)
@@ -216,7 +209,7 @@ class Grid(widgets.VBox):
                 self.checkboxes[row_id] = box
                 cells.append(box)
             for column in self.columns:
-                cells.append(widgets.HTML(html.escape(cell_text(record.get(column)))))
+                cells.append(widgets.HTML(present.cell(column, record.get(column))))
             for label, callback in actions:
                 button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
                 button.on_click(lambda _b, i=row_id, cb=callback: cb(i))
@@ -309,7 +302,7 @@ class ProgressWatcher:
         self.bar.value = min(progress.done, self.bar.max)
         self.bar.description = f"{progress.done}/{total}" if total else str(progress.done)
         if progress.finished:
-            failed = progress.state.upper() in ("FAILED", "CANCELLED")
+            failed = progress.state.upper() in (JobState.FAILED, JobState.CANCELLED)
             self.bar.bar_style = "danger" if failed else "success"
             text = progress.state + (f": {progress.message}" if progress.message else "")
             self.state.show(text, "error" if failed else "ok")

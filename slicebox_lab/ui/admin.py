@@ -45,6 +45,9 @@ class EntityPanel(widgets.VBox):
     title = ""
     columns: tuple[str, ...] = ("id", "name")
     noun = "entry"
+    #: the client's methods that list the entries and delete one by id (every panel lists and deletes alike)
+    listing = ""
+    deleting = ""
 
     def __init__(self, client: Any) -> None:
         super().__init__()
@@ -75,14 +78,14 @@ class EntityPanel(widgets.VBox):
         return []
 
     def fetch(self) -> Any:
-        raise NotImplementedError
+        return getattr(self.client, self.listing)()
 
     def add(self) -> Any:
         """Create an entry from the form's values; returns what the node answered."""
         raise NotImplementedError
 
     def remove(self, entry_id: Any) -> None:
-        raise NotImplementedError
+        getattr(self.client, self.deleting)(int(entry_id))
 
     def actions(self) -> list[tuple[str, Callable[[Any], None]]]:
         return [("Delete", self.delete)]
@@ -134,6 +137,8 @@ class ScpPanel(EntityPanel):
     title = "SCPs"
     noun = "SCP"
     columns = ("id", "name", "ae_title", "host", "port", "running")
+    listing = "scps"
+    deleting = "delete_scp"
 
     def form(self) -> list[widgets.Widget]:
         self.name = _text("Name")
@@ -141,14 +146,8 @@ class ScpPanel(EntityPanel):
         self.port = widgets.BoundedIntText(value=11112, min=0, max=65535, description="Port")
         return [self.name, self.ae_title, self.port]
 
-    def fetch(self) -> Any:
-        return self.client.scps()
-
     def add(self) -> Any:
         return self.client.add_scp(self.name.value.strip(), self.ae_title.value.strip(), int(self.port.value))
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_scp(int(entry_id))
 
 
 class ScuPanel(EntityPanel):
@@ -157,6 +156,8 @@ class ScuPanel(EntityPanel):
     title = "SCUs"
     noun = "SCU"
     columns = ("id", "name", "ae_title", "host", "port")
+    listing = "scus"
+    deleting = "delete_scu"
 
     def form(self) -> list[widgets.Widget]:
         self.name = _text("Name")
@@ -165,15 +166,9 @@ class ScuPanel(EntityPanel):
         self.port = widgets.BoundedIntText(value=104, min=1, max=65535, description="Port")
         return [self.name, self.ae_title, self.host, self.port]
 
-    def fetch(self) -> Any:
-        return self.client.scus()
-
     def add(self) -> Any:
         return self.client.add_scu(self.name.value.strip(), self.ae_title.value.strip(), self.host.value.strip(),
                                    int(self.port.value))  # fmt: skip
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_scu(int(entry_id))
 
     def actions(self) -> list[tuple[str, Callable[[Any], None]]]:
         return [("Echo", self.echo), ("Delete", self.delete)]
@@ -193,6 +188,8 @@ class WatchPanel(EntityPanel):
     title = "Watches"
     noun = "watch"
     columns = ("id", "name", "path", "delete_on_import", "created")
+    listing = "watches"
+    deleting = "delete_watch"
 
     def form(self) -> list[widgets.Widget]:
         self.name = _text("Name")
@@ -200,15 +197,9 @@ class WatchPanel(EntityPanel):
         self.delete_on_import = widgets.Checkbox(value=False, description="delete files once imported")
         return [self.name, self.path, self.delete_on_import]
 
-    def fetch(self) -> Any:
-        return self.client.watches()
-
     def add(self) -> Any:
         return self.client.add_watch(self.name.value.strip(), self.path.value.strip(),
                                      delete_on_import=bool(self.delete_on_import.value))  # fmt: skip
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_watch(int(entry_id))
 
 
 class BoxPanel(EntityPanel):
@@ -217,6 +208,8 @@ class BoxPanel(EntityPanel):
     title = "Boxes"
     noun = "box"
     columns = ("id", "name", "send_method", "online", "last_contact", "last_error")
+    listing = "boxes"
+    deleting = "delete_box"
 
     def form(self) -> list[widgets.Widget]:
         return []
@@ -239,12 +232,6 @@ class BoxPanel(EntityPanel):
             widgets.HTML("<b>Connect</b> with a URL from a partner"),
             widgets.HBox([self.connect_name, self.connect_url, self.connect_button]),
         ]
-
-    def fetch(self) -> Any:
-        return self.client.boxes()
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_box(int(entry_id))
 
     def create_connection(self) -> dict[str, Any] | None:
         with reporting(self.status, "creating the connection") as outcome:
@@ -272,6 +259,8 @@ class ForwardingPanel(EntityPanel):
     title = "Forwarding"
     noun = "forwarding rule"
     columns = ("id", "source", "destination", "keepImages", "quietSeconds", "queuedImageCount")
+    listing = "forwarding_rules"
+    deleting = "delete_forwarding_rule"
 
     def form(self) -> list[widgets.Widget]:
         self.source_type = widgets.Dropdown(options=SOURCE_TYPES, value="scp", description="Source type")
@@ -283,7 +272,7 @@ class ForwardingPanel(EntityPanel):
 
     def fetch(self) -> Any:
         self._load_destinations()
-        return self.client.forwarding_rules()
+        return super().fetch()
 
     def _load_destinations(self) -> None:
         options = [(f"box: {b['name']}", ("box", int(b["id"]))) for b in _records(self.client.boxes())]
@@ -312,9 +301,6 @@ class ForwardingPanel(EntityPanel):
             quiet_seconds=float(self.quiet_seconds.value),
         )
 
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_forwarding_rule(int(entry_id))
-
 
 class FilterPanel(EntityPanel):
     """Tag filters (blacklists, whitelists of tag paths) applied to what sources deliver."""
@@ -322,15 +308,14 @@ class FilterPanel(EntityPanel):
     title = "Filters"
     noun = "filter"
     columns = ("id", "name", "type", "tagPaths")
+    listing = "filters"
+    deleting = "delete_filter"
 
     def form(self) -> list[widgets.Widget]:
         self.name = _text("Name")
         self.type = widgets.Dropdown(options=("BLACKLIST", "WHITELIST"), value="BLACKLIST", description="Type")
         self.tag_paths = widgets.Textarea(description="Tag paths", placeholder="one per line, e.g. PatientAddress")
         return [self.name, self.type, self.tag_paths]
-
-    def fetch(self) -> Any:
-        return self.client.filters()
 
     def describe(self, record: dict[str, Any]) -> dict[str, Any]:
         row = dict(record)
@@ -343,9 +328,6 @@ class FilterPanel(EntityPanel):
         paths = [p.strip() for p in self.tag_paths.value.replace(",", "\n").splitlines() if p.strip()]
         return self.client.add_filter(self.name.value.strip(), self.type.value, paths)
 
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_filter(int(entry_id))
-
 
 class SeriesTypePanel(EntityPanel):
     """Series types (their rules are edited through the client)."""
@@ -353,19 +335,15 @@ class SeriesTypePanel(EntityPanel):
     title = "Series types"
     noun = "series type"
     columns = ("id", "name")
+    listing = "series_types"
+    deleting = "delete_series_type"
 
     def form(self) -> list[widgets.Widget]:
         self.name = _text("Name")
         return [self.name]
 
-    def fetch(self) -> Any:
-        return self.client.series_types()
-
     def add(self) -> Any:
         return self.client.add_series_type(self.name.value.strip())
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_series_type(int(entry_id))
 
 
 class UserPanel(EntityPanel):
@@ -374,6 +352,8 @@ class UserPanel(EntityPanel):
     title = "Users"
     noun = "user"
     columns = ("id", "user", "role", "created")
+    listing = "users"
+    deleting = "delete_user"
 
     def form(self) -> list[widgets.Widget]:
         self.user = _text("User")
@@ -381,17 +361,11 @@ class UserPanel(EntityPanel):
         self.role = widgets.Dropdown(options=("USER", "ADMINISTRATOR"), value="USER", description="Role")
         return [self.user, self.password, self.role]
 
-    def fetch(self) -> Any:
-        return self.client.users()
-
     def add(self) -> Any:
         try:
             return self.client.add_user(self.user.value.strip(), self.password.value, self.role.value)
         finally:
             self.password.value = ""  # never left in the widget state (saved notebooks keep widget state)
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_user(int(entry_id))
 
 
 class KeysPanel(EntityPanel):
@@ -400,6 +374,8 @@ class KeysPanel(EntityPanel):
     title = "Keys"
     noun = "key"
     columns = ("id", "created", "imageId", "PatientName", "AnonPatientName", "PatientID", "AnonPatientID", "profile")
+    listing = "keys"
+    deleting = "delete_key"
 
     def extra(self) -> list[widgets.Widget]:
         self.csv_bytes: bytes | None = None
@@ -407,12 +383,6 @@ class KeysPanel(EntityPanel):
         self.export_link = widgets.HTML("")
         self.export_button.on_click(lambda _b: self.export_csv())
         return [widgets.HBox([self.export_button, self.export_link])]
-
-    def fetch(self) -> Any:
-        return self.client.keys()
-
-    def remove(self, entry_id: Any) -> None:
-        self.client.delete_key(int(entry_id))
 
     def export_csv(self) -> bytes | None:
         """Fetch the key export; ``csv_bytes`` holds it and a download link appears."""

@@ -17,15 +17,13 @@ import ipywidgets as widgets
 import pandas as pd
 from traitlets import Bool, Unicode
 
-from ._common import Progress, ProgressWatcher, StatusLine, frame_to_html, reporting
+from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState
+from ._common import Progress, ProgressWatcher, StatusLine, reporting
 from ._common import records as _records
+from .present import review_table, table
 
 __all__ = ["Sender"]
 
-_TRANSACTION_END = ("FINISHED", "FAILED")
-_JOB_END = ("SUCCEEDED", "FAILED", "CANCELLED")
-#: the review's columns worth reading, in this order (others follow)
-_REVIEW_COLUMNS = ("path", "keyword", "tag", "vr", "occurrences", "outcome", "decided_by", "risk")
 #: the pixel-text rows' columns, in this order
 _TEXT_COLUMNS = ("image_id", "frame", "x", "y", "width", "height", "text", "confidence", "decision", "why")
 #: the burnedInText choices: (label, value); "" leaves it to the box's profile (a None value would show
@@ -42,7 +40,7 @@ TEXT_POLICIES = (
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
     done = int(transaction.get("sent_image_count") or 0) + int(transaction.get("failed_image_count") or 0)
     status = str(transaction.get("status", ""))
-    return Progress(done, int(transaction.get("total_image_count") or 0), status, status in _TRANSACTION_END,
+    return Progress(done, int(transaction.get("total_image_count") or 0), status, status in TRANSACTION_ENDED,
                     str(transaction.get("reason") or ""), transaction)  # fmt: skip
 
 
@@ -50,7 +48,7 @@ def job_progress(job: dict[str, Any]) -> Progress:
     state = str(job.get("state", ""))
     total = job.get("progress_total")
     return Progress(int(job.get("progress_done") or 0), int(total) if total is not None else None, state,
-                    state in _JOB_END, str(job.get("error") or ""), job)  # fmt: skip
+                    state in FINISHED_STATES, str(job.get("error") or ""), job)  # fmt: skip
 
 
 class Sender(widgets.VBox):
@@ -212,13 +210,10 @@ class Sender(widgets.VBox):
         if outcome.failed:
             return None
         self.review_frame = frame
-        columns = [c for c in _REVIEW_COLUMNS if c in frame.columns] + [
-            c for c in frame.columns if c not in _REVIEW_COLUMNS
-        ]
         self.review_html.value = (
             f'<div class="slicebox-review"><p><b>De-identification review:</b> {html.escape(_summary(frame))}</p>'
             f"{_pixel_text_html(frame.attrs.get('pixel_text') or {})}"
-            f'<div style="max-height:300px;overflow:auto">{frame_to_html(frame, columns)}</div></div>'
+            f'<div style="max-height:300px;overflow:auto">{review_table(frame)}</div></div>'
         )
         self.reviewed = True
         self.status.ok("reviewed: check the table, then Send")
@@ -250,7 +245,7 @@ class Sender(widgets.VBox):
                 job = self.client.send_to_scu(target, image_ids)
                 poll = self._job_poll(int(job["id"]))
         if outcome.failed:
-            self.state = "FAILED"
+            self.state = JobState.FAILED
             self.state_line.error("not sent")
             self._update_send_button()
             return None
@@ -283,7 +278,7 @@ class Sender(widgets.VBox):
     def _done(self, progress: Progress) -> None:
         self.result = progress.record
         self.state = progress.state
-        if progress.state in ("FAILED", "CANCELLED"):
+        if progress.state in (JobState.FAILED, JobState.CANCELLED):
             self.status.error(progress.message or progress.state)
         else:
             self.status.ok(f"{progress.state}: {progress.done} of {progress.total} images")
@@ -342,7 +337,7 @@ def _pixel_text_html(pixel_text: dict[str, Any]) -> str:
         f'<div class="slicebox-pixel-text"><p><b>Text in the pixels:</b> {html.escape(counts)}</p>'
         f"<div>{''.join(pictures)}</div>"
         + (f"<ul>{''.join(refusals)}</ul>" if refusals else "")
-        + (f'<div style="max-height:200px;overflow:auto">{frame_to_html(rows)}</div>' if len(rows) else "")
+        + (f'<div style="max-height:200px;overflow:auto">{table(rows, _TEXT_COLUMNS)}</div>' if len(rows) else "")
         + "</div>"
     )
 

@@ -1,4 +1,4 @@
-"""The directory-watch service: the watched folders of a node (table ``directory_watches``).
+"""The directory-watch service: the watched folders of a node (rows: ``index/watches.py``).
 
 Each watch is a folder whose DICOM files (already there, and arriving later, in subfolders too)
 are imported through the one ingest path with the source ``Source("directory", <watch name>)``;
@@ -22,53 +22,20 @@ import builtins
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from ..errors import Conflict, InvalidInput, NotFound
-from ..index import _records, query
-from ..index.schema import directory_watches
+from ..errors import Conflict, InvalidInput
+from ..index import query
+from ..index import watches as rows
+from ..index.watches import WatchedDirectory
+from .imports import checked_name
 from .watcher import SUBJECT, FolderWatcher
 
 if TYPE_CHECKING:
     from ..context import SliceboxContext
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 256
-
-
-@dataclass(frozen=True)
-class WatchedDirectory:
-    id: int
-    name: str
-    path: str
-    delete_on_import: bool
-    created: str
-
-
-_COLUMNS = tuple(directory_watches.c[name] for name in WatchedDirectory.__dataclass_fields__)
-
-
-def _record(row: Sequence[Any]) -> WatchedDirectory:
-    values = list(row)
-    values[3] = bool(values[3])
-    values[4] = _records.iso(values[4])
-    return WatchedDirectory(*values)
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput("a directory watch needs a non-empty string 'name'")
-    name = name.strip()
-    if len(name) > MAX_NAME_LENGTH or "\x00" in name:
-        raise InvalidInput(f"a directory watch name must be at most {MAX_NAME_LENGTH} characters, without NUL")
-    return name
 
 
 def _check_path(path: Any) -> Path:
@@ -152,7 +119,7 @@ class WatchService:
 
     def add(self, name: Any, path: Any, delete_on_import: bool = False) -> WatchedDirectory:
         """Watch ``path`` under ``name``; the same name and path again returns the existing watch."""
-        name = _check_name(name)
+        name = checked_name(name, "a directory watch")
         if not isinstance(delete_on_import, bool):
             raise InvalidInput("delete_on_import must be true or false")
         folder = _check_path(path)
@@ -161,7 +128,7 @@ class WatchService:
             raise InvalidInput(f"Directory intersects the node's storage folder {storage_root}")
         with self._lock:
             with self.index.writing() as conn:
-                existing = [_record(row) for row in conn.execute(sa.select(*_COLUMNS))]
+                existing = rows.watches_in(conn)
                 for watch in existing:
                     if watch.name == name:
                         if Path(watch.path) == folder:
@@ -172,18 +139,7 @@ class WatchService:
                         raise InvalidInput(
                             f"Directory intersects existing directory {watch.path} (watch {watch.name!r})"
                         )
-                watch_id = conn.execute(
-                    directory_watches.insert()
-                    .values(
-                        name=name,
-                        path=str(folder),
-                        delete_on_import=delete_on_import,
-                        created=datetime.now(timezone.utc),
-                    )
-                    .returning(directory_watches.c.id)
-                ).scalar_one()
-                row = conn.execute(sa.select(*_COLUMNS).where(directory_watches.c.id == watch_id)).one()
-            watch = _record(row)
+                watch = rows.insert_watch(conn, name, str(folder), delete_on_import)
             if self._running:
                 self._start_watcher(watch)
         deleting = ", deleting imported files" if delete_on_import else ""
@@ -196,39 +152,22 @@ class WatchService:
         if key is None:
             return
         with self._lock:
-            with self.index.writing() as conn:
-                row = conn.execute(
-                    directory_watches.delete()
-                    .where(directory_watches.c.id == key)
-                    .returning(directory_watches.c.name, directory_watches.c.path)
-                ).first()
+            removed = rows.delete_watch(self.index, key)
             watcher = self._watchers.pop(key, None)
         if watcher is not None:
             self._stop_watchers([watcher], timeout)
-        if row is not None:
-            self.index.add_log("INFO", SUBJECT, f"stopped watching {row.path} ({row.name!r})")
+        if removed is not None:
+            name, path = removed
+            self.index.add_log("INFO", SUBJECT, f"stopped watching {path} ({name!r})")
 
     def get(self, watch_id: int) -> WatchedDirectory:
-        key = query.row_id(watch_id, "directory watch id")
-        if key is not None:
-            with self.index.reading() as conn:
-                row = conn.execute(sa.select(*_COLUMNS).where(directory_watches.c.id == key)).first()
-            if row is not None:
-                return _record(row)
-        raise NotFound(f"directory watch {watch_id} not found")
+        return query.found(watch_id, "directory watch", lambda key: rows.watch_by_id(self.index, key))
 
     def list(self, start_index: int = 0, count: int | None = None) -> builtins.list[WatchedDirectory]:
         """The watches by id; ``count`` None: all of them."""
-        statement = sa.select(*_COLUMNS).order_by(directory_watches.c.id)
-        if count is not None or start_index:
-            start, limit = query._page(start_index, 20 if count is None else count)
-            statement = statement.offset(start).limit(limit)
-        with self.index.reading() as conn:
-            return [_record(row) for row in conn.execute(statement)]
+        return rows.list_watches(self.index, start_index, count)
 
 
 def create_watch_service(context: SliceboxContext) -> WatchService:
-    """The factory ``SliceboxApp`` calls; the service is then ``context.watch_service``."""
-    service = WatchService(context)
-    context.watch_service = service
-    return service
+    """The factory ``SliceboxApp`` calls (the handlers find the service among the app's services)."""
+    return WatchService(context)

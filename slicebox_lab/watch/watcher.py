@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 import watchfiles
 
 from ..errors import InvalidInput, SliceboxError
-from ..imports import refuse_secondary_capture
 from ..model import Source
+from .imports import refuse_secondary_capture
 
 if TYPE_CHECKING:
     from ..context import SliceboxContext
-    from .service import WatchedDirectory
+    from ..index.watches import WatchedDirectory
 
 log = logging.getLogger(__name__)
 

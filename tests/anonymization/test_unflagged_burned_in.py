@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +22,19 @@ import sqlalchemy as sa
 from generators import to_bytes, ultrasound_with_burned_name
 from helpers import body_json
 
-from slicebox_lab import forwarding
 from slicebox_lab.anonymization import Profile, PseudonymKeys, anonymize
 from slicebox_lab.anonymization.pixels import SCANNED_MODALITIES
-from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store, submit_send
+from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, submit_send
+from slicebox_lab.box import connections as box_connections
+from slicebox_lab.box import outgoing as box_outgoing
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import AnonymizationRefused
 from slicebox_lab.events import ImageAdded
-from slicebox_lab.forwarding import ForwardingService
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
 from slicebox_lab.index.schema import images as images_table
 from slicebox_lab.model import Source
+from slicebox_lab.routing import forwarding
+from slicebox_lab.routing.forwarding import ForwardingService
 from slicebox_lab.storage import MemoryStorage
 
 KEYS = PseudonymKeys(b"unflagged-burned-in-secret-012345")
@@ -130,7 +132,7 @@ def _context(path: Path) -> SliceboxContext:
 class _Clock:
     def __init__(self) -> None:
         self.seconds = 1000.0
-        self.now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> float:
         return self.seconds
@@ -140,7 +142,7 @@ class _Clock:
 class _Pair:
     sender: SliceboxContext
     receiver: SliceboxContext
-    box: store.Box
+    box: box_connections.Box
     service: BoxService
     clock: _Clock
 
@@ -148,7 +150,9 @@ class _Pair:
         for _ in range(30):
             self.clock.seconds += 120
             moved = self.service.run_once()
-            open_ = [t for t in store.list_outgoing(self.sender.index) if t["status"] in ("WAITING", "PROCESSING")]
+            open_ = [
+                t for t in box_outgoing.list_outgoing(self.sender.index) if t["status"] in ("WAITING", "PROCESSING")
+            ]
             if not moved and not open_:
                 return
 
@@ -162,15 +166,15 @@ class _Pair:
 def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Pair]:
     """PUSH: the connecting node sends; POLL: the polled node sends and the connecting one fetches."""
     connecting, polled = _context(tmp_path / "connecting.sqlite"), _context(tmp_path / "polled.sqlite")
-    _, token = store.create_poll_box(polled.index, "connecting-node")
-    box, _ = store.connect_push_box(
+    _, token = box_connections.create_poll_box(polled.index, "connecting-node")
+    box, _ = box_connections.connect_push_box(
         connecting.index, "polled-node", f"http://p.invalid/slicebox/api/transactions/{token}"
     )
     transport = InMemoryTransport(polled, token)
     clock = _Clock()
     service = BoxService(connecting, BoxSettings(poll_interval=1.0), transport_factory=lambda b: transport, clock=clock)
     if request.param == "poll":
-        sender_box = store.list_boxes(polled.index)[0]
+        sender_box = box_connections.list_boxes(polled.index)[0]
         p = _Pair(polled, connecting, sender_box, service, clock)
     else:
         p = _Pair(connecting, polled, box, service, clock)
@@ -187,7 +191,7 @@ def test_a_box_refuses_it_with_the_reason_and_sends_the_rest(pair: _Pair):
     pair.run()
     received = pair.received()
     assert [ds.Modality for ds in received] == ["CT"]  # the CT went, the ultrasound did not
-    outgoing = store.list_outgoing(pair.sender.index)[0]
+    outgoing = box_outgoing.list_outgoing(pair.sender.index)[0]
     assert outgoing["status"] == "FAILED" and "1 of 2 images could not be delivered" in outgoing["reason"]
     assert pair.sender.image_bytes(us.id) == data
 
@@ -206,8 +210,8 @@ def test_a_box_whose_profile_masks_it_sends_it_cleaned(pair: _Pair):
 def test_a_forwarding_rule_to_a_box_does_not_deliver_it_and_keeps_it(tmp_path: Path):
     sender, receiver = _context(tmp_path / "sender.sqlite"), _context(tmp_path / "receiver.sqlite")
     try:
-        _, token = store.create_poll_box(receiver.index, "hospital")
-        box, _ = store.connect_push_box(
+        _, token = box_connections.create_poll_box(receiver.index, "hospital")
+        box, _ = box_connections.connect_push_box(
             sender.index, "university", f"http://b.invalid/slicebox/api/transactions/{token}"
         )
         clock = _Clock()
@@ -234,7 +238,7 @@ def test_a_forwarding_rule_to_a_box_does_not_deliver_it_and_keeps_it(tmp_path: P
         with receiver.index.reading() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(images_table)).scalar() == 0
         assert sender.image_bytes(us.id) == data  # not delivered, so not deleted
-        outgoing = store.list_outgoing(sender.index)[0]
+        outgoing = box_outgoing.list_outgoing(sender.index)[0]
         assert outgoing["status"] == "FAILED" and "could not be delivered" in outgoing["reason"]
     finally:
         sender.close()

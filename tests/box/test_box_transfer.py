@@ -14,7 +14,10 @@ import sqlalchemy as sa
 from generators import ct_bytes
 from pydicom.data import get_testdata_file
 
-from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store, submit_send, transfer
+from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, submit_send, transfer
+from slicebox_lab.box import connections as box_connections
+from slicebox_lab.box import incoming as box_incoming
+from slicebox_lab.box import outgoing as box_outgoing
 from slicebox_lab.box.service import backoff_delay
 from slicebox_lab.box.transfer import PartnerUnavailable, compress, decompress, wire_encoding
 from slicebox_lab.box.transport import wire_encoding_for
@@ -50,8 +53,8 @@ class Pair:
 
     sender: SliceboxContext
     receiver: SliceboxContext
-    sender_box: store.Box
-    receiver_box: store.Box
+    sender_box: box_connections.Box
+    receiver_box: box_connections.Box
     transport: InMemoryTransport
     service: BoxService
     clock: Clock
@@ -61,7 +64,9 @@ class Pair:
         for _ in range(rounds):
             self.clock.now += 120
             moved = self.service.run_once()
-            open_ = [t for t in store.list_outgoing(self.sender.index) if t["status"] in ("WAITING", "PROCESSING")]
+            open_ = [
+                t for t in box_outgoing.list_outgoing(self.sender.index) if t["status"] in ("WAITING", "PROCESSING")
+            ]
             if not moved and not open_:
                 return
 
@@ -71,9 +76,11 @@ def _pair(tmp_path: Path, poll_mode: bool = False, as_is: bool = False) -> Pair:
     ``as_is``: both boxes send images flagged anonymous as they are."""
     connecting = _context(tmp_path / "connecting.sqlite")
     polled = _context(tmp_path / "polled.sqlite")
-    polled_box, token = store.create_poll_box(polled.index, "connecting-node", send_anonymous_as_is=as_is)
+    polled_box, token = box_connections.create_poll_box(polled.index, "connecting-node", send_anonymous_as_is=as_is)
     url = f"http://polled.invalid:8888/slicebox/api/transactions/{token}"
-    connecting_box, _ = store.connect_push_box(connecting.index, "polled-node", url, send_anonymous_as_is=as_is)
+    connecting_box, _ = box_connections.connect_push_box(
+        connecting.index, "polled-node", url, send_anonymous_as_is=as_is
+    )
     transport = InMemoryTransport(polled, token)
     clock = Clock()
     service = BoxService(
@@ -106,7 +113,7 @@ def _stored(context: SliceboxContext) -> list[pydicom.Dataset]:
 
 
 def _outgoing(p: Pair) -> dict:
-    return store.list_outgoing(p.sender.index)[0]
+    return box_outgoing.list_outgoing(p.sender.index)[0]
 
 
 def test_images_arrive_anonymized_once_and_the_transaction_finishes(pair: Pair):
@@ -122,7 +129,7 @@ def test_images_arrive_anonymized_once_and_the_transaction_finishes(pair: Pair):
     assert {str(ds.PatientName) for ds in _stored(pair.sender)} == {"Real^PID-1"}  # never stored anonymized
     outgoing = _outgoing(pair)
     assert (outgoing["status"], outgoing["sent_image_count"], outgoing["reason"]) == ("FINISHED", 5, "")
-    incoming = store.list_incoming(pair.receiver.index)
+    incoming = box_incoming.list_incoming(pair.receiver.index)
     assert [(t["status"], t["received_image_count"], t["added_image_count"]) for t in incoming] == [("FINISHED", 5, 5)]
     assert incoming[0]["box_name"] == pair.receiver_box.name
     source = pair.receiver.index.series_source(pair.receiver.index.get_image(received_id(pair)).series_id)
@@ -137,12 +144,12 @@ def test_images_arrive_anonymized_once_and_the_transaction_finishes(pair: Pair):
     submit_send(pair.sender, pair.sender_box.id, ids)
     pair.run()
     assert len(_stored(pair.receiver)) == 5
-    assert store.list_outgoing(pair.sender.index)[0]["status"] == "FINISHED"
+    assert box_outgoing.list_outgoing(pair.sender.index)[0]["status"] == "FINISHED"
 
 
 def received_id(pair: Pair) -> int:
-    incoming = store.list_incoming(pair.receiver.index)[0]
-    return store.incoming_images(pair.receiver.index, incoming["id"])[0]["image_id"]
+    incoming = box_incoming.list_incoming(pair.receiver.index)[0]
+    return box_incoming.incoming_images(pair.receiver.index, incoming["id"])[0]["image_id"]
 
 
 def test_a_corrupted_byte_is_detected_by_the_hash_and_resent(pair: Pair):
@@ -155,9 +162,11 @@ def test_a_corrupted_byte_is_detected_by_the_hash_and_resent(pair: Pair):
     assert len(received) == 3
     outgoing = _outgoing(pair)
     assert outgoing["status"] == "FINISHED"
-    images = store.outgoing_images(pair.sender.index, outgoing["id"])
+    images = box_outgoing.outgoing_images(pair.sender.index, outgoing["id"])
     assert all(i["state"] == "SENT" and len(i["sha256"]) == 64 for i in images)
-    incoming = store.incoming_images(pair.receiver.index, store.list_incoming(pair.receiver.index)[0]["id"])
+    incoming = box_incoming.incoming_images(
+        pair.receiver.index, box_incoming.list_incoming(pair.receiver.index)[0]["id"]
+    )
     assert [i["sha256"] for i in incoming] == [i["sha256"] for i in images]
 
 
@@ -204,9 +213,9 @@ def test_a_retried_image_is_stored_once(tmp_path: Path, poll_mode: bool):
     transport.lose = 3
     p.run()
     assert len(_stored(p.receiver)) == 4
-    incoming = store.list_incoming(p.receiver.index)[0]
+    incoming = box_incoming.list_incoming(p.receiver.index)[0]
     assert (incoming["status"], incoming["received_image_count"]) == ("FINISHED", 4)
-    assert len(store.incoming_images(p.receiver.index, incoming["id"])) == 4
+    assert len(box_incoming.incoming_images(p.receiver.index, incoming["id"])) == 4
     assert _outgoing(p)["status"] == "FINISHED"
 
 
@@ -216,18 +225,18 @@ def test_an_image_is_stored_with_its_receipt_or_not_at_all(tmp_path: Path, monke
     p = _pair(tmp_path)
     data = ct_bytes(PatientID="ATOMIC")
     digest = transfer.sha256(data)
-    real = store.write_receipt
+    real = box_incoming.write_receipt
 
     def failing(*args: object, **kwargs: object) -> str:
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(store, "write_receipt", failing)
+    monkeypatch.setattr(box_incoming, "write_receipt", failing)
     with pytest.raises(RuntimeError, match="disk is full"):
         transfer.receive_image(p.receiver, p.receiver_box, 5, 1, 1, data, digest)
-    assert _stored(p.receiver) == [] and store.list_incoming(p.receiver.index) == []
+    assert _stored(p.receiver) == [] and box_incoming.list_incoming(p.receiver.index) == []
     assert list(p.receiver.storage.keys()) == []  # nor its blob
 
-    monkeypatch.setattr(store, "write_receipt", real)
+    monkeypatch.setattr(box_incoming, "write_receipt", real)
     first = transfer.receive_image(p.receiver, p.receiver_box, 5, 1, 1, data, digest)
     again = transfer.receive_image(p.receiver, p.receiver_box, 5, 1, 1, data, digest)
     assert (first.added, first.duplicate, first.status) == (True, False, "FINISHED")
@@ -269,18 +278,18 @@ def test_an_unreachable_partner_is_retried_with_backoff_and_the_transaction_says
         if step == 0:
             outgoing = _outgoing(p)
             assert outgoing["status"] == "WAITING" and "could not be reached" in outgoing["reason"]
-            box = store.get_box(p.sender.index, p.sender_box.id)
+            box = box_connections.get_box(p.sender.index, p.sender_box.id)
             assert not box.online(60) and "could not be reached" in box.last_error
     # tries at 0, then after 1, 2 and 4 intervals (4, 8 and 16 steps later)
     assert tries[:4] == [0, 4, 12, 28]
     assert _outgoing(p)["status"] == "FINISHED"
-    assert store.get_box(p.sender.index, p.sender_box.id).online(60)
+    assert box_connections.get_box(p.sender.index, p.sender_box.id).online(60)
 
 
 def test_a_revoked_token_stops_the_transfer(tmp_path: Path):
     p = _pair(tmp_path)
     ids = _upload(p.sender, 1)
-    store.delete_box(p.receiver.index, p.receiver_box.id)
+    box_outgoing.delete_box(p.receiver.index, p.receiver_box.id)
     submit_send(p.sender, p.sender_box.id, ids)
     p.service.run_once()
     outgoing = _outgoing(p)
@@ -322,30 +331,32 @@ def test_send_checks_its_input(pair: Pair):
         submit_send(pair.sender, pair.sender_box.id, ids, profile_json={"options": ["NOPE"]})
     with pytest.raises(InvalidInput):
         submit_send(pair.sender, pair.sender_box.id, ids, tag_values={"P": [{"value": 1}]})
-    assert store.list_outgoing(pair.sender.index) == []
+    assert box_outgoing.list_outgoing(pair.sender.index) == []
 
 
 def test_connections_are_checked_and_tokens_stored_hashed(tmp_path: Path):
     context = _context(tmp_path / "n.sqlite")
-    box, token = store.create_poll_box(context.index, "hospital", {"options": ["RETAIN_UIDS"]})
-    assert len(token) >= 40 and box.token_hash == store.hash_token(token) and token not in repr(box.as_json(15))
-    assert store.box_for_token(context.index, token) == box
-    assert store.box_for_token(context.index, token[:-1] + "x") is None
+    box, token = box_connections.create_poll_box(context.index, "hospital", {"options": ["RETAIN_UIDS"]})
+    assert (
+        len(token) >= 40 and box.token_hash == box_connections.hash_token(token) and token not in repr(box.to_json(15))
+    )
+    assert box_connections.box_for_token(context.index, token) == box
+    assert box_connections.box_for_token(context.index, token[:-1] + "x") is None
     with pytest.raises(Exception, match="exists already"):
-        store.create_poll_box(context.index, "hospital")
+        box_connections.create_poll_box(context.index, "hospital")
     for bad in ("", "malformed/url", "ftp://h/slicebox/api/transactions/" + "a" * 43, "http://h/other/" + "a" * 43):
         with pytest.raises(InvalidInput):
-            store.connect_push_box(context.index, "u", bad)
+            box_connections.connect_push_box(context.index, "u", bad)
     url = "https://uni.example:8443/slicebox/api/transactions/" + "b" * 43
-    first, created = store.connect_push_box(context.index, "university", url)
-    again, created_again = store.connect_push_box(context.index, "university", url)
+    first, created = box_connections.connect_push_box(context.index, "university", url)
+    again, created_again = box_connections.connect_push_box(context.index, "university", url)
     assert created and not created_again and first == again
     with pytest.raises(Exception, match="exists already"):
-        store.connect_push_box(context.index, "university", url[:-1] + "c")
+        box_connections.connect_push_box(context.index, "university", url[:-1] + "c")
     # a PUSH box's (partner's) token is not accepted by this node
-    assert store.box_for_token(context.index, "b" * 43) is None
-    store.delete_box(context.index, box.id)
-    assert store.box_for_token(context.index, token) is None
+    assert box_connections.box_for_token(context.index, "b" * 43) is None
+    box_outgoing.delete_box(context.index, box.id)
+    assert box_connections.box_for_token(context.index, token) is None
     context.close()
 
 
@@ -353,11 +364,11 @@ def test_a_transaction_without_progress_for_a_while_shows_waiting(tmp_path: Path
     p = _pair(tmp_path, poll_mode=True)
     ids = _upload(p.sender, 2)
     submit_send(p.sender, p.sender_box.id, ids)
-    item = store.pending_items(p.sender.index, p.sender_box.id, 1)[0]
-    store.mark_sent(p.sender.index, item.transaction_id, item.outgoing_image_id)
+    item = box_outgoing.pending_items(p.sender.index, p.sender_box.id, 1)[0]
+    box_outgoing.mark_sent_many(p.sender.index, [(item.transaction_id, item.outgoing_image_id, "")])
     assert _outgoing(p)["status"] == "PROCESSING"
     with p.sender.index.writing() as conn:
-        conn.execute(box_outgoing_transactions.update().values(updated=store.now() - timedelta(seconds=60)))
+        conn.execute(box_outgoing_transactions.update().values(updated=box_connections.now() - timedelta(seconds=60)))
     outgoing = _outgoing(p)
     assert outgoing["status"] == "WAITING" and "waiting for the partner" in outgoing["reason"]
     p.run()
@@ -369,9 +380,9 @@ def test_a_transaction_without_progress_for_a_while_shows_waiting(tmp_path: Path
 def test_transfers_with_the_polled_node_on_postgresql(tmp_path: Path, pg_engine: sa.Engine, poll_mode: bool):
     connecting = _context(tmp_path / "connecting.sqlite")
     polled = SliceboxContext(MemoryStorage(), Index(pg_engine))
-    polled_box, token = store.create_poll_box(polled.index, "connecting-node")
+    polled_box, token = box_connections.create_poll_box(polled.index, "connecting-node")
     url = f"http://polled.invalid/slicebox/api/transactions/{token}"
-    connecting_box, _ = store.connect_push_box(connecting.index, "polled-node", url)
+    connecting_box, _ = box_connections.connect_push_box(connecting.index, "polled-node", url)
     transport = InMemoryTransport(polled, token)
     transport.corrupt_next = 1
     clock = Clock()
@@ -387,7 +398,7 @@ def test_transfers_with_the_polled_node_on_postgresql(tmp_path: Path, pg_engine:
     assert len(_stored(receiver)) == 6
     assert _outgoing(p)["status"] == "FINISHED"
     assert sender.jobs.get(job.id).state == "SUCCEEDED"
-    incoming = store.list_incoming(receiver.index)[0]
+    incoming = box_incoming.list_incoming(receiver.index)[0]
     assert (incoming["status"], incoming["received_image_count"]) == ("FINISHED", 6)
     connecting.close()
     polled.jobs.shutdown(timeout=5)
@@ -398,7 +409,7 @@ def test_images_sent_back_through_the_box_are_re_identified_from_the_senders_key
     ids = _upload(p.sender, 3)
     submit_send(p.sender, p.sender_box.id, ids)
     p.run()
-    received = [i["image_id"] for i in store.incoming_images(p.receiver.index, 1)]
+    received = [i["image_id"] for i in box_incoming.incoming_images(p.receiver.index, 1)]
     assert len(received) == 3
     back = submit_send(p.receiver, p.receiver_box.id, received)  # anonymous already: sent as they are
     p.run()
@@ -413,7 +424,7 @@ def test_without_the_option_images_sent_back_are_anonymized_again_and_stay_anony
     ids = _upload(p.sender, 2)
     submit_send(p.sender, p.sender_box.id, ids)
     p.run()
-    received = [i["image_id"] for i in store.incoming_images(p.receiver.index, 1)]
+    received = [i["image_id"] for i in box_incoming.incoming_images(p.receiver.index, 1)]
     back = submit_send(p.receiver, p.receiver_box.id, received)
     p.run()
     assert p.receiver.jobs.get(back.id).state == "SUCCEEDED"
@@ -445,7 +456,7 @@ def test_an_image_flagged_anonymous_is_anonymized_unless_the_box_sends_it_as_is(
     else:
         assert MARKER not in str(received.get("InstitutionName", ""))
         assert received.PatientID != "WRONGLY-FLAGGED" and str(received.PatientName) != "Real^Flagged"
-        (stored,) = store.incoming_images(pair.receiver.index, 1)
+        (stored,) = box_incoming.incoming_images(pair.receiver.index, 1)
         assert MARKER.encode() not in pair.receiver.image_bytes(stored["image_id"])
 
 
@@ -454,10 +465,10 @@ def test_incoming_images_list_only_what_is_still_stored(tmp_path: Path):
     ids = _upload(p.sender, 2)
     submit_send(p.sender, p.sender_box.id, ids)
     p.run()
-    incoming = store.list_incoming(p.receiver.index)[0]
-    first, second = store.incoming_images(p.receiver.index, incoming["id"])
+    incoming = box_incoming.list_incoming(p.receiver.index)[0]
+    first, second = box_incoming.incoming_images(p.receiver.index, incoming["id"])
     p.receiver.delete_images([first["image_id"]])
-    assert store.incoming_images(p.receiver.index, incoming["id"]) == [second]
+    assert box_incoming.incoming_images(p.receiver.index, incoming["id"]) == [second]
 
 
 def test_an_unreachable_partner_error_never_carries_the_token():

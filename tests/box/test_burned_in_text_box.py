@@ -21,7 +21,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from slicebox_lab.anonymization import ocr
-from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, store, submit_send
+from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, submit_send
+from slicebox_lab.box import connections as box_connections
+from slicebox_lab.box import outgoing as box_outgoing
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.dicom.render import render_frame
 from slicebox_lab.index import Index, create_engine, sqlite_url, upgrade
@@ -95,9 +97,9 @@ def nodes(
 ) -> Iterator[tuple[SliceboxContext, SliceboxContext, int, BoxService]]:
     """(sender, receiver, the sender's box id, the service that moves images) for a push or a poll box."""
     connecting, polled = _context(tmp_path / "connecting.sqlite"), _context(tmp_path / "polled.sqlite")
-    polled_box, token = store.create_poll_box(polled.index, "connecting-node")
+    polled_box, token = box_connections.create_poll_box(polled.index, "connecting-node")
     url = f"http://polled.invalid/slicebox/api/transactions/{token}"
-    connecting_box, _ = store.connect_push_box(connecting.index, "polled-node", url)
+    connecting_box, _ = box_connections.connect_push_box(connecting.index, "polled-node", url)
     transport = InMemoryTransport(polled, token)
     clock = _Clock()
     service = BoxService(connecting, BoxSettings(poll_interval=1.0), transport_factory=lambda b: transport, clock=clock)
@@ -115,7 +117,7 @@ def _run(service: BoxService, sender: SliceboxContext) -> None:
     for _ in range(40):
         clock.now += 120
         moved = service.run_once()
-        pending = [t for t in store.list_outgoing(sender.index) if t["status"] in ("WAITING", "PROCESSING")]
+        pending = [t for t in box_outgoing.list_outgoing(sender.index) if t["status"] in ("WAITING", "PROCESSING")]
         if not moved and not pending:
             return
 

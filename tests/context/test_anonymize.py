@@ -95,7 +95,7 @@ def test_anonymize_in_place_keeps_an_image_that_keeps_its_identity(context: Slic
     assert context.image_bytes(image.id) == data
 
 
-def test_the_nodes_pixel_masks_and_secondary_capture_setting_apply_to_every_anonymization(context: SliceboxContext):
+def test_the_nodes_pixel_masks_and_burned_in_settings_apply_to_every_anonymization(context: SliceboxContext):
     from slicebox_lab.anonymization import PixelMask, Rectangle
     from slicebox_lab.errors import AnonymizationRefused
 
@@ -108,7 +108,11 @@ def test_the_nodes_pixel_masks_and_secondary_capture_setting_apply_to_every_anon
 
     sc = ct_bytes(PatientID="SC", SOPClassUID="1.2.840.10008.5.1.4.1.1.7", Modality="OT")
     sc_image = context.ingest(sc, WATCH).image
+    context.burned_in_text_detection = False  # unread, as a node without OCR (what reading does: test_burned_in_text)
     with pytest.raises(AnonymizationRefused):
         context.anonymized_bytes(sc_image.id, BASIC)
     context.secondary_capture_burned_in = False
+    with pytest.raises(AnonymizationRefused, match="modality OT"):  # its modality still counts
+        context.anonymized_bytes(sc_image.id, BASIC)
+    context.burned_in_modalities = frozenset()
     assert pydicom.dcmread(io.BytesIO(context.anonymized_bytes(sc_image.id, BASIC))).PatientIdentityRemoved == "YES"

@@ -1,4 +1,4 @@
-"""slicebox_lab.memory: glibc's malloc is told to keep image-sized buffers; other C libraries are left alone."""
+"""slicebox_lab.server.memory: glibc's malloc is told to keep image-sized buffers; other C libraries are left alone."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import subprocess
 import sys
 
 from slicebox_lab.app import SliceboxApp
-from slicebox_lab.memory import tune_malloc
+from slicebox_lab.server.memory import tune_malloc
 
 
 def test_tune_malloc_applies_on_glibc_and_changes_nothing_elsewhere():
     # in a fresh interpreter: the settings are process-wide
-    code = "from slicebox_lab.memory import tune_malloc; print(tune_malloc())"
+    code = "from slicebox_lab.server.memory import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(platform.libc_ver()[0] == "glibc")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from generators import ct_bytes
@@ -53,7 +53,7 @@ def test_with_another_live_server_only_old_leftovers_are_removed(tmp_path: Path)
     old_key, old_temp = _leftovers(storage, SHARED_RECONCILE_GRACE_S + 60)
     # another server process of this host is live (pid 1 exists; it beats)
     context = SliceboxContext.open(tmp_path / "other-dir", database_url=url, storage_dir=storage, fsync=False)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with context.index.writing() as conn:
         conn.execute(servers.insert().values(server=f"{socket.gethostname()}:1:feedf00d", host=socket.gethostname(),
                                              pid=1, started=now, heartbeat=now))  # fmt: skip
@@ -85,7 +85,7 @@ def test_a_dead_server_does_not_count_as_live(tmp_path: Path) -> None:
     data_dir, url, storage, kept_id, data = _crashed_node(tmp_path)
     young_key, _ = _leftovers(storage, 5)
     context = SliceboxContext.open(tmp_path / "other-dir", database_url=url, storage_dir=storage, fsync=False)
-    long_ago = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
     with context.index.writing() as conn:  # a server of another host that stopped beating long ago
         conn.execute(servers.insert().values(server="elsewhere:77:0badf00d", host="elsewhere", pid=77,
                                              started=long_ago, heartbeat=long_ago))  # fmt: skip

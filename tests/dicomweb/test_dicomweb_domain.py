@@ -198,7 +198,7 @@ def test_stow_part_outcomes(context: SliceboxContext) -> None:
     for part in parts:
         stow.store_part(part, study, ingest, series_uids, response)
     assert response.status == 202
-    body = pydicom.Dataset.from_json(response.json(study))
+    body = pydicom.Dataset.from_json(response.to_json(study))
     assert len(body.ReferencedSOPSequence) == 2
     assert [i.FailureReason for i in body.FailedSOPSequence] == [stow.STUDY_MISMATCH, stow.CANNOT_UNDERSTAND]
     assert body.RetrieveURL == f"{ROOT}studies/{study}"

@@ -47,26 +47,39 @@ class NodeProcess:
                 self.kill()
 
 
-def start_node(data_dir: Path, work_dir: Path, token: str = "secret-token", *extra: str, port: int = 0) -> NodeProcess:
+def start_node(
+    data_dir: Path,
+    work_dir: Path,
+    token: str = "secret-token",
+    *extra: str,
+    port: int = 0,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    root_dir: bool = True,
+) -> NodeProcess:
     """Start `jupyter slicebox` on a free port (or ``port``, e.g. to restart a node where its partners know it)
-    and wait until its API answers."""
+    and wait until its API answers. ``command``/``env``/``cwd``: another installation's (tests/e2e/wheelenv.py);
+    ``root_dir=False``: the server's root is its working folder, as for a user who types the command."""
     runtime_dir = work_dir / f"runtime-{time.monotonic_ns()}"
     runtime_dir.mkdir(parents=True)
     log_path = runtime_dir / "server.log"
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime_dir), PYTHONUNBUFFERED="1")
-    exe = shutil.which("jupyter-slicebox")
-    cmd = [exe] if exe else [sys.executable, "-m", "slicebox_lab.app"]
-    cmd += [
+    env = dict(env if env is not None else os.environ, JUPYTER_RUNTIME_DIR=str(runtime_dir), PYTHONUNBUFFERED="1")
+    if command is None:
+        exe = shutil.which("jupyter-slicebox")
+        command = [exe] if exe else [sys.executable, "-m", "slicebox_lab.app"]
+    cmd = [
+        *command,
         "--ip=127.0.0.1",
         f"--port={port}",
         "--no-browser",
         f"--IdentityProvider.token={token}",
         f"--SliceboxApp.data_dir={data_dir}",
-        f"--ServerApp.root_dir={work_dir}",
+        *([f"--ServerApp.root_dir={work_dir}"] if root_dir else []),
         *extra,
     ]
     log = open(log_path, "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -1,17 +1,20 @@
-"""The Voila dashboards in a real browser: Debian chromium (Playwright) opens each one through Voila served
-by a real `jupyter slicebox` node on a loopback port, performs its main action, and saves a screenshot
-under tests/e2e/screenshots/dashboard-*.png.
+"""The product in a real browser, as installed from the wheel: Debian chromium (Playwright) opens the landing
+page, every Voila dashboard at its stable URL (``slicebox/dashboards/<name>``) and the API documentation of
+real `jupyter slicebox` nodes installed from a wheel of this checkout into a fresh venv and started from a
+folder under /tmp (tests/e2e/wheelenv.py), with the sample data loaded by the wheel's own
+``python -m slicebox_lab.sample``.
 
-*Send to partner* sends a patient to a second real node through a box and waits for FINISHED on the page;
-*Incoming* on that partner then lists the transaction; *Node status* shows the SCP and the partner online;
-*Viewer* draws a series. Every request the pages make must go to 127.0.0.1: a CDN request fails the test.
+*Send to partner* sends a patient to a second node through a box and waits for FINISHED on the page;
+*Incoming* on that partner then lists the transfer; *Node status* shows the SCP and the partner online;
+*Viewer* draws a series. Then every page is shot at 1280×800 and 1920×1080 (tests/e2e/screenshots/latest/,
+tests/e2e/shots.py). Every request the pages make must go to 127.0.0.1 (a CDN request fails the test), and
+any console error or warning fails it too.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,19 +23,35 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
+import shots
 from labproc import CHROMIUM, CHROMIUM_ARGS
 from nodeproc import NodeProcess, start_node
+from wheelenv import Installed
 
 import slicebox_lab
-from slicebox_lab.sample import make_sample_files
-
-NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
-SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian chromium ({CHROMIUM}) is not installed"),
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(1500),
 ]
+
+DASHBOARDS = ("send-to-partner", "incoming", "node-status", "viewer")
+#: what a clinician must never read on a page: API column names, Python booleans, microsecond timestamps
+RAW = re.compile(
+    r"send_method|progress_done|progress_total|last_contact|last_error|received_image_count|total_image_count"
+    r"|ae_title|entry_type|decided_by|\bTrue\b|\bFalse\b|\bNone\b|\bNaN\b|\d{2}:\d{2}:\d{2}\.\d{3,}"
+)
+
+
+#: Voila 0.5.13 (the latest release) serves JupyterLab 4.2.5's core modules while its own widgets-manager8 and
+#: the current @jupyter-widgets/jupyterlab-manager were built against 4.5/4.6: webpack warns once per shared
+#: @jupyterlab/* module and uses the 4.2.5 one (no widget is affected). Not ours to fix in the page; every
+#: other warning fails the test.
+VOILA_CORE_MISMATCH = re.compile(
+    r"(Unsatisfied version \S+ from _JUPYTERLAB\.CORE_OUTPUT of shared singleton module @jupyterlab/"
+    r"|No satisfying version \(\S+\) of shared module @jupyterlab/)"
+)
 
 
 @dataclass
@@ -40,27 +59,34 @@ class Nodes:
     hospital: NodeProcess  # has the patients, sends
     university: NodeProcess  # the partner, receives
     outside_requests: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)  # errors and warnings of every page opened
 
 
-def _node(work: Path, token: str) -> NodeProcess:
-    # the node serves notebooks/ (a copy) from its root: /voila/render/notebooks/dashboards/<name>.ipynb
-    shutil.copytree(NOTEBOOKS, work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    return start_node(work / "data", work, token, "--SliceboxApp.fsync=False")
+def _node(installed: Installed, work: Path, token: str) -> NodeProcess:
+    """The wheel's `jupyter slicebox`, run from ``work`` (under /tmp) as its root folder: no notebooks there."""
+    name = "--SliceboxApp.node_name=" + work.name.rstrip("0123456789")
+    command = [str(installed.jupyter_slicebox)]
+    return start_node(
+        work / "data", work, token, "--SliceboxApp.fsync=False", name, command=command, env=installed.env(), cwd=work,
+        root_dir=False,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
-    hospital = _node(tmp_path_factory.mktemp("hospital"), "hospital-token")
+def nodes(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    hospital = _node(installed, tmp_path_factory.mktemp("Hospital"), "hospital-token")
     try:
-        university = _node(tmp_path_factory.mktemp("university"), "university-token")
+        university = _node(installed, tmp_path_factory.mktemp("University"), "university-token")
     except BaseException:
         hospital.stop()
         raise
     try:
         sbx = slicebox_lab.connect(hospital.url, token=hospital.token)
         partner = slicebox_lab.connect(university.url, token=university.token)
-        summary = sbx.upload(make_sample_files(tmp_path_factory.mktemp("sample")), progress=False)
-        assert not summary.refused
+        # the sample data, made and uploaded by the wheel's own command line
+        work = tmp_path_factory.mktemp("sample")
+        out = installed.run("-m", "slicebox_lab.sample", "--into", f"{hospital.url}?token={hospital.token}", cwd=work)
+        assert out.returncode == 0 and "uploaded 102 sample images" in out.stdout, out.stderr
         sbx.add_scp("dicom-in", "HOSPITAL", 0, host="127.0.0.1")
         connection = partner.create_box_connection("hospital")
         sbx.connect_box("university", connection["base_url"])
@@ -94,12 +120,15 @@ def browser(nodes: Nodes) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-    # no dashboard may make the browser fetch anything from outside the node (CDN fonts, MathJax, ...)
+    # no page may make the browser fetch anything from outside the node (CDN fonts, MathJax, ...)
     assert nodes.outside_requests == []
+    # nor say anything is wrong in its console (version mismatches of the widgets included)
+    assert nodes.console == []
 
 
-def open_dashboard(browser: Any, nodes: Nodes, node: NodeProcess, name: str) -> Any:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def new_page(browser: Any, nodes: Nodes, width: int = 1400, height: int = 1000) -> Any:
+    """A page that refuses every request beyond 127.0.0.1 and records its console errors and warnings."""
+    page = browser.new_page(viewport={"width": width, "height": height})
 
     def only_loopback(route: Any) -> None:
         host = urlsplit(route.request.url).hostname
@@ -109,8 +138,20 @@ def open_dashboard(browser: Any, nodes: Nodes, node: NodeProcess, name: str) -> 
             nodes.outside_requests.append(route.request.url)
             route.abort()
 
+    def console(message: Any) -> None:
+        if message.type in ("error", "warning") and not VOILA_CORE_MISMATCH.match(message.text):
+            nodes.console.append(f"{page.url}: {message.type}: {message.text}")
+
     page.route("**/*", only_loopback)
-    page.goto(f"{node.url}voila/render/notebooks/dashboards/{name}.ipynb?token={node.token}", timeout=180_000)
+    page.on("console", console)
+    page.on("pageerror", lambda error: nodes.console.append(f"{page.url}: uncaught: {error}"))
+    return page
+
+
+def open_dashboard(browser: Any, nodes: Nodes, node: NodeProcess, name: str, width: int = 1400,
+                   height: int = 1000) -> Any:  # fmt: skip
+    page = new_page(browser, nodes, width, height)
+    page.goto(f"{node.url}slicebox/dashboards/{name}?token={node.token}", timeout=180_000)
     # Voila renders cell by cell; the page is done when its widgets are on screen and no cell is running
     page.wait_for_selector(".jupyter-widgets", timeout=180_000)
     assert "cdn.jsdelivr" not in page.content() and "cdnjs" not in page.content()  # our Voila template
@@ -121,8 +162,7 @@ def open_dashboard(browser: Any, nodes: Nodes, node: NodeProcess, name: str) -> 
 
 
 def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
+    shots.save(page, f"dashboard-{name}")
 
 
 def no_problem_shown(page: Any) -> None:
@@ -144,7 +184,7 @@ def test_send_to_partner_sends_a_patient_and_follows_it_to_finished(browser: Any
     page.get_by_placeholder("filter (any text column)").fill("Berg")
     page.get_by_placeholder("filter (any text column)").press("Enter")
     page.wait_for_function("() => !document.body.innerText.includes('Andersson^Anna')", timeout=60_000)
-    row_checkbox(page, "Abdomen 2.5 mm portal venous").check()
+    row_checkbox(page, "Abdomen 5 mm portal venous").check()
     page.wait_for_function("() => document.body.innerText.includes('1 series to send')", timeout=60_000)
     destination = page.locator("select", has=page.locator("option", has_text="university"))
     label = destination.locator("option", has_text="university").first.inner_text()
@@ -175,9 +215,9 @@ def test_incoming_on_the_partner_lists_the_transaction(browser: Any, nodes: Node
     page = open_dashboard(browser, nodes, nodes.university, "incoming")
     no_problem_shown(page)
     page.get_by_role("button", name="Refresh").click()
-    page.wait_for_function("() => document.body.innerText.includes('1 transaction(s) received')", timeout=60_000)
+    page.wait_for_function("() => document.body.innerText.includes('1 transfer received')", timeout=60_000)
     text = page.inner_text("body")
-    assert "FINISHED" in text and "box:hospital" in text
+    assert "FINISHED" in text and "hospital (box)" in text
     shoot(page, "incoming")
     page.close()
 
@@ -197,7 +237,7 @@ def test_node_status_shows_the_scp_and_the_partner(browser: Any, nodes: Nodes):
 def test_viewer_draws_the_chosen_series(browser: Any, nodes: Nodes):
     page = open_dashboard(browser, nodes, nodes.hospital, "viewer")
     no_problem_shown(page)
-    row_checkbox(page, "Thorax 2.5 mm").check()
+    row_checkbox(page, "Thorax 5 mm").check()
     page.wait_for_function(
         "() => { const d = document.querySelector('.sbx-viewer')?.dataset;"
         " return d && Number(d.drawCount) >= 1 && Number(d.loaded) >= 1; }",
@@ -211,3 +251,81 @@ def test_viewer_draws_the_chosen_series(browser: Any, nodes: Nodes):
     no_problem_shown(page)
     shoot(page, "viewer")
     page.close()
+
+
+def test_landing_page_links_the_dashboards_jupyterlab_and_the_api_docs(browser: Any, nodes: Nodes):
+    node = nodes.hospital
+    page = new_page(browser, nodes)
+    page.goto(f"{node.url}?token={node.token}")  # the server's root is the landing page
+    page.wait_for_selector("text=What this node holds")
+    assert page.url.split("?")[0].endswith("/slicebox/")
+    text = page.inner_text("body")
+    assert "Hospital" in text and "Healthy" in text and "102" in text and "1 DICOM listener running" in text
+    links = page.eval_on_selector_all("a", "links => links.map(a => a.getAttribute('href'))")
+    for name in DASHBOARDS:
+        assert f"/slicebox/dashboards/{name}" in links, name
+    assert "/lab" in links and "/slicebox/api-docs/" in links
+    assert "/slicebox/api/openapi.json" in links and "/slicebox/api/openapi.yaml" in links
+    # a tutorial: downloaded, and opened in JupyterLab (a copy in slicebox-tutorials/ of the server's folder)
+    session = node.session()
+    tutorial = session.get(node.url + "slicebox/tutorials/01-getting-started.ipynb", timeout=30)
+    assert tutorial.status_code == 200 and tutorial.json()["cells"]
+    page.get_by_role("button", name="Open in JupyterLab").first.click()
+    page.wait_for_url(re.compile(r".*/lab/tree/slicebox-tutorials/01-getting-started\.ipynb"), timeout=60_000)
+    assert (Path(node.log_path).parents[1] / "slicebox-tutorials" / "01-getting-started.ipynb").is_file()
+    page.close()
+    nodes.console.clear()  # JupyterLab's own start-up chatter is not ours to judge
+
+
+def test_api_docs_render_the_openapi_document_from_the_node(browser: Any, nodes: Nodes):
+    node = nodes.hospital
+    session = node.session()
+    document = session.get(node.api + "/openapi.json", timeout=30).json()
+    assert document["openapi"].startswith("3.") and "/images" in document["paths"]
+    assert session.get(node.api + "/openapi.yaml", timeout=30).text.startswith("openapi:")
+    missing = session.get(node.api + "/no/such/route", timeout=30)
+    assert missing.status_code == 404 and missing.json()["reason"] == "NotFound"
+    assert requests.get(node.api + "/", timeout=30).status_code == 403  # like every route: credentials first
+    page = new_page(browser, nodes)
+    page.goto(f"{node.url}slicebox/api-docs/?token={node.token}")
+    page.wait_for_selector(".opblock", timeout=60_000)
+    assert page.locator(".opblock").count() > 100  # every route with its method
+    assert "slicebox_lab REST API" in page.inner_text("body")
+    page.close()
+
+
+def _ready(page: Any) -> None:
+    """Wait until a dashboard has drawn its data (tables, or the viewer's table of series)."""
+    page.wait_for_function("() => document.body.innerText.length > 200", timeout=60_000)
+    page.wait_for_timeout(1500)  # widgets settle (fonts, layout) before the picture
+
+
+def test_every_page_at_two_sizes_reads_like_a_product(browser: Any, nodes: Nodes):
+    """Landing page, dashboards and API docs at 1280×800 and 1920×1080: screenshots of the whole page, no
+    API column name, Python boolean or microsecond timestamp on screen, nothing in the console."""
+    hospital, university = nodes.hospital, nodes.university
+    pages = [("landing", hospital, "slicebox/"), ("api-docs", hospital, "slicebox/api-docs/")]
+    pages += [(f"dashboard-{name}", university if name == "incoming" else hospital, f"slicebox/dashboards/{name}")
+              for name in DASHBOARDS]  # fmt: skip
+    for width, height in ((1280, 800), (1920, 1080)):
+        for name, node, path in pages:
+            page = new_page(browser, nodes, width, height)
+            page.goto(f"{node.url}{path}?token={node.token}", timeout=180_000)
+            if name.startswith("dashboard-"):
+                page.wait_for_selector(".jupyter-widgets", timeout=180_000)
+                page.wait_for_function("() => !document.querySelector('#loading') || "
+                                       "getComputedStyle(document.querySelector('#loading')).display === 'none'",
+                                       timeout=180_000)  # fmt: skip
+                _ready(page)
+                no_problem_shown(page)
+                text = page.inner_text("body")
+                assert not RAW.search(text), (name, RAW.search(text))
+                # nothing wider than the window: no horizontal scrolling
+                assert page.evaluate("() => document.documentElement.scrollWidth") <= width, name
+            elif name == "api-docs":
+                page.wait_for_selector(".opblock", timeout=60_000)
+            else:
+                page.wait_for_selector("text=What this node holds")
+            shots.save(page, f"{name}-{width}")
+            page.close()
+        assert nodes.console == [], nodes.console

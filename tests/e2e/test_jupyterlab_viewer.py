@@ -3,7 +3,8 @@
 A notebook connects to the node of its own server (``slicebox_lab.connect()``), shows the browser
 with the viewer under it; the test runs all cells, picks a series in the browser, scrolls slices with
 the mouse wheel, changes the window by a preset and by dragging, and saves screenshots under
-tests/e2e/screenshots/. It fails unless the canvas pixels change with the slice and with the window,
+tests/e2e/screenshots/latest/ (tests/e2e/shots.py). It fails
+unless the canvas pixels change with the slice and with the window,
 and unless everything (JupyterLab, the anywidget and ipywidgets labextensions, the viewer's ESM)
 loaded without a single request beyond 127.0.0.1.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import shots
 from labproc import (
     CHROMIUM,
     LabProcess,
@@ -33,7 +35,6 @@ from labproc import (
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian chromium ({CHROMIUM}) is not installed")
 
-SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 SLICES = 16
 VIEWER = ".sbx-viewer"
 
@@ -57,8 +58,7 @@ def lab(tmp_path: Path) -> Iterator[LabProcess]:
 
 
 def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"jupyterlab-viewer-{name}.png"))
+    shots.save(page, f"jupyterlab-viewer-{name}", full_page=False)
 
 
 def viewer_state(page: Any) -> dict[str, str]:

@@ -94,3 +94,75 @@ def test_sigkill_during_uploads_loses_no_acknowledged_image(tmp_path: Path):
         assert any("unclean shutdown" in entry["message"] for entry in log)
     finally:
         node.stop()
+
+
+def _unclean_warnings(node) -> list[str]:
+    log = node.session().get(node.api + "/log", params={"type": "WARN", "count": 100}).json()
+    return [entry["message"] for entry in log if "unclean shutdown" in entry["message"]]
+
+
+def test_sigint_is_a_clean_stop(tmp_path: Path):
+    """Ctrl-C where stdin is no terminal (a service manager, kill -INT): the next start repairs nothing."""
+    import signal
+
+    data_dir = tmp_path / "node"
+    node = start_node(data_dir, tmp_path)
+    try:
+        assert (
+            node.session().post(node.api + "/images", data=ct_bytes(PatientID="INT"), headers=DICOM).status_code == 201
+        )
+    finally:
+        node.process.send_signal(signal.SIGINT)
+        node.process.wait(timeout=30)
+    assert node.process.returncode == 0, node.log_path.read_text()[-2000:]
+    assert "stopping" in node.log_path.read_text()
+    assert not list((data_dir / "slicebox.running.d").glob("*.json"))
+    again = start_node(data_dir, tmp_path)
+    try:
+        assert _unclean_warnings(again) == []
+        assert "unclean" not in again.log_path.read_text()
+    finally:
+        again.stop()
+
+
+def test_a_second_server_on_the_folder_joins_as_a_secondary_and_leaves_the_first_alone(tmp_path: Path):
+    """`jupyter lab` started while `jupyter slicebox` runs on the same (SQLite) folder: it serves the same data,
+    repairs nothing, listens on no SCP port, and stopping it leaves the first server's marker in place."""
+    from labproc import free_port
+
+    data_dir = tmp_path / "node"
+    first = start_node(data_dir, tmp_path)
+    try:
+        s = first.session()
+        port = free_port()
+        assert (
+            s.post(first.api + "/scps", json={"name": "pacs-in", "ae_title": "FIRST", "port": port}).status_code == 201
+        )
+        image = s.post(first.api + "/images", data=ct_bytes(PatientID="SHARED"), headers=DICOM).json()
+        markers = list((data_dir / "slicebox.running.d").glob("*.json"))
+        assert len(markers) == 1
+        second = start_node(data_dir, tmp_path)
+        try:
+            text = second.log_path.read_text()
+            assert "joins it as a secondary" in text and "starts no DICOM listener" in text
+            assert "unclean" not in text and "Traceback" not in text and "SCP pacs-in not started" not in text
+            assert len(list((data_dir / "slicebox.running.d").glob("*.json"))) == 2
+            # the same data through either server
+            assert second.session().get(f"{second.api}/images/{image['id']}").status_code == 200
+            landing = second.session().get(second.url + "slicebox/").text
+            assert "Shares its data folder with another server" in landing
+        finally:
+            second.stop()
+        assert second.process.returncode == 0
+        assert [p for p in markers if p.exists()] == markers  # the first one's marker is still there
+        assert _unclean_warnings(first) == []
+        scps = s.get(first.api + "/scps").json()
+        assert scps[0]["running"] and scps[0]["port"] == port  # and it still listens
+    finally:
+        first.stop()
+    assert not list((data_dir / "slicebox.running.d").glob("*.json"))
+    again = start_node(data_dir, tmp_path)
+    try:
+        assert _unclean_warnings(again) == []
+    finally:
+        again.stop()

@@ -102,7 +102,7 @@ def test_notebook_runs_top_to_bottom(
         back = next(c for c in nb.cells if c.source.startswith("back = sbx.flat_series"))
         assert "scp:tutorial-store" in _outputs(nbformat.from_dict({"cells": [back]}))
     if name.startswith("05-"):
-        assert "(40, 128, 128)" in text  # both CT volumes as arrays
+        assert "(40, 256, 256)" in text  # both CT volumes as arrays
 
 
 DASHBOARDS = [p for p in ALL if p.parts[0] == "dashboards"]

@@ -8,8 +8,8 @@ from typing import Any
 from generators import ct_bytes
 from helpers import body_json
 
-from slicebox_lab import filtering
 from slicebox_lab.model import Source
+from slicebox_lab.routing import filtering
 
 DICOM = {"Content-Type": "application/dicom"}
 JSON = {"Content-Type": "application/json"}

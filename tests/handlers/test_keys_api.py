@@ -171,7 +171,7 @@ def test_node_configuration_reaches_the_context(jp_serverapp: Any):
         assert [(a.keyword, a.level) for a in context.key_attributes] == [("InstitutionName", "STUDY")]
         assert context.secondary_capture_burned_in is False
     finally:
-        from slicebox_lab.services import stop_services
+        from slicebox_lab.server.services import stop_services
 
         stop_services(app.services, 5)
         app.context.close()

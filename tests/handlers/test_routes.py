@@ -12,12 +12,16 @@ import yaml
 from openapi_spec_validator import validate
 
 from slicebox_lab.handlers import default_handlers as all_handlers
+from slicebox_lab.handlers.base import API
 from slicebox_lab.handlers.dicomweb import DICOMWEB
+from slicebox_lab.handlers.pages import not_found_handlers
 
-# openapi.yaml documents the REST API under /slicebox/api; DICOMweb (/slicebox/dicom-web) is specified
-# by PS3.18 instead, and its routes are checked for authentication below (test_dicomweb_routes_...)
-default_handlers = [(p, h) for p, h in all_handlers if not p.startswith(DICOMWEB)]
-dicomweb_handlers = [(p, h) for p, h in all_handlers if p.startswith(DICOMWEB)]
+# openapi.yaml documents the REST API under /slicebox/api (but for its JSON 404 catch-all); DICOMweb
+# (/slicebox/dicom-web) is specified by PS3.18 instead, the pages for people are HTML: their routes are
+# checked for authentication below (test_dicomweb_routes_..., tests/handlers/test_pages.py)
+CATCH_ALL = {p for p, *_ in not_found_handlers}
+default_handlers = [(p, h) for p, h, *_ in all_handlers if p.startswith(API + "/") and p not in CATCH_ALL]
+dicomweb_handlers = [(p, h) for p, h, *_ in all_handlers if p.startswith(DICOMWEB)]
 
 OPENAPI = Path(__file__).parents[2] / "server_extension" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ def test_a_relaxed_transaction_relaxes_only_itself(index: Index) -> None:
     for _ in range(3):  # the pool hands the same connection back: it must be durable again
         with index.writing(durable=False) as conn:
             assert _setting(conn) == relaxed
-            conn.execute(audit.insert(), [{**_ROW, "created": datetime.now(timezone.utc)}])
+            conn.execute(audit.insert(), [{**_ROW, "created": datetime.now(UTC)}])
         with index.writing() as conn:
             assert _setting(conn) == durable
     with index.reading() as conn:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from listing import list_series, list_studies
 from pg import pg_engine, postgresql_url  # noqa: F401
 
 from slicebox_lab import errors
@@ -145,7 +146,7 @@ def test_reads_of_unknown_ids(index: Index) -> None:
     with pytest.raises(errors.NotFound):
         index.get_source(2**63)
     assert index.images_of_patient(2**40) == index.images_of_series(0) == []
-    assert index.list_studies(2**40) == index.list_series(2**40) == index.list_images(2**40) == []
+    assert list_studies(index, 2**40) == list_series(index, 2**40) == index.list_images(2**40) == []
     with pytest.raises(errors.InvalidInput, match="patient id must be an integer"):
         index.get_patient("7")  # type: ignore[arg-type]
     assert index.images_by_storage_keys(["nope"]) == []

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
+from listing import list_patients
 from pg import pg_engine, postgresql_url  # noqa: F401
 
 from slicebox_lab.index import Index, create_engine
@@ -119,7 +120,7 @@ def test_concurrent_updates_of_one_patient_leave_one_row(engine: sa.Engine) -> N
     try:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(work, range(8)))
-        patients = indexes[0].list_patients(count=10)
+        patients = list_patients(indexes[0], count=10)
         assert len(patients) == 1 and patients[0].PatientSex in ("M", "F")
         assert indexes[0].counts()["images"] == 12
     finally:

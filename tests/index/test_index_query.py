@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from listing import list_patients, list_series, list_studies
 from pg import pg_engine, postgresql_url  # noqa: F401
 
 from slicebox_lab import errors
@@ -88,51 +89,51 @@ def q(*properties: tuple[str, str, str], **options: Any) -> Query:
 
 def test_list_patients_paging_and_order(world: World) -> None:
     index = world.index
-    assert pids(index.list_patients()) == ["PID1", "PID2", "PID_3", "PID4", "PID5"]  # by id
-    assert pids(index.list_patients(start_index=1, count=2)) == ["PID2", "PID_3"]
-    assert index.list_patients(count=0) == []
-    assert index.list_patients(start_index=5) == []
-    assert pids(index.list_patients(order_by="PatientBirthDate")) == ["PID_3", "PID1", "PID2", "PID4", "PID5"]
-    assert pids(index.list_patients(order_by="PatientBirthDate", order_ascending=False, count=2)) == [
+    assert pids(list_patients(index)) == ["PID1", "PID2", "PID_3", "PID4", "PID5"]  # by id
+    assert pids(list_patients(index, start_index=1, count=2)) == ["PID2", "PID_3"]
+    assert list_patients(index, count=0) == []
+    assert list_patients(index, start_index=5) == []
+    assert pids(list_patients(index, order_by="PatientBirthDate")) == ["PID_3", "PID1", "PID2", "PID4", "PID5"]
+    assert pids(list_patients(index, order_by="PatientBirthDate", order_ascending=False, count=2)) == [
         "PID5",
         "PID4",
     ]
     # ties (sex M twice, F twice) are broken by id, so pages never overlap
-    by_sex = [pids(index.list_patients(order_by="PatientSex", start_index=i, count=1)) for i in range(5)]
+    by_sex = [pids(list_patients(index, order_by="PatientSex", start_index=i, count=1)) for i in range(5)]
     assert by_sex == [["PID2"], ["PID5"], ["PID1"], ["PID4"], ["PID_3"]]
-    assert pids(index.list_patients(order_by="id", order_ascending=False)) == ["PID5", "PID4", "PID_3", "PID2", "PID1"]
+    assert pids(list_patients(index, order_by="id", order_ascending=False)) == ["PID5", "PID4", "PID_3", "PID2", "PID1"]
 
 
 def test_list_patients_filter_and_sources(world: World) -> None:
     index = world.index
-    assert pids(index.list_patients(filter="doe")) == ["PID1", "PID4"]
-    assert pids(index.list_patients(filter="DOE^J")) == ["PID1", "PID4"]
-    assert pids(index.list_patients(filter="pid_")) == ["PID_3"]  # "_" is literal
-    assert pids(index.list_patients(filter="19700101")) == ["PID1"]
-    assert pids(index.list_patients(filter="f")) == ["PID2", "PID5"]  # PatientSex
-    assert pids(index.list_patients(filter="zoë")) == ["PID5"]
-    assert pids(index.list_patients(sources=[world.source["box"]])) == ["PID2"]
-    assert pids(index.list_patients(sources=[world.source["user"]])) == ["PID1", "PID_3"]
-    assert pids(index.list_patients(sources=[world.source["scp"], world.source["box"]])) == [
+    assert pids(list_patients(index, filter="doe")) == ["PID1", "PID4"]
+    assert pids(list_patients(index, filter="DOE^J")) == ["PID1", "PID4"]
+    assert pids(list_patients(index, filter="pid_")) == ["PID_3"]  # "_" is literal
+    assert pids(list_patients(index, filter="19700101")) == ["PID1"]
+    assert pids(list_patients(index, filter="f")) == ["PID2", "PID5"]  # PatientSex
+    assert pids(list_patients(index, filter="zoë")) == ["PID5"]
+    assert pids(list_patients(index, sources=[world.source["box"]])) == ["PID2"]
+    assert pids(list_patients(index, sources=[world.source["user"]])) == ["PID1", "PID_3"]
+    assert pids(list_patients(index, sources=[world.source["scp"], world.source["box"]])) == [
         "PID1", "PID2", "PID4", "PID5",
     ]  # fmt: skip
-    assert index.list_patients(sources=[424242]) == []
-    assert index.list_patients(sources=[2**40]) == []
-    assert pids(index.list_patients(filter="doe", sources=[world.source["user"]])) == ["PID1"]
+    assert list_patients(index, sources=[424242]) == []
+    assert list_patients(index, sources=[2**40]) == []
+    assert pids(list_patients(index, filter="doe", sources=[world.source["user"]])) == ["PID1"]
 
 
 def test_list_studies_and_series(world: World) -> None:
     index = world.index
-    assert uids(index.list_studies(world.patient["PID1"]), "StudyInstanceUID") == ["1"]
-    assert index.list_studies(world.patient["PID1"], sources=[world.source["box"]]) == []
-    assert index.list_studies(987654) == []
-    assert uids(index.list_series(world.study["1"]), "SeriesInstanceUID") == ["1.1", "1.2"]
-    assert uids(index.list_series(world.study["1"], order_by="Modality", order_ascending=False), "Modality") == [
+    assert uids(list_studies(index, world.patient["PID1"]), "StudyInstanceUID") == ["1"]
+    assert list_studies(index, world.patient["PID1"], sources=[world.source["box"]]) == []
+    assert list_studies(index, 987654) == []
+    assert uids(list_series(index, world.study["1"]), "SeriesInstanceUID") == ["1.1", "1.2"]
+    assert uids(list_series(index, world.study["1"], order_by="Modality", order_ascending=False), "Modality") == [
         "MR", "CT",
     ]  # fmt: skip
-    assert uids(index.list_series(world.study["1"], sources=[world.source["user"]]), "SeriesInstanceUID") == ["1.2"]
-    assert uids(index.list_series(world.study["2"], start_index=1, count=5), "SeriesInstanceUID") == ["2.2"]
-    assert uids(index.list_studies(world.patient["PID2"], order_by="StudyDate"), "StudyInstanceUID") == ["2"]
+    assert uids(list_series(index, world.study["1"], sources=[world.source["user"]]), "SeriesInstanceUID") == ["1.2"]
+    assert uids(list_series(index, world.study["2"], start_index=1, count=5), "SeriesInstanceUID") == ["2.2"]
+    assert uids(list_studies(index, world.patient["PID2"], order_by="StudyDate"), "StudyInstanceUID") == ["2"]
 
 
 def test_list_images(world: World) -> None:
@@ -258,7 +259,7 @@ def test_injection_strings_match_nothing(world: World, value: str) -> None:
     index = world.index
     before = index.counts()
     # "_", "%" and "\\" are literal: they find only the values that contain them (PID_3, "100% done")
-    assert pids(index.list_patients(filter=value)) == (["PID_3"] if value == "_" else [])
+    assert pids(list_patients(index, filter=value)) == (["PID_3"] if value == "_" else [])
     images = index.list_images(world.series["1.1"], filter=value)
     assert len(images) == (3 if value == "\\" else 0)  # ImageType ORIGINAL\\PRIMARY
     flat = [f.series.SeriesInstanceUID for f in index.list_flat_series(filter=value)]
@@ -268,20 +269,20 @@ def test_injection_strings_match_nothing(world: World, value: str) -> None:
             assert index.query_images(q((name, operator, value))) == []
         assert index.query_patients(q(("PatientName", operator, value))) == []
     with pytest.raises(errors.InvalidInput, match="does not exist"):
-        index.list_patients(order_by=value)
+        list_patients(index, order_by=value)
     with pytest.raises(errors.InvalidInput, match="does not exist"):
         index.query_patients(q((value, "=", "x")))
     assert index.list_log(subject=value) == []
     assert index.counts() == before
-    assert len(index.list_patients()) == 5
+    assert len(list_patients(index)) == 5
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda i: i.list_patients(order_by="Nope"), "Property Nope does not exist"),
-        (lambda i: i.list_patients(order_by="Modality"), "Property Modality does not exist"),
-        (lambda i: i.list_studies(1, order_by="PatientName"), "Property PatientName does not exist"),
+        (lambda i: list_patients(i, order_by="Nope"), "Property Nope does not exist"),
+        (lambda i: list_patients(i, order_by="Modality"), "Property Modality does not exist"),
+        (lambda i: list_studies(i, 1, order_by="PatientName"), "Property PatientName does not exist"),
         (lambda i: i.list_images(1, order_by="storage_key"), "Property storage_key does not exist"),
         (lambda i: i.list_flat_series(order_by="SOPInstanceUID"), "Property SOPInstanceUID does not exist"),
         (lambda i: i.query_patients(Query(order_by="Modality")), "Property Modality does not exist"),
@@ -293,15 +294,15 @@ def test_injection_strings_match_nothing(world: World, value: str) -> None:
         (lambda i: i.query_patients(q(("id", "=", "abc"))), "integer"),
         (lambda i: i.query_images(q(("created", "like", "2024"))), "not supported"),
         (lambda i: i.query_images(q(("created", "=", "yesterday"))), "ISO-8601"),
-        (lambda i: i.list_patients(start_index=-1), "startindex must be non-negative"),
-        (lambda i: i.list_patients(count=-1), "count must be non-negative"),
+        (lambda i: list_patients(i, start_index=-1), "startindex must be non-negative"),
+        (lambda i: list_patients(i, count=-1), "count must be non-negative"),
         (lambda i: i.list_flat_series(count=-1), "count must be non-negative"),
         (lambda i: i.list_images(1, start_index=-3), "startindex must be non-negative"),
         (lambda i: i.query_studies(Query(start_index=-1)), "startindex must be non-negative"),
         (lambda i: i.query_flat_series(Query(count=-1)), "count must be non-negative"),
         (lambda i: i.query_patients(Query(sources=["1"])), "sources"),  # type: ignore[list-item]
-        (lambda i: i.list_patients(order_ascending="false"), "orderascending"),
-        (lambda i: i.list_patients(filter="a\x00b"), "NUL"),
+        (lambda i: list_patients(i, order_ascending="false"), "orderascending"),
+        (lambda i: list_patients(i, filter="a\x00b"), "NUL"),
         (lambda i: i.query_patients(q(("PatientName", "=", "a\x00"))), "NUL"),
     ],
 )
@@ -318,10 +319,10 @@ def test_case_folding_beyond_ascii(world: World) -> None:
         with index.engine.connect() as conn:
             folds_unicode = conn.exec_driver_sql("SHOW lc_ctype").scalar() not in ("C", "POSIX")
     # ASCII letters fold everywhere; non-ASCII letters written as stored always match
-    assert pids(index.list_patients(filter="MüLLER^ZOë")) == ["PID5"]
+    assert pids(list_patients(index, filter="MüLLER^ZOë")) == ["PID5"]
     assert pids(index.query_patients(q(("PatientName", "wildcard", "Mü*")))) == ["PID5"]
     expected = ["PID5"] if folds_unicode else []
-    assert pids(index.list_patients(filter="MÜLLER^ZOË")) == expected
+    assert pids(list_patients(index, filter="MÜLLER^ZOË")) == expected
     assert pids(index.query_patients(q(("PatientName", "wildcard", "MÜ*")))) == expected
 
 

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pg import pg_engine, postgresql_url  # noqa: F401
 
-from slicebox_lab.index import Index, create_engine, metadata, sqlite_url, upgrade
+from slicebox_lab.index import Index, create_engine, metadata, query, sqlite_url, upgrade
 from slicebox_lab.index.database import alembic_config
 from slicebox_lab.model import (
     IMAGE_ATTRIBUTES,
@@ -123,7 +123,8 @@ def test_in_memory_engine_is_shared_by_threads(attributes: AttributesFactory) ->
         def work(n: int) -> None:
             for i in range(10):
                 index.ingest(attributes(SOPInstanceUID=f"1.{n}.{i}"), Source("user", "u"), f"k{n}.{i}", 1)
-                index.list_patients()
+                with index.reading() as conn:
+                    query.list_patients(conn)
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
         for t in threads:

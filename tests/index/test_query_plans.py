@@ -9,7 +9,7 @@ SQL and parameters it sent, and asks the database for the plan of exactly that s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from slicebox_lab.index import Index, Query, QueryProperty, create_engine, query
 from slicebox_lab.index.schema import images, patients, series, sources, studies
 
 PATIENTS, STUDIES_PER_PATIENT, SERIES_PER_STUDY, IMAGES_PER_SERIES = 5000, 2, 2, 5
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _seed(engine: sa.Engine) -> None:

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -379,12 +379,12 @@ def test_restart_marks_interrupted_jobs_failed_and_they_resume(
     running = crashed.submit("c_store", "send", {"node": 1}, total=20)
     wait_until(lambda: crashed.get(running.id).state == "RUNNING")
     with engine.begin() as conn:  # its process is gone (this one lives on): a server that stopped beating long ago
-        old = datetime(2000, 1, 1, tzinfo=timezone.utc)
+        old = datetime(2000, 1, 1, tzinfo=UTC)
         conn.execute(jobs.update().where(jobs.c.id == running.id).values(server="gone-host:1:0", heartbeat=old))
     with engine.begin() as conn:  # a job the crashed process had accepted but not started
         pending_id = conn.execute(
             jobs.insert()
-            .values(kind="c_store", state="PENDING", created=datetime.now(timezone.utc), parameters='{"node": 3}')
+            .values(kind="c_store", state="PENDING", created=datetime.now(UTC), parameters='{"node": 3}')
             .returning(jobs.c.id)
         ).scalar_one()
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -72,7 +72,7 @@ def insert_job(engine: sa.Engine, server: str, heartbeat: datetime | None, state
             conn.execute(
                 jobs.insert()
                 .values(
-                    kind="wait", state=state, created=datetime.now(timezone.utc), server=server, heartbeat=heartbeat
+                    kind="wait", state=state, created=datetime.now(UTC), server=server, heartbeat=heartbeat
                 )  # fmt: skip
                 .returning(jobs.c.id)
             ).scalar_one()
@@ -106,14 +106,14 @@ def test_a_starting_server_leaves_the_running_jobs_of_another_alone(server: Call
 
 
 def test_jobs_of_a_dead_process_of_this_host_are_recovered(server: Callable[..., JobManager], engine: sa.Engine):
-    now = datetime.now(timezone.utc) - timedelta(seconds=20)  # beats missed, not yet stale (60 s)
+    now = datetime.now(UTC) - timedelta(seconds=20)  # beats missed, not yet stale (60 s)
     gone = insert_job(engine, f"{socket.gethostname()}:{dead_pid()}:0badc0de", now)
     pending = insert_job(engine, f"{socket.gethostname()}:{dead_pid()}:0badc0de", now, state="PENDING")
     legacy = insert_job(engine, "", None)  # written before jobs recorded their server
     alive_here = insert_job(engine, f"{socket.gethostname()}:1:00000001", now)  # pid 1 lives
     other_host = insert_job(engine, "elsewhere:4242:00000002", now)  # another host, not stale: alive
     # a dead pid whose server beat just now: maybe a container of another pid namespace, wait for missed beats
-    just_beat = insert_job(engine, f"{socket.gethostname()}:{dead_pid()}:0badc0de", datetime.now(timezone.utc))
+    just_beat = insert_job(engine, f"{socket.gethostname()}:{dead_pid()}:0badc0de", datetime.now(UTC))
     box = insert_job(engine, DATABASE_SERVER, None)  # a box transaction's mirror: any server continues it
     manager = server()  # recovers at its start
     for job_id in (gone, pending, legacy):
@@ -127,7 +127,7 @@ def test_a_server_that_stops_beating_is_recovered_by_a_live_one(
     server: Callable[..., JobManager], engine: sa.Engine
 ) -> None:
     watcher = server(heartbeat_interval=0.1, stale_after=1.0)
-    silent = insert_job(engine, "elsewhere:4242:00000002", datetime.now(timezone.utc))
+    silent = insert_job(engine, "elsewhere:4242:00000002", datetime.now(UTC))
     time.sleep(0.3)
     assert watcher.get(silent).state == "RUNNING"  # within stale_after
     wait_until(lambda: watcher.get(silent).state == "FAILED", timeout=5)  # no beat for 1 s: gone
@@ -148,8 +148,8 @@ def test_heartbeats_keep_a_long_job_alive(server: Callable[..., JobManager], eng
             time.sleep(0.1)
         with engine.connect() as conn:
             beat = conn.execute(sa.select(jobs.c.heartbeat).where(jobs.c.id == job.id)).scalar_one()
-        beat = beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)
-        assert datetime.now(timezone.utc) - beat < timedelta(seconds=0.6)
+        beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
+        assert datetime.now(UTC) - beat < timedelta(seconds=0.6)
     finally:
         release.set()
     assert runner.wait(job.id, TIMEOUT).state == "SUCCEEDED"

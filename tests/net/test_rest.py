@@ -9,6 +9,7 @@ from typing import Any
 
 import netutil
 import pytest
+from helpers import serve_with
 
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.net.scp import ScpService, scp_service_factory
@@ -26,10 +27,11 @@ def post(api: Any, *parts: object, payload: Any) -> Any:
 
 @pytest.fixture
 def scp_service(jp_serverapp: Any) -> Iterator[ScpService]:
-    """The server's SCP service, as SliceboxApp builds it (the test server does not start services)."""
+    """An SCP service of the server's context, the one its handlers use."""
     context: SliceboxContext = jp_serverapp.web_app.settings["slicebox_context"]
     service = scp_service_factory(context)
     service.start()
+    serve_with(jp_serverapp, service)
     yield service
     service.stop(5.0)
 

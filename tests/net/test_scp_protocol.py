@@ -16,6 +16,7 @@ from pynetdicom import AE, evt
 
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import Conflict, InvalidInput, NotFound
+from slicebox_lab.index import query as index_query
 from slicebox_lab.model import Source
 from slicebox_lab.net import nodes
 from slicebox_lab.net.nodes import ScpConfig
@@ -91,7 +92,8 @@ def test_truncated_dataset_gets_a_failure_status_and_nothing_is_stored(
         assoc.release()
     counts, blobs = _stored(context, tmp_path / "node")
     assert counts["images"] == 1 and len(blobs) == 1
-    assert context.index.list_patients()[0].PatientID == "GOOD"
+    with context.index.reading() as conn:
+        assert index_query.list_patients(conn)[0].PatientID == "GOOD"
 
 
 def test_dataset_that_fails_ingest_gets_a_failure_status(scp: ScpConfig, context: SliceboxContext, tmp_path: Path):

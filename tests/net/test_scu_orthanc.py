@@ -13,7 +13,7 @@ from orthanc_fixture import Orthanc, orthanc
 from pydicom.uid import generate_uid
 
 from slicebox_lab.context import SliceboxContext
-from slicebox_lab.jobs import SUCCEEDED
+from slicebox_lab.jobs import JobState
 from slicebox_lab.model import Source
 from slicebox_lab.net import nodes, scu
 from slicebox_lab.net.nodes import RemoteNode, ScpConfig
@@ -54,7 +54,7 @@ def test_send_to_orthanc(context: SliceboxContext, orthanc: Orthanc, pacs: Remot
     ids = [context.ingest(data, Source("user", "test")).image.id for data in files]
     before = orthanc.instance_count()
     job = context.jobs.wait(submit_send(context, pacs.id, ids).id, timeout=60)
-    assert job.state == SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert job.counts == {"sent": 5, "failed": 0}
     assert orthanc.instance_count() == before + 5
     found = orthanc.post("/tools/find", {"Level": "Instance", "Query": {"PatientID": "SENT-TO-ORTHANC"}})
@@ -112,7 +112,7 @@ def test_c_move_a_study_from_orthanc_into_our_scp(
     orthanc.add_modality("slicebox", SCP_AE, scp.port)
     job = submit_retrieve(context, pacs.id, "STUDY", {"StudyInstanceUID": uids["study"]}, "move", scp.id)
     job = context.jobs.wait(job.id, timeout=60)
-    assert job.state == SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert job.counts.get("completed") == 6 and job.counts.get("failed", 0) == 0
     assert job.progress_done == 6
     images = _images_of_study(context, uids["study"])
@@ -126,7 +126,7 @@ def test_c_get_a_series_from_orthanc(context: SliceboxContext, orthanc: Orthanc,
     _preload(orthanc, files)
     identifier = {"StudyInstanceUID": uids["study"], "SeriesInstanceUID": uids["series"][0]}
     job = context.jobs.wait(submit_retrieve(context, pacs.id, "SERIES", identifier, "get").id, timeout=60)
-    assert job.state == SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert job.counts.get("completed") == 3
     images = _images_of_study(context, uids["study"])
     assert len(images) == 3 and {i.InstanceNumber for i in images} == {"1", "2", "3"}

@@ -10,6 +10,7 @@ from typing import Any
 import netutil
 import pytest
 from generators import ct_bytes
+from helpers import serve_with
 from orthanc_fixture import Orthanc, orthanc
 from pydicom.uid import generate_uid
 
@@ -31,10 +32,11 @@ def post(api: Any, *parts: object, payload: Any) -> Any:
 
 @pytest.fixture
 def node(jp_serverapp: Any) -> Iterator[tuple[SliceboxContext, ScpService]]:
-    """The server's context and SCP service, as SliceboxApp builds them (the test server starts no services)."""
+    """The server's context and an SCP service of it, the one its handlers use."""
     context: SliceboxContext = jp_serverapp.web_app.settings["slicebox_context"]
     service = scp_service_factory(context)
     service.start()
+    serve_with(jp_serverapp, service)
     yield context, service
     service.stop(5.0)
 

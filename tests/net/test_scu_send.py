@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from slicebox_lab.context import SliceboxContext
-from slicebox_lab.jobs import CANCELLED, FAILED, SUCCEEDED
+from slicebox_lab.jobs import JobState
 from slicebox_lab.model import Source
 from slicebox_lab.net import nodes
 from slicebox_lab.net.scu_jobs import register_scu_jobs, submit_send
@@ -47,7 +47,7 @@ def test_send_20_images_to_storescp(jobs_context: SliceboxContext, storescp: tup
     node = nodes.add_scu(jobs_context.index, "storescp", "STORESCP", "127.0.0.1", port)
     job = submit_send(jobs_context, node.id, ids)
     job = jobs_context.jobs.wait(job.id, timeout=60)
-    assert job.state == SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert job.counts == {"sent": 20, "failed": 0}
     assert (job.progress_done, job.progress_total) == (20, 20)
     received = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
@@ -59,7 +59,7 @@ def test_missing_images_are_counted_as_failed(jobs_context: SliceboxContext, sto
     ids = _ingest_series(jobs_context, 2)
     node = nodes.add_scu(jobs_context.index, "storescp", "STORESCP", "127.0.0.1", port)
     job = jobs_context.jobs.wait(submit_send(jobs_context, node.id, [ids[0], 999999, ids[1]]).id, timeout=60)
-    assert job.state == SUCCEEDED, job.error
+    assert job.state == JobState.SUCCEEDED, job.error
     assert job.counts == {"sent": 2, "failed": 1}
     assert job.result["failed"] == {"999999": "no such image"}
     assert len(list(out.iterdir())) == 2
@@ -107,7 +107,7 @@ def test_peer_dropping_mid_send_fails_the_job_with_counts_and_resume_sends_the_r
     try:
         node = nodes.add_scu(jobs_context.index, "flaky", "FLAKY", "127.0.0.1", peer.port)
         failed = jobs_context.jobs.wait(submit_send(jobs_context, node.id, ids).id, timeout=60)
-        assert failed.state == FAILED
+        assert failed.state == JobState.FAILED
         assert "dropped the association" in failed.error or "closed the association" in failed.error, failed.error
         assert "(5 of 12 images sent)" in failed.error, failed.error
         assert failed.counts["sent"] == len(peer.received) == 5
@@ -116,7 +116,7 @@ def test_peer_dropping_mid_send_fails_the_job_with_counts_and_resume_sends_the_r
 
         peer.limit = None  # the peer works again
         resumed = jobs_context.jobs.wait(jobs_context.jobs.resume(failed.id).id, timeout=60)
-        assert resumed.state == SUCCEEDED, resumed.error
+        assert resumed.state == JobState.SUCCEEDED, resumed.error
         assert resumed.counts == {"sent": 7, "failed": 0}
         assert resumed.result["skipped"] == 5
         assert (resumed.progress_done, resumed.progress_total) == (12, 12)
@@ -129,7 +129,7 @@ def test_unreachable_peer_fails_the_job(jobs_context: SliceboxContext, refused_p
     ids = _ingest_series(jobs_context, 1)
     node = nodes.add_scu(jobs_context.index, "nobody", "NOBODY", "127.0.0.1", refused_port)
     job = jobs_context.jobs.wait(submit_send(jobs_context, node.id, ids).id, timeout=60)
-    assert job.state == FAILED and "Cannot connect" in job.error
+    assert job.state == JobState.FAILED and "Cannot connect" in job.error
     assert job.counts == {"sent": 0, "failed": 0}
 
 
@@ -147,12 +147,12 @@ def test_cancelling_a_running_send_stops_it_between_images_and_a_resume_sends_th
             time.sleep(0.01)
         jobs_context.jobs.cancel(job.id)
         cancelled = jobs_context.jobs.wait(job.id, timeout=30)
-        assert cancelled.state == CANCELLED, cancelled.error
+        assert cancelled.state == JobState.CANCELLED, cancelled.error
         sent = cancelled.counts["sent"]
         assert 3 <= sent < 30 and len(peer.received) == sent == cancelled.progress_done
 
         resumed = jobs_context.jobs.wait(jobs_context.jobs.resume(cancelled.id).id, timeout=60)
-        assert resumed.state == SUCCEEDED, resumed.error
+        assert resumed.state == JobState.SUCCEEDED, resumed.error
         assert resumed.counts["sent"] == 30 - sent
         assert sorted(peer.received) == sorted(jobs_context.index.get_image(i).SOPInstanceUID for i in ids)
     finally:

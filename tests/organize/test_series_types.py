@@ -19,7 +19,7 @@ from slicebox_lab.errors import Conflict, InvalidInput, NotFound
 from slicebox_lab.events import ImageAdded
 from slicebox_lab.index import Index, Query, create_engine, sqlite_url, upgrade
 from slicebox_lab.index import query as index_query
-from slicebox_lab.jobs import SUCCEEDED
+from slicebox_lab.jobs import JobState
 from slicebox_lab.model import Source
 from slicebox_lab.organize import seriestypes as st
 from slicebox_lab.storage import MemoryStorage
@@ -60,7 +60,7 @@ def _settle(context: SliceboxContext) -> None:
     assert service.wait_idle(10)
     job = service.status()["job"]
     if job is not None:
-        assert context.jobs.wait(job.id, 30).state == SUCCEEDED
+        assert context.jobs.wait(job.id, 30).state == JobState.SUCCEEDED
 
 
 def test_all_attributes_of_a_rule_must_match_and_an_empty_rule_matches_nothing() -> None:
@@ -87,9 +87,9 @@ def test_all_attributes_of_a_rule_must_match_and_an_empty_rule_matches_nothing()
 
 def test_rule_attributes_are_validated_and_stored_canonically() -> None:
     (condition,) = st._conditions({"attributes": [{"tag": "(0008,0060)", "values": "CT"}]})
-    assert condition.json() == {"tag": "Modality", "values": ["CT"]}
+    assert condition.to_json() == {"tag": "Modality", "values": ["CT"]}
     (condition,) = st._conditions([{"tag": 0x00080060, "values": ["CT", "CT"]}])
-    assert condition.json() == {"tag": "Modality", "values": ["CT"]}
+    assert condition.to_json() == {"tag": "Modality", "values": ["CT"]}
     for bad in (
         {"attributes": [{"tag": "NoSuchKeyword", "values": ["x"]}]},
         {"attributes": [{"tag": "Modality", "values": []}]},

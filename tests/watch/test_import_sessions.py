@@ -11,7 +11,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.errors import InvalidInput
-from slicebox_lab.imports import ImportSessions, is_secondary_capture
+from slicebox_lab.watch.imports import ImportSessions, is_secondary_capture
 
 DICOM = {"Content-Type": "application/dicom"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from generators import ct_bytes
-from helpers import body_json
+from helpers import body_json, serve_with
 
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.watch import WatchService, create_watch_service
@@ -18,11 +18,12 @@ from slicebox_lab.watch import WatchService, create_watch_service
 
 @pytest.fixture
 def watch_service(jp_serverapp) -> Iterator[WatchService]:
-    """The node's watch service, started as SliceboxApp starts it (pytest-jupyter does not run the start hook)."""
+    """A watch service of the server's context with a short tick, the one its handlers use."""
     context: SliceboxContext = jp_serverapp.web_app.settings["slicebox_context"]
     service = create_watch_service(context)
     service.tick_seconds = 0.1
     service.start()
+    serve_with(jp_serverapp, service)
     yield service
     service.stop(10)
 
