@@ -18,6 +18,7 @@ py-spy``) and writes the collapsed stacks to that file and a summary of the top 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +51,10 @@ class Target:
     ok_status: int
     pid: int
     count_instances: Callable[[], int]
+    new_session: Callable[[], requests.Session]
 
-    def post(self, data: bytes) -> None:
-        r = self.session.post(self.post_url, data=data, headers=harness.DICOM)
+    def post(self, data: bytes, session: requests.Session | None = None) -> None:
+        r = (session or self.session).post(self.post_url, data=data, headers=harness.DICOM)
         if r.status_code != self.ok_status:
             raise RuntimeError(f"{self.name}: HTTP {r.status_code} {r.text[:500]}")
         r.json()  # both answer a small JSON document: read it as a client would
@@ -66,7 +69,7 @@ def started(name: str, work_dir: Path, node_args: Sequence[str] = ()) -> Iterato
             def count_ours() -> int:
                 return int(s.get(node.api + "/system/information").json()["counts"]["images"])
 
-            yield Target(OURS, s, node.api + "/images", 201, node.process.pid, count_ours)
+            yield Target(OURS, s, node.api + "/images", 201, node.process.pid, count_ours, node.session)
     else:
         with harness.running_orthanc(work_dir) as orthanc:
             s = orthanc.session()
@@ -74,7 +77,9 @@ def started(name: str, work_dir: Path, node_args: Sequence[str] = ()) -> Iterato
             def count_orthanc() -> int:
                 return int(s.get(orthanc.url + "/statistics").json()["CountInstances"])
 
-            yield Target(ORTHANC, s, orthanc.url + "/instances", 200, orthanc.process.pid, count_orthanc)
+            yield Target(
+                ORTHANC, s, orthanc.url + "/instances", 200, orthanc.process.pid, count_orthanc, orthanc.session
+            )
 
 
 def generate(count: int, size: int, patients: int) -> list[bytes]:
@@ -101,26 +106,45 @@ def generate(count: int, size: int, patients: int) -> list[bytes]:
     return blobs
 
 
+@functools.cache
 def warm_up_instance() -> bytes:
-    """One tiny image posted before the clock starts: connection set-up and first-request costs."""
+    """One tiny image posted before the clock starts (by every client: the same instance, stored once):
+    connection set-up and first-request costs."""
     data: bytes = harness.ct_bytes(PatientName="Warm^Up", PatientID="WARMUP", seed=0)
     return data
 
 
-def timed_ingest(target: Target, blobs: list[bytes]) -> float:
+def timed_ingest(target: Target, blobs: list[bytes], clients: int = 1) -> float:
+    """Seconds to post every blob: one client in order, or ``clients`` keep-alive clients at once, each
+    posting its share one after the other (as several modalities sending to one node)."""
     target.post(warm_up_instance())
+    if clients <= 1:
+        t0 = time.perf_counter()
+        for data in blobs:
+            target.post(data)
+        return time.perf_counter() - t0
+    sessions = [target.new_session() for _ in range(clients)]
+    for session in sessions:  # connections open before the clock starts (the same instance again: 200 or 201)
+        session.post(target.post_url, data=warm_up_instance(), headers=harness.DICOM).raise_for_status()
+
+    def send(k: int) -> None:
+        for data in blobs[k::clients]:
+            target.post(data, sessions[k])
+
     t0 = time.perf_counter()
-    for data in blobs:
-        target.post(data)
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, range(clients)))
     return time.perf_counter() - t0
 
 
-def run_one(name: str, blobs: list[bytes], work_dir: Path, node_args: Sequence[str] = ()) -> dict[str, float]:
+def run_one(
+    name: str, blobs: list[bytes], work_dir: Path, node_args: Sequence[str] = (), clients: int = 1
+) -> dict[str, float]:
     total_bytes = sum(len(b) for b in blobs)
     with started(name, work_dir, node_args) as target:
-        seconds = timed_ingest(target, blobs)
+        seconds = timed_ingest(target, blobs, clients)
         stored = target.count_instances()
-    if stored != len(blobs) + 1:
+    if stored != len(blobs) + 1:  # the warm-up image is one instance however often it is posted
         raise RuntimeError(f"{name} holds {stored} instances, expected {len(blobs) + 1}")
     return {
         "seconds": seconds,
@@ -196,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each system once a round (default 3)")
     parser.add_argument("--size", type=int, default=512, help="rows = columns of each image (default 512)")
     parser.add_argument("--patients", type=int, default=10, help="patients (= studies = series) (default 10)")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent keep-alive clients (default 1)")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--profile", type=Path, help="also profile our node with py-spy (collapsed stacks)")
     parser.add_argument(
@@ -223,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             result: dict[str, Any] = {"round": r + 1, "order": order}
             for name in order:
                 work_dir = Path(tmp) / f"round{r + 1}-{name}"
-                result[name] = run_one(name, blobs, work_dir, args.node_arg)
+                result[name] = run_one(name, blobs, work_dir, args.node_arg, args.clients)
                 shutil.rmtree(work_dir, ignore_errors=True)
                 print(
                     f"round {r + 1} {name:>12}: {result[name]['seconds']:7.2f} s  "
@@ -245,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "size": args.size,
             "patients": args.patients,
+            "clients": args.clients,
             "node_args": args.node_arg,
             "total_mb": total_bytes / 1e6,
             "mean_instance_bytes": total_bytes / len(blobs),
@@ -269,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print(
-        f"| {machine['date_utc']} | {args.count} × {args.size}² | {total_bytes / 1e6:.0f} | {args.rounds} "
+        f"| {machine['date_utc']} | {args.count} × {args.size}², {args.clients} client(s) "
+        f"| {total_bytes / 1e6:.0f} | {args.rounds} "
         f"| {medians[OURS]['inst_per_s']:.1f} | {medians[OURS]['mb_per_s']:.1f} "
         f"| {medians[ORTHANC]['inst_per_s']:.1f} | {medians[ORTHANC]['mb_per_s']:.1f} | {ratio:.2f} |"
     )

@@ -12,7 +12,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth.identity import IdentityProvider
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, List, Unicode, default
+from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets import Dict as DictTrait
 
 from ._version import __version__
@@ -27,6 +27,7 @@ from .server.asyncio_bridge import run_blocking, shutdown
 from .server.auth import SliceboxAuthorizer, SliceboxIdentityProvider
 from .server.memory import tune_malloc
 from .server.services import Service, register_job_runners, start_services, stop_services
+from .workers.pool import default_workers
 
 
 class SliceboxApp(ExtensionApp):
@@ -114,8 +115,17 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
     fsync = Bool(
         True,
         help=(
-            "fsync every stored file and its folder before answering success. Turn off only for "
-            "throwaway nodes (tests, demos): a power cut may then lose acknowledged images."
+            "Flush every stored file to disk before answering success (one fsync per image). Turn off only "
+            "for throwaway nodes (tests, demos): a power cut may then lose acknowledged images."
+        ),
+    ).tag(config=True)
+
+    workers = Int(
+        default_workers(),
+        help=(
+            "Worker processes for per-image CPU work (validating uploads, anonymizing, rendering), so that "
+            "concurrent senders use every core; default: one per core. 0 runs that work in the server "
+            "process (debugging)."
         ),
     ).tag(config=True)
 
@@ -271,7 +281,9 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         if self.malloc_tuning and tune_malloc():
             self.log.debug("slicebox: glibc malloc keeps image-sized buffers (slicebox_lab/server/memory.py)")
         # blocking on purpose: the node must be migrated and repaired before it serves
-        self.context = SliceboxContext.open(Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync)
+        self.context = SliceboxContext.open(
+            Path(self.data_dir), self.database_url, self.storage_dir, fsync=self.fsync, workers=self.workers
+        )
         self.context.key_attributes = keystore.parse_key_attributes(self.anonymization_key_attributes)
         self.context.reidentify_sources = frozenset(self.reidentify_sources)
         self.context.pixel_masks = load_pixel_masks(self.anonymization_pixel_masks)
@@ -291,6 +303,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         # services (SCP listeners, folder watches) run on their own threads, not on the loop; they
         # start here, before the server serves, so no request finds them missing
         configure_boxes(self.context, poll_interval=self.box_poll_interval)
+        self.context.workers.start_workers()  # not in the first upload's time
         register_job_runners(self.context)
         if self.context.secondary:
             # the server already running on this folder has the listeners, watches and box loop; a second
@@ -304,6 +317,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         else:
             self.services = start_services(self.context)
         self.settings["slicebox_services"] = tuple(self.services)
+        self.context.announce_reindexed()  # images a power cut had left without rows, now that forwarding listens
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
 
     def _stop_cleanly_on_sigint(self) -> None:

@@ -2,34 +2,42 @@
 
 This is the ONLY module that touches both the storage area and the index
 (house rule 1).  Every source of images (REST upload, import, SCP, folder watch,
-box, C-MOVE/C-GET) calls :meth:`SliceboxContext.ingest`, which
+box, C-MOVE/C-GET) stores through :class:`Upload` (:meth:`SliceboxContext.ingest`
+for bytes at hand), which
 
-1. parses and validates the bytes (``dicom.parse_part10``, ``dicom.verify_pixel_data``),
-2. writes the blob durably under a fresh key,
-3. writes the rows in one transaction (``Index.ingest``),
-4. removes the blob again if the rows could not be written,
-5. deletes the blob the ingest replaced, and publishes ``ImageAdded``.
+1. writes the bytes to storage as they arrive, hashing them,
+2. names the blob ``<uuid>.<source id>.<digest>`` and flushes it (one flush: the
+   only wait for the disk), while a worker process validates the file and
+   extracts the indexed attributes (``workers/tasks.py``),
+3. writes the rows in one transaction (``Index.ingest``), whose commit does not
+   wait for the disk unless the transaction holds something a file cannot give
+   back (a box receipt),
+4. removes the blob again if anything failed, deletes the blob the ingest
+   replaced, and publishes ``ImageAdded``.
 
-Step 2 overlaps step 1 (the blob is written in a writer thread while the caller
-parses); step 3 starts only once the blob is durable, so a row never points at a
-missing file, and concurrent ingests share one commit (``Index.ingest``'s group
-commit).  A crash between 2 and 3 leaves a blob without a row; :meth:`open`
-notices the unclean shutdown (a marker file nobody holds, ``storage/running.py``) and :meth:`reconcile` removes such
-blobs before the node accepts data again.  All methods block: callers on the
-event loop go through ``asyncio_bridge.run_blocking``.
+The blob store is the truth and the index is derived from it.  A power cut can
+lose the last row commits, never an acknowledged blob: after an unclean shutdown
+(a marker file nobody holds, ``storage/running.py``) :meth:`reconcile` re-indexes every blob without a row whose content
+still matches the digest in its name (the source comes from its name too), removes
+the partial ones, and removes rows whose blob is gone.  A deletion removes the
+blobs durably before the rows, so a deleted image never comes back.  All methods
+block: callers on the event loop go through ``server.asyncio_bridge.run_blocking``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -37,7 +45,7 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 
 from . import dicom
-from .anonymization import PixelMask, Profile, PseudonymKeys, anonymize, keystore
+from .anonymization import PixelMask, Profile, PseudonymKeys, keystore
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
@@ -46,10 +54,11 @@ from .index import Index, create_engine, sqlite_url, upgrade
 from .index.leader import Leadership
 from .index.repository import IngestAlso
 from .jobs import JobManager
-from .model import SOURCE_TYPES, Image, IngestResult, Source
+from .model import SOURCE_TYPES, Image, IndexedAttributes, IngestResult, Source
 from .routing import filtering
-from .storage import FileSystemStorage, StorageArea
+from .storage import BlobWriter, FileSystemStorage, StorageArea
 from .storage.running import RunningMarkers
+from .workers import WorkerPool, tasks
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,12 @@ SHARED_RECONCILE_GRACE_S = 600.0
 PSEUDONYM_KEY_FILE = "anonymization.key"
 
 
+#: bytes of an upload kept in memory for messages about it (the header of any ordinary file)
+_HEAD_BYTES = 64 << 10
+#: ``<uuid hex>.<source id>.<digest>``: what a blob without a row needs to be indexed again
+_BLOB_KEY = re.compile(r"^([0-9a-f]{32})\.([0-9]+)\.([0-9a-f]{32})$")
+
+
 @dataclass
 class ReconcileReport:
     """What a start after an unclean shutdown repaired."""
@@ -67,6 +82,8 @@ class ReconcileReport:
     temporary_files_removed: int = 0
     orphan_blobs_removed: int = 0
     rows_without_blob_removed: int = 0
+    #: acknowledged images whose rows a power cut lost, indexed again from their blobs
+    blobs_reindexed: int = 0
 
 
 class SliceboxContext:
@@ -85,7 +102,11 @@ class SliceboxContext:
         self.secondary = False
         #: the other servers found running on the data folder at open, as "host pid N"
         self.other_servers: list[str] = []
-        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slicebox-write")
+        #: per-image CPU work (validation, attributes, anonymization, rendering): ``SliceboxApp.workers``
+        self.workers = WorkerPool(0)
+        self._spool: Path | None = None
+        #: images indexed again by :meth:`reconcile` at start, announced once the services listen
+        self.reindexed: list[tuple[IngestResult, Source]] = []
         self._pseudonym_keys: PseudonymKeys | None = None
         self._keys_lock = threading.Lock()
         #: attributes every anonymization key records (``SliceboxApp.anonymization_key_attributes``)
@@ -113,6 +134,7 @@ class SliceboxContext:
         database_url: str = "",
         storage_dir: str | Path = "",
         fsync: bool = True,
+        workers: int = 0,
     ) -> SliceboxContext:
         """Open (creating on first start) the node's data under ``data_dir``.
 
@@ -132,6 +154,7 @@ class SliceboxContext:
             upgrade(engine)
             storage = FileSystemStorage(Path(storage_dir) if storage_dir else data / "dicom", fsync=fsync)
             context = cls(storage, Index(engine))
+            context.workers = WorkerPool(workers)
             context.secondary = secondary
             context.other_servers = [markers.describe(path) for path in live]
             context.pseudonym_keys = PseudonymKeys.load_or_create(data / PSEUDONYM_KEY_FILE)
@@ -151,7 +174,8 @@ class SliceboxContext:
                     "System",
                     "unclean shutdown detected; repaired: "
                     f"{report.temporary_files_removed} temporary files, "
-                    f"{report.orphan_blobs_removed} blobs without a row, "
+                    f"{report.orphan_blobs_removed} partial blobs, "
+                    f"{report.blobs_reindexed} blobs indexed again, "
                     f"{report.rows_without_blob_removed} rows without a blob",
                 )
                 markers.remove(stale)
@@ -174,24 +198,41 @@ class SliceboxContext:
             self.index.add_log("INFO", "System", "node stopped")
             self._markers.release()  # this server's marker only: another one running keeps its own
             self._markers = None
-        self._writer.shutdown(wait=True)
+        self.workers.close()
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
         self.index.engine.dispose()
 
     def reconcile(self, written_before: float | None = None) -> ReconcileReport:
-        """Make storage and index agree: every row has its blob and every blob its row.
+        """Make storage and index agree after an unclean shutdown: every blob has its row, every row its blob.
+
+        A blob without a row whose content matches the digest in its key is an image that was (or
+        might have been) acknowledged while its rows' commit had not reached the disk: it is indexed
+        again, under the source its key names, unless its image was since stored again from a newer
+        blob.  A blob whose content does not match (a write cut short), or whose key has no digest
+        (written before keys had one: never acknowledged), is removed; so are the leftovers of
+        streamed writes.  Then rows whose blob is gone (a deletion cut short) are removed.
 
         Only blobs and temp files written before ``written_before`` (a ``time.time()``; None: all)
-        are candidates for removal: a blob being written has no row yet, so with ``None`` this must
-        run before anything is ingested, here or by another server sharing the storage.
+        are looked at: another server sharing the storage may be writing the younger ones now.
         """
         report = ReconcileReport(temporary_files_removed=self.storage.remove_incomplete(written_before))
         # blobs listed before the rows are read: a row committed meanwhile keeps its blob
         stored = list(self.storage.keys(written_before))
         indexed = set(self.index.storage_keys())
         for key in stored:
-            if key not in indexed:
+            if key in indexed:
+                continue
+            found = self._reindex(key)
+            if found is None:
                 self.storage.delete(key)
                 report.orphan_blobs_removed += 1
+            else:
+                self.reindexed.append(found)
+                report.blobs_reindexed += 1
+                if found[0].replaced_storage_key:
+                    self.storage.delete(found[0].replaced_storage_key)
+        indexed = set(self.index.storage_keys())
         missing = [key for key in indexed if not self.storage.exists(key)]
         if missing:
             # looked up after the blob check: an image another server re-ingested meanwhile (new blob, old
@@ -199,8 +240,47 @@ class SliceboxContext:
             lost = self.index.images_by_storage_keys(missing)
             self.index.delete_images(image.id for image in lost)
             report.rows_without_blob_removed = len(lost)
-            log.error("%d indexed images had no stored file and were removed", len(lost))
+            log.warning("%d indexed images had no stored file (a deletion cut short) and were removed", len(lost))
         return report
+
+    def announce_reindexed(self) -> None:
+        """Publish ``ImageAdded`` for the images :meth:`reconcile` indexed again (call once the services
+        that act on new images, such as forwarding and series types, are listening)."""
+        reindexed, self.reindexed = self.reindexed, []
+        for result, source in reindexed:
+            self.events.publish(ImageAdded(result.image, source, not result.image_added))
+
+    def _reindex(self, key: str) -> tuple[IngestResult, Source] | None:
+        """Index a blob found without a row again, or None when it must go (see :meth:`reconcile`)."""
+        match = _BLOB_KEY.match(key)
+        if match is None:
+            return None
+        try:
+            data = self.storage.read(key)
+        except NotFound:
+            return None
+        digest = tasks.blob_digest()
+        digest.update(data)
+        if digest.hexdigest() != match.group(3):
+            return None
+        try:
+            inspected = tasks.inspect(None, data)
+        except InvalidInput:
+            return None
+        try:
+            source = self.index.get_source(int(match.group(2)))
+        except NotFound:
+            log.error("blob %s names source %s, which is unknown: indexed as an import", key, match.group(2))
+            source = Source("import", "recovered")
+        current = self.index.find_image(
+            inspected.attributes.series["SeriesInstanceUID"], inspected.attributes.image["SOPInstanceUID"]
+        )
+        if current is not None and self._blob_time(current.storage_key) > self._blob_time(key):
+            return None  # the image was stored again later, from a blob that did reach the index
+        return self.index.ingest(inspected.attributes, source, key, len(data)), source
+
+    def _blob_time(self, key: str) -> float:
+        return self.storage.modified(key) if self.storage.exists(key) else 0.0
 
     @property
     def pseudonym_keys(self) -> PseudonymKeys:
@@ -229,62 +309,94 @@ class SliceboxContext:
         reidentify: bool = True,
         also: IngestAlso | None = None,
     ) -> IngestResult:
-        """Store one DICOM file from ``source``; the one way in (house rule 3).
+        """Store one DICOM file from ``source``; the one way in (house rule 3) for bytes at hand.
 
-        Returns only when blob and rows are durable.  Raises ``InvalidDicom`` for
-        bytes that are not an acceptable Part-10 file; nothing is stored then.
-        The tag filters attached to ``source`` are applied first (``routing/filtering.py``); then
-        anonymous data (PatientIdentityRemoved=YES) matching an anonymization key is
-        re-identified when ``source`` is one of :attr:`reidentify_sources`
-        (``reidentify=False``: never, for the node's own anonymized results).  ``also(conn, result)``
-        writes rows that belong with the image in its own transaction (``Index.ingest``).
+        Returns only when the image would survive a crash or a power cut.  Raises ``InvalidDicom``
+        for bytes that are not an acceptable Part-10 file; nothing is stored then.  The tag filters
+        attached to ``source`` are applied first (``routing/filtering.py``); then anonymous data
+        (PatientIdentityRemoved=YES) matching an anonymization key is re-identified when ``source``
+        is one of :attr:`reidentify_sources` (``reidentify=False``: never, for the node's own
+        anonymized results).  ``also(conn, result)`` writes rows that belong with the image in its
+        own transaction (``Index.ingest``), which then commits durably.
         """
-        key = uuid.uuid4().hex
-        # the durable write (mostly waiting on the disk) runs in a writer thread, overlapping the
-        # parse (CPU); the rows are written only after both (house rule 1: never a row whose blob
-        # is not durable, so a listed image can always be read), and their commit is shared with
-        # concurrent ingests.  A crash before the commit leaves a blob without a row, which
-        # reconcile() removes (nothing was answered yet).
-        written = self._writer.submit(self.storage.write, key, data)
+        upload = self.upload(source)
         try:
+            upload.write(data)
+        except BaseException:
+            upload.discard()
+            raise
+        return upload.store(reidentify=reidentify, also=also)
+
+    def upload(self, source: Source) -> Upload:
+        """An image that arrives in pieces (a request body as it streams in): :meth:`Upload.write` each,
+        then :meth:`Upload.store` (or :meth:`Upload.discard` when the body is cut short)."""
+        return Upload(self, source)
+
+    def _store(
+        self,
+        upload: Upload,
+        reidentify: bool,
+        also: IngestAlso | None,
+        rewrite: bool = True,
+        reidentified: bool = False,
+        accept: Callable[[IndexedAttributes], None] | None = None,
+        inspected: tasks.Inspected | None = None,
+    ) -> IngestResult:
+        """Name, flush, validate and index ``upload``; ``rewrite=False``: the file is already the node's
+        filtered or re-identified version (``reidentified``: the latter) and is stored as it is."""
+        source = upload.source
+        source_id = self.index.source_id(source)
+        key = f"{upload.prefix}.{source_id}.{upload.hexdigest()}"
+        writer = upload.writer
+        path = writer.name(key)
+        try:
+            # a worker process validates the file while this thread waits for the disk (the one flush);
+            # the rows are written only after both (house rule 1: never a row whose blob is not durable)
+            call = None
+            if inspected is None:
+                call = self.workers.start(tasks.inspect, path, None if path else self.storage.read(key))
             try:
-                parsed = dicom.parse_part10(data)
-                dicom.verify_pixel_data(parsed.dataset)
-                # the source's tag filters, then re-identification, may rewrite the file (rare)
-                tag_filter = filtering.filter_for_source(self.index, source)
+                writer.flush()
+            except BaseException:
+                if call is not None:
+                    call.settle()  # the worker is free again; the flush's error is the one to report
+                raise
+            if call is not None:
+                inspected = call.result()
+            assert inspected is not None
+            if accept is not None:
+                accept(inspected.attributes)
+            tag_filter = filtering.filter_for_source(self.index, source) if rewrite else None
+            eligible = reidentify and inspected.anonymous and self._reidentifies(source)
+            if tag_filter is not None or eligible:  # may rewrite the file (rare): done here, in-process
+                parsed = dicom.parse_part10(self.storage.read(key))
                 filtered = tag_filter is not None and tag_filter.apply(parsed.dataset)
-                restored = self._reidentified(parsed, source) if reidentify else None
-                reidentified = restored is not None
+                restored = self._reidentified(parsed, source) if eligible else None
+                from_keys = restored is not None
                 if restored is None and filtered:
                     restored = dicom.write_part10(parsed.dataset)
-                if restored is None:
-                    attributes = dicom.extract_attributes(parsed)
-            except BaseException:
-                _settle(written)  # let the write finish, then remove its blob below
-                raise
-            if restored is not None:  # store the filtered or re-identified file instead
-                written.result()
-                self.storage.delete(key)
-                data, key = restored, uuid.uuid4().hex
-                self.storage.write(key, data)
-                attributes = dicom.extract_attributes(dicom.parse_part10(data))
-            written.result()  # raises if the blob could not be written: then no row is written
-            result = self.index.ingest(attributes, source, key, len(data), also)
+                if restored is not None:  # store the filtered or re-identified file instead
+                    writer.discard()
+                    again = self.upload(source)
+                    again.write(restored)
+                    return self._store(again, False, also, rewrite=False, reidentified=from_keys)
+            # the rows are derived from the blob (reconcile re-indexes it after a power cut), so their
+            # commit need not wait for the disk, unless they hold what the blob cannot give back
+            result = self.index.ingest(inspected.attributes, source, key, writer.size, also, durable=also is not None)
         except BaseException:
-            self.storage.delete(key)
+            writer.discard()
             raise
         if result.replaced_storage_key:
             self.storage.delete(result.replaced_storage_key)
         self.events.publish(ImageAdded(result.image, source, not result.image_added, reidentified=reidentified))
         return result
 
-    def _reidentified(self, parsed: dicom.ParsedDicom, source: Source) -> bytes | None:
-        """The file re-identified from the anonymization keys, or None (not anonymous, no key, source off)."""
-        if not keystore.is_anonymous(parsed.dataset):
-            return None
+    def _reidentifies(self, source: Source) -> bool:
         wanted = self.reidentify_sources
-        if source.source_type not in wanted and f"{source.source_type}:{source.source_name}" not in wanted:
-            return None
+        return source.source_type in wanted or f"{source.source_type}:{source.source_name}" in wanted
+
+    def _reidentified(self, parsed: dicom.ParsedDicom, source: Source) -> bytes | None:
+        """The anonymous file re-identified from the anonymization keys, or None (no key matches)."""
         dataset = parsed.dataset
         level = keystore.reidentify(self.index, dataset)
         if level is None:
@@ -332,6 +444,10 @@ class SliceboxContext:
         """
         return self._anonymized(self.index.get_image(image_id), profile, tag_values)
 
+    def anonymized_copy(self, image_id: int, profile: Profile, tag_values: Sequence[TagValue] = ()) -> tasks.Anonymized:
+        """As :meth:`anonymized_bytes`, as a spool file to stream (then :meth:`release` it)."""
+        return self.anonymized_file(self.index.get_image(image_id), profile, tag_values)
+
     def anonymize_in_place(
         self, image_id: int, profile: Profile, tag_values: Sequence[TagValue] = (), delete_original: bool = True
     ) -> IngestResult:
@@ -342,7 +458,32 @@ class SliceboxContext:
         re-identified on its way in (it matches the key just recorded).
         """
         image = self.index.get_image(image_id)
-        return self._replace(image, self._anonymized(image, profile, tag_values), delete_original)
+        upload = self.upload(self.index.series_source(image.series_id))
+        blob_path = upload.writer.path
+        source_path = self.storage.local_path(image.storage_key)
+        if blob_path is None or source_path is None:  # storage without files (tests): through bytes
+            upload.discard()
+            return self._replace(image, self._anonymized(image, profile, tag_values), delete_original)
+        try:
+            done = self.workers.run(
+                tasks.anonymize_into,
+                source_path,
+                None,
+                self.node_profile(profile),
+                self.pseudonym_keys,
+                tuple(tag_values),
+                self.key_attributes,
+                blob_path,
+            )
+            keystore.store_key_record(self.index, done.key, image.id)
+            upload.adopt(done.size, done.digest)
+        except BaseException:
+            upload.discard()
+            raise
+        result = self._store(upload, False, None, inspected=done.inspected)
+        if result.image.id != image.id and delete_original:
+            self.delete_images([image.id])
+        return result
 
     def modify(self, image_id: int, tag_values: Sequence[TagValue]) -> IngestResult:
         """Replace the image by a copy with ``tag_values`` applied (nested paths allowed)."""
@@ -375,26 +516,71 @@ class SliceboxContext:
             scan_all=self.burned_in_scan_all,
         )
 
-    def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
-        dataset = dicom.parse_part10(self.storage.read(image.storage_key)).dataset
+    def anonymized_file(
+        self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = (), sha256: bool = False
+    ) -> tasks.Anonymized:
+        """The image de-identified (in a worker process) into a spool file, once its key is durable.
+
+        The caller streams the file and removes it (:meth:`release`)."""
         profile = self.node_profile(profile)
-        anonymized = anonymize(dataset, profile, self.pseudonym_keys)
-        if tag_values:
-            apply_tag_values(anonymized, tag_values)
-        keystore.record_key(self.index, dataset, anonymized, image.id, profile, self.key_attributes)
-        return dicom.write_part10(anonymized)
+        path = self.storage.local_path(image.storage_key)
+        result = self.workers.run(
+            tasks.anonymize_file,
+            path,
+            None if path else self.storage.read(image.storage_key),
+            profile,
+            self.pseudonym_keys,
+            tuple(tag_values),
+            self.key_attributes,
+            str(self.spool),
+            sha256,
+        )
+        try:
+            keystore.store_key_record(self.index, result.key, image.id)
+        except BaseException:
+            self.release(result)
+            raise
+        return result
+
+    @property
+    def spool(self) -> Path:
+        """Where worker processes leave anonymized copies for the server to stream (in RAM where Linux has
+        /dev/shm); made on first use, removed by :meth:`close` (and when the context is collected)."""
+        with self._keys_lock:
+            if self._spool is None:
+                self._spool = _spool_folder()
+                weakref.finalize(self, shutil.rmtree, self._spool, True)
+            return self._spool
+
+    def release(self, anonymized: tasks.Anonymized) -> None:
+        Path(anonymized.path).unlink(missing_ok=True)
+
+    def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
+        result = self.anonymized_file(image, profile, tag_values)
+        try:
+            return Path(result.path).read_bytes()
+        finally:
+            self.release(result)
 
     # ------------------------------------------------------------------ deleting
 
     def delete_images(self, image_ids: Iterable[int]) -> list[int]:
-        """Delete images (rows first, then blobs); unknown ids are ignored."""
-        deleted = self.index.delete_images(image_ids)
-        for image in deleted:
-            self.storage.delete(image.storage_key)
-        ids = tuple(image.id for image in deleted)
-        if ids:
-            self.events.publish(ImagesDeleted(ids))
-        return list(ids)
+        """Delete images: their blobs durably first, then their rows; unknown ids are ignored.
+
+        In this order a crash or power cut in between leaves rows without blobs (removed at the next
+        start), never a blob without a row, which the start would index again."""
+        ids = list(image_ids)
+        keys = self.index.storage_keys_of(ids)
+        self.storage.delete_durably(keys)
+        deleted = self.index.delete_images(ids)
+        # an image stored again meanwhile got a new blob: it goes with its row
+        late = [image.storage_key for image in deleted if image.storage_key not in keys]
+        if late:
+            self.storage.delete_durably(late)
+        done = tuple(image.id for image in deleted)
+        if done:
+            self.events.publish(ImagesDeleted(done))
+        return list(done)
 
     # ------------------------------------------------------------------ export
 
@@ -415,12 +601,64 @@ class SliceboxContext:
             yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
 
 
-def _settle(future: Future[None]) -> None:
-    """Wait for a background write whose outcome no longer matters (the ingest failed anyway)."""
-    try:
-        future.result()
-    except BaseException:  # noqa: S110 - the ingest's own error is the one to report
-        pass
+def _spool_folder() -> Path:
+    """A private folder for files that live for one request (in RAM, /dev/shm, where Linux has it)."""
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    return Path(tempfile.mkdtemp(prefix="slicebox-spool-", dir=base))
+
+
+class Upload:
+    """One image on its way in: written to storage as it arrives and hashed on the way, then stored
+    by :meth:`store` (validated, flushed once, indexed) or dropped by :meth:`discard`.
+
+    ``write`` blocks on the file system: call it off the event loop, in order."""
+
+    def __init__(self, context: SliceboxContext, source: Source) -> None:
+        self._context = context
+        self.source = source
+        self.prefix = uuid.uuid4().hex
+        self.writer: BlobWriter = context.storage.create(self.prefix)
+        self._hash = tasks.blob_digest()
+        self._digest = ""
+        self._done = False
+        #: the first bytes written (the header, for messages about a file that was refused)
+        self.head = b""
+
+    @property
+    def size(self) -> int:
+        return self.writer.size
+
+    def write(self, data: bytes | memoryview) -> None:
+        if len(self.head) < _HEAD_BYTES:
+            self.head += bytes(data[: _HEAD_BYTES - len(self.head)])
+        self._hash.update(data)
+        self.writer.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest or self._hash.hexdigest()
+
+    def adopt(self, size: int, hexdigest: str) -> None:
+        """The blob's file was written by another process (a worker, through ``writer.path``)."""
+        self.writer.size = size
+        self._digest = hexdigest
+
+    def store(
+        self,
+        reidentify: bool = True,
+        also: IngestAlso | None = None,
+        accept: Callable[[IndexedAttributes], None] | None = None,
+    ) -> IngestResult:
+        """Validate, make durable and index the image (see :meth:`SliceboxContext.ingest`); ``accept`` may
+        refuse it by its attributes (raising) before anything is indexed."""
+        if self._done:
+            raise InvalidInput("this upload was already stored or discarded")
+        self._done = True
+        return self._context._store(self, reidentify, also, accept=accept)
+
+    def discard(self) -> None:
+        """Forget everything written (a body cut short): nothing is left behind."""
+        self._done = True
+        self.writer.discard()
 
 
 def _safe_path_part(part: str) -> str:

@@ -11,11 +11,10 @@ first to see everything recorded before their request.
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import re
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -82,8 +81,14 @@ class AuditTrail:
     def __init__(self, index: Any) -> None:
         self._index = index
         # one writer thread: entries land in the order they were recorded, and whatever queued up
-        # while it wrote goes in the next single transaction (an upload burst costs few commits)
-        self._queue: queue.SimpleQueue[dict[str, Any] | threading.Event | None] = queue.SimpleQueue()
+        # while it waited or wrote goes in the next single transaction (an upload burst costs few commits).
+        # Recording appends to a deque and wakes the writer only when it is idle: a request that records
+        # an entry does not hand the GIL to another thread (which cost the event loop more than the entry).
+        self._entries: collections.deque[dict[str, Any]] = collections.deque()
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._work = threading.Event()
+        self._urgent = threading.Event()
+        self._stop = False
         self._closed = False
         self._writer = threading.Thread(target=self._run, name="slicebox-audit", daemon=True)
         self._writer.start()
@@ -114,38 +119,29 @@ class AuditTrail:
         if self._closed:
             log.warning("slicebox audit: dropped %s %s by %s (trail closed)", action, path, user)
             return
-        self._queue.put(values)
+        self._entries.append(values)
+        if not self._work.is_set():
+            self._work.set()
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch: list[dict[str, Any]] = []
-            waiters: list[threading.Event] = []
-            stop = False
+            self._work.wait()
             # entries of a burst (one per received image) wait up to LINGER_S for the next ones, so a
             # transaction carries many: one per entry cost the receiver of a box transfer 0.5 ms per image.
             # A flush or a stop ends the wait at once.
-            deadline = time.monotonic() + LINGER_S
-            while True:
-                if item is None:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                else:
-                    batch.append(item)
-                wait = 0.0 if stop or waiters or len(batch) >= MAX_BATCH else deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
+            self._urgent.wait(LINGER_S)
+            self._work.clear()
+            self._urgent.clear()
+            waiters = [self._waiters.popleft() for _ in range(len(self._waiters))]
+            while self._entries:
+                batch = [self._entries.popleft() for _ in range(min(len(self._entries), MAX_BATCH))]
                 try:
                     rows.insert_entries(self._index, batch)  # not fsynced on its own (see there)
                 except Exception:
                     log.exception("slicebox audit: could not record %d entries", len(batch))
             for waiter in waiters:
                 waiter.set()
-            if stop:
+            if self._stop:
                 return
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -153,7 +149,9 @@ class AuditTrail:
         if self._closed:
             return
         done = threading.Event()
-        self._queue.put(done)
+        self._waiters.append(done)
+        self._urgent.set()
+        self._work.set()
         done.wait(timeout)
 
     def list(
@@ -204,7 +202,9 @@ class AuditTrail:
         self._unsubscribe = []
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
+            self._stop = True
+            self._urgent.set()
+            self._work.set()
             self._writer.join(timeout=30)
 
 

@@ -176,22 +176,27 @@ def is_anonymous(ds: Dataset) -> bool:
 # recording
 
 
-def record_key(
-    index: Index,
+@dataclass(frozen=True)
+class KeyRecord:
+    """What one anonymization's key holds, computed from the real and the anonymized dataset (where the
+    anonymization ran, a worker process maybe) and stored by :func:`store_key_record` (in the server)."""
+
+    values: dict[str, Any]
+    attribute_rows: list[dict[str, Any]]
+
+
+def key_record(
     real: Dataset,
     anonymized: Dataset,
-    image_id: int | None,
     profile: Profile,
     key_attributes: Sequence[KeyAttribute] = DEFAULT_KEY_ATTRIBUTES,
-) -> AnonymizationKey:
-    """Insert (or refresh) the key of one anonymization, with its key attributes, in one transaction."""
+) -> KeyRecord:
     identity = {}
     for name in KEY_IDENTITY_ATTRIBUTES:
         identity[name] = _value(real, name) or ""
         identity[f"Anon{name}"] = _value(anonymized, name) or ""
     values = {
         "created": datetime.now(UTC),
-        "image_id": image_id,
         "profile": " ".join(option.name for option in profile.ordered_options),
         **identity,
     }
@@ -208,7 +213,24 @@ def record_key(
                 "anonymized_value": _value(anonymized, attribute.keyword) or "",
             }
         )
-    return rows.store_key(index, values, attribute_rows)
+    return KeyRecord(values, attribute_rows)
+
+
+def store_key_record(index: Index, record: KeyRecord, image_id: int | None) -> AnonymizationKey:
+    """Insert (or refresh) the key, with its key attributes, in one durable transaction."""
+    return rows.store_key(index, {**record.values, "image_id": image_id}, record.attribute_rows)
+
+
+def record_key(
+    index: Index,
+    real: Dataset,
+    anonymized: Dataset,
+    image_id: int | None,
+    profile: Profile,
+    key_attributes: Sequence[KeyAttribute] = DEFAULT_KEY_ATTRIBUTES,
+) -> AnonymizationKey:
+    """Insert (or refresh) the key of one anonymization, with its key attributes, in one transaction."""
+    return store_key_record(index, key_record(real, anonymized, profile, key_attributes), image_id)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
@@ -294,6 +294,10 @@ class Profile:
         object.__setattr__(self, "_actions", tables[0])
         object.__setattr__(self, "_not_dates", tables[1])
 
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickled by its settings (worker processes get the profile; the resolved tables are rebuilt there)."""
+        return _profile_from_fields, ({f.name: getattr(self, f.name) for f in fields(self) if f.init},)
+
     def _resolve(self, row: Mapping[str, str], basic: Action) -> Action:
         if (
             Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
@@ -447,3 +451,7 @@ def private_creator(ds: Dataset, elem: DataElement) -> str | None:
     if creator_tag is None or creator_tag not in ds:
         return None
     return element_text(ds[creator_tag])
+
+
+def _profile_from_fields(values: dict[str, Any]) -> Profile:
+    return Profile(**values)

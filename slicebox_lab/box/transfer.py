@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
-from slicebox_lab.errors import InvalidInput, PeerFailure
+from slicebox_lab.errors import InvalidInput, PeerFailure, ServiceUnavailable
 from slicebox_lab.index import Connection
 from slicebox_lab.index import boxes as rows
 from slicebox_lab.model import IngestResult, Source
@@ -29,7 +29,7 @@ from . import incoming, outgoing
 from .connections import Box
 
 if TYPE_CHECKING:
-    from slicebox_lab.context import SliceboxContext
+    from slicebox_lab.context import SliceboxContext, Upload
 
 #: header carrying the hex SHA-256 of the uncompressed DICOM bytes
 HASH_HEADER = "X-Slicebox-SHA256"
@@ -105,6 +105,52 @@ def decompress(data: bytes, encoding: str) -> bytes:
     return out
 
 
+class IncomingImage:
+    """A pushed image as its body arrives: inflated (deflate, gzip or none), hashed (SHA-256 of the DICOM
+    bytes, what the sender sent along) and written into an upload of the node (``context.Upload``), so no
+    body is held in memory; :meth:`receive` then checks the hash and stores it with its receipt."""
+
+    def __init__(self, upload: Upload, encoding: str) -> None:
+        encoding = (encoding or "identity").strip().lower()
+        if encoding in ("", "identity"):
+            self._inflater: Any = None
+        elif encoding == "deflate":
+            self._inflater = zlib.decompressobj()
+        elif encoding in ("gzip", "x-gzip"):
+            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use deflate or gzip")
+        self.upload = upload
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def feed(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            data: bytes | memoryview = piece
+            if self._inflater is not None:
+                try:
+                    data = self._inflater.decompress(piece, MAX_IMAGE_BYTES - self._size + 1)
+                except zlib.error as e:
+                    raise HashMismatch(f"the body could not be decompressed ({e}): send it again") from None
+                if self._inflater.unconsumed_tail:
+                    raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+            self._size += len(data)
+            if self._size > MAX_IMAGE_BYTES:
+                raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+            self._hash.update(data)
+            self.upload.write(data)
+
+    def finish(self) -> None:
+        if self._inflater is not None and not self._inflater.eof:
+            raise HashMismatch("the compressed body ends before its stream does: send it again")
+
+    def discard(self) -> None:
+        self.upload.discard()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
 def outgoing_bytes(context: SliceboxContext, item: outgoing.OutgoingItem, send_anonymous_as_is: bool = False) -> bytes:
     """The image as it leaves: anonymized with the transaction's profile and tag values, never stored.
 
@@ -143,22 +189,33 @@ def receive_image(
     transaction_id: int,
     sequence_number: int,
     total: int,
-    data: bytes,
+    data: bytes | IncomingImage,
     expected_sha256: str,
 ) -> Received:
-    """Verify, store once, record; returns only when the image is durable (the sender may then forget it)."""
-    if not isinstance(expected_sha256, str) or len(expected_sha256) != 64:
-        raise InvalidInput(f"the {HASH_HEADER} header must be the hex SHA-256 of the DICOM bytes")
-    digest = sha256(data)
-    if digest != expected_sha256.lower():
-        raise HashMismatch(
-            f"SHA-256 of the received image {digest} differs from the one sent {expected_sha256}: send it again"
-        )
-    for name, value in (("transactionid", transaction_id), ("sequencenumber", sequence_number)):
-        if value < 1:
-            raise InvalidInput(f"{name} must be a positive integer")
-    if total < sequence_number:
-        raise InvalidInput("totalimagecount must be at least sequencenumber")
+    """Verify, store once, record; returns only when the image is durable (the sender may then forget it).
+
+    ``data``: the DICOM bytes, or an :class:`IncomingImage` streamed into storage as it arrived."""
+    if isinstance(data, bytes):
+        image = IncomingImage(context.upload(Source("box", box.name)), "identity")
+        image.feed([data])
+    else:
+        image = data
+    try:
+        if not isinstance(expected_sha256, str) or len(expected_sha256) != 64:
+            raise InvalidInput(f"the {HASH_HEADER} header must be the hex SHA-256 of the DICOM bytes")
+        digest = image.hexdigest()
+        if digest != expected_sha256.lower():
+            raise HashMismatch(
+                f"SHA-256 of the received image {digest} differs from the one sent {expected_sha256}: send it again"
+            )
+        for name, value in (("transactionid", transaction_id), ("sequencenumber", sequence_number)):
+            if value < 1:
+                raise InvalidInput(f"{name} must be a positive integer")
+        if total < sequence_number:
+            raise InvalidInput("totalimagecount must be at least sequencenumber")
+    except BaseException:
+        image.discard()
+        raise
     statuses: list[str] = []
 
     def receipt(conn: Connection, result: IngestResult) -> None:
@@ -171,22 +228,22 @@ def receive_image(
 
     # a resend is rare (a sender restarted with images in flight): it is found by its receipt, which
     # rolls back the new copy, rather than by a lookup before every image
-    for attempt in range(3):
-        try:
-            result = context.ingest(data, Source("box", box.name), also=receipt)
-        except incoming.AlreadyReceived as before:
-            return Received(before.image_id, False, True, before.status)
-        except rows.DuplicateReceipt:  # a concurrent resend came first (its receipt is unique)
-            known = incoming.received_image(context.index, box.id, transaction_id, sequence_number)
-            if known is not None:
-                again = incoming.Receipt(box, transaction_id, sequence_number, total, known, False, digest)
-                status = incoming.record_received(context.index, again)
-                return Received(known, False, True, status)
-            if attempt == 2:
-                raise
-            continue
-        return Received(result.image.id, result.image_added, False, statuses[-1])
-    raise AssertionError("unreachable")
+    try:
+        result = image.upload.store(also=receipt)
+    except incoming.AlreadyReceived as before:
+        return Received(before.image_id, False, True, before.status)
+    except rows.DuplicateReceipt:  # a concurrent resend came first (its receipt is unique)
+        known = incoming.received_image(context.index, box.id, transaction_id, sequence_number)
+        if known is None:
+            raise PartnerBusy("a resend of this image is being stored at this moment: send it again") from None
+        again = incoming.Receipt(box, transaction_id, sequence_number, total, known, False, digest)
+        status = incoming.record_received(context.index, again)
+        return Received(known, False, True, status)
+    return Received(result.image.id, result.image_added, False, statuses[-1])
+
+
+class PartnerBusy(ServiceUnavailable):
+    """The same image arrived twice at once; the second is refused for now (the sender retries it)."""
 
 
 # ---------------------------------------------------------------------------------------------- the polled side

@@ -1,7 +1,8 @@
 """STOW-RS (PS3.18 §10.5): store the parts of a multipart/related body, answer per instance.
 
-Every part goes through the one ingest path (``SliceboxContext.ingest``, house rule 3) on its own:
-a part that fails is reported in ``FailedSOPSequence`` and the others are still stored.
+Every part goes through the one ingest path (``context.Upload``, house rule 3) on its own, as soon as
+it has arrived (the body is streamed into storage, ``handlers/upload.py``): a part that fails is
+reported in ``FailedSOPSequence`` and the others are still stored.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Any
 
 import pydicom
 
+from slicebox_lab.context import Upload
 from slicebox_lab.errors import InvalidInput, SliceboxError
-from slicebox_lab.model import IngestResult
-
-from .multipart import Part
+from slicebox_lab.model import IndexedAttributes
 
 __all__ = ["CANNOT_UNDERSTAND", "PROCESSING_FAILURE", "STUDY_MISMATCH", "StowResponse", "store_part"]
 
@@ -56,19 +56,12 @@ class StowResponse:
         return out
 
 
-def part10(data: bytes) -> bytes:
-    """The part as a Part-10 file: a file meta group without preamble (pydicom's ``dcmwrite`` of a
-    dataset read from elsewhere, as dicomweb-client sends) gets the 128-byte preamble and ``DICM``."""
-    if data[128:132] != b"DICM" and data[:2] == b"\x02\x00" and data[4:6].isalpha():
-        return bytes(128) + b"DICM" + data
-    return data
-
-
 def _uids(data: bytes) -> tuple[str, str, str]:
     """(SOPClassUID, SOPInstanceUID, StudyInstanceUID) from the header; empty strings when unreadable."""
     try:
         ds = pydicom.dcmread(
             io.BytesIO(data),
+            force=True,
             stop_before_pixels=True,
             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"],
         )
@@ -87,26 +80,35 @@ def _reference(sop_class: str, sop_instance: str) -> dict[str, Any]:
 
 
 def store_part(
-    part: Part,
+    upload: Upload,
+    content_type: str,
     study: str | None,
-    ingest: Callable[[bytes], IngestResult],
     series_uids: Callable[[int], tuple[str, str]],
     response: StowResponse,
 ) -> None:
-    """Store one part (blocking) and record the outcome in ``response``.
+    """Store one part as it ended (blocking: in the body's writer thread) and record the outcome in ``response``.
 
     ``series_uids`` gives (StudyInstanceUID, SeriesInstanceUID) of a series id, for RetrieveURL.
     """
-    data = part10(part.body)
-    sop_class, sop_instance, study_uid = _uids(data)
+    sop_class, sop_instance, study_uid = _uids(upload.head)
     reason: int | None = None
-    if part.content_type not in _PART_TYPES:
+    media = content_type.split(";")[0].strip().lower()
+    if media not in _PART_TYPES:
         reason = CANNOT_UNDERSTAND
     elif study is not None and study_uid and study_uid != study:
         reason = STUDY_MISMATCH
-    if reason is None:
+
+    def same_study(attributes: IndexedAttributes) -> None:
+        if study is not None and attributes.study.get("StudyInstanceUID") != study:
+            raise _WrongStudy(f"the instance belongs to study {attributes.study.get('StudyInstanceUID')}")
+
+    if reason is not None:
+        upload.discard()
+    else:
         try:
-            result = ingest(data)
+            result = upload.store(accept=same_study)
+        except _WrongStudy:
+            reason = STUDY_MISMATCH
         except InvalidInput:
             reason = CANNOT_UNDERSTAND
         except SliceboxError:
@@ -125,3 +127,7 @@ def store_part(
     item = _reference(sop_class, sop_instance)
     item["00081197"] = {"vr": "US", "Value": [reason]}
     response.failed.append(item)
+
+
+class _WrongStudy(SliceboxError):
+    """A part of another study than the request's (STOW-RS answers A900 for it)."""

@@ -48,9 +48,16 @@ class AnonymizedImageHandler(_ProfileHandler):
     async def post(self, image_id: str) -> None:
         """The image de-identified, as a Part-10 file; nothing stored changes."""
         profile = await self.profile()
-        data = await self.blocking(self.context.anonymized_bytes, int(image_id), profile, self.tag_values())
-        self.set_header("Content-Disposition", f'attachment; filename="{int(image_id)}-anonymized.dcm"')
-        await self.finish(data, set_content_type="application/dicom")
+        context = self.context
+        result = await self.blocking(context.anonymized_copy, int(image_id), profile, self.tag_values())
+        try:
+            self.set_header("Content-Type", "application/dicom")
+            self.set_header("Content-Length", str(result.size))
+            self.set_header("Content-Disposition", f'attachment; filename="{int(image_id)}-anonymized.dcm"')
+            await self.write_stream(await self.blocking(open, result.path, "rb"))
+        finally:
+            await self.blocking(context.release, result)
+        await self.finish(set_content_type="application/dicom")
 
 
 class AnonymizeImageHandler(_ProfileHandler):

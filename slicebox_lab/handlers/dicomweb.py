@@ -14,10 +14,12 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..context import Upload
 from ..dicomweb import multipart, qido, stow, wado
 from ..dicomweb.errors import NotAcceptable
 from ..errors import InvalidInput
 from .base import SliceboxHandler
+from .upload import FileParts, StreamingHandler
 
 DICOMWEB = r"/slicebox/dicom-web"
 DICOM_JSON = "application/dicom+json"
@@ -62,6 +64,32 @@ class DicomWebHandler(SliceboxHandler):
 # ---------------------------------------------------------------------------------------------- QIDO-RS
 
 
+class _Stow(StreamingHandler, DicomWebHandler):
+    """STOW-RS: each part is stored while the rest of the body arrives (``handlers/upload.py``); the
+    response dataset says how each went."""
+
+    async def open_body(self) -> FileParts:
+        boundary = multipart.related_boundary(self.request.headers.get("Content-Type"), "application/dicom")
+        study = self.path_args[0] if self.path_args else None
+        self._stow = stow.StowResponse(self.service_root())
+        index = self.context.index
+
+        def series_uids(series_id: int) -> tuple[str, str]:
+            flat = index.get_flat_series(series_id)
+            return flat.study.StudyInstanceUID, flat.series.SeriesInstanceUID
+
+        def on_part(upload: Upload, headers: dict[str, str]) -> None:
+            stow.store_part(upload, headers.get("content-type", ""), study, series_uids, self._stow)
+
+        return FileParts(self.context, self.user_source(), on_part, boundary, fix_preamble=True)
+
+    async def store(self, study: str | None) -> None:
+        await self.body_complete()
+        response = self._stow
+        self.audit_detail = f"{len(response.stored)} stored, {len(response.failed)} failed"
+        self.write_dicom_json(response.to_json(study), status=response.status)
+
+
 class _SearchHandler(DicomWebHandler):
     audit_get = False
     level = "study"
@@ -83,7 +111,8 @@ class _SearchHandler(DicomWebHandler):
         self.write_dicom_json(result.items)
 
 
-class StudiesHandler(_SearchHandler):
+@web.stream_request_body
+class StudiesHandler(_Stow, _SearchHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -94,7 +123,7 @@ class StudiesHandler(_SearchHandler):
     @authorized
     async def post(self) -> None:
         """STOW-RS: store instances of any studies."""
-        await store(self, None)
+        await self.store(None)
 
 
 class AllSeriesHandler(_SearchHandler):
@@ -145,27 +174,6 @@ class SeriesInstancesHandler(_SearchHandler):
 # ---------------------------------------------------------------------------------------------- STOW-RS
 
 
-async def store(handler: DicomWebHandler, study: str | None) -> None:
-    """Store every part through the one ingest path; the response dataset says how each went."""
-    boundary = multipart.related_boundary(handler.request.headers.get("Content-Type"), "application/dicom")
-    parts = multipart.parse_related(handler.request.body, boundary)
-    response = stow.StowResponse(handler.service_root())
-    source = handler.user_source()
-    context = handler.context
-
-    def ingest(data: bytes) -> Any:
-        return context.ingest(data, source)
-
-    def series_uids(series_id: int) -> tuple[str, str]:
-        flat = context.index.get_flat_series(series_id)
-        return flat.study.StudyInstanceUID, flat.series.SeriesInstanceUID
-
-    for part in parts:
-        await handler.blocking(stow.store_part, part, study, ingest, series_uids, response)
-    handler.audit_detail = f"{len(response.stored)} stored, {len(response.failed)} failed"
-    handler.write_dicom_json(response.to_json(study), status=response.status)
-
-
 # ---------------------------------------------------------------------------------------------- WADO-RS
 
 
@@ -214,7 +222,8 @@ class _RetrieveHandler(DicomWebHandler):
         await self.finish(set_content_type=DICOM_JSON)
 
 
-class StudyHandler(_RetrieveHandler):
+@web.stream_request_body
+class StudyHandler(_Stow, _RetrieveHandler):
     @web.authenticated
     @authorized
     async def get(self, study: str) -> None:
@@ -224,7 +233,7 @@ class StudyHandler(_RetrieveHandler):
     @authorized
     async def post(self, study: str) -> None:
         """STOW-RS: store instances of this study (others fail with 0xA900)."""
-        await store(self, study)
+        await self.store(study)
 
 
 class SeriesHandler(_RetrieveHandler):

@@ -7,16 +7,37 @@ from tornado import web
 
 from ..context import ZipStream
 from ..errors import InvalidInput
-from .base import API, SliceboxHandler
+from ..model import IngestResult
+from .base import API, DICOM_TYPES, SliceboxHandler
+from .upload import FileParts, StreamingHandler, form_boundary, stored
 
 
-class ImagesHandler(SliceboxHandler):
+@web.stream_request_body
+class ImagesHandler(StreamingHandler):
+    """Uploads are stored while they arrive (``handlers/upload.py``): no body in memory."""
+
+    async def open_body(self) -> FileParts:
+        self._results: list[IngestResult] = []
+        content_type = self.request.headers.get("Content-Type", "")
+        kind, _, _ = content_type.partition(";")
+        kind = kind.strip().lower()
+        if kind == "multipart/form-data":
+            boundary = form_boundary(content_type)
+            return FileParts(self.context, self.user_source(), stored(self._results), boundary, field="file")
+        if kind in DICOM_TYPES:
+            return FileParts(self.context, self.user_source(), stored(self._results))
+        raise InvalidInput(
+            f"unsupported Content-Type {kind!r}: send application/dicom or multipart/form-data with a field 'file'"
+        )
+
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """Store one DICOM file: raw ``application/dicom`` body or multipart field ``file``."""
-        data, _ = self.uploaded_file()
-        result = await self.blocking(self.context.ingest, data, self.user_source())
+        await self.body_complete()
+        if not self._results:
+            raise InvalidInput("the multipart upload has no field named 'file'")
+        result = self._results[0]
         self.write_json(result.image, status=201 if result.image_added else 200)
 
 

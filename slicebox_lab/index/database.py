@@ -106,6 +106,7 @@ def configure_sqlite(engine: sa.Engine) -> bool:
             cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute("PRAGMA synchronous = FULL")
+            connection_record.info["synchronous"] = "FULL"
             if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
         finally:

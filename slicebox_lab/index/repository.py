@@ -40,6 +40,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from slicebox_lab import errors
 from slicebox_lab.index import _records, query
 from slicebox_lab.index.database import configure_sqlite, inserted_id, is_sqlite_memory, write_connection
+from slicebox_lab.index.hotpath import HotPath
 from slicebox_lab.index.query import Query
 from slicebox_lab.index.schema import images, log, patients, series, sources, studies
 from slicebox_lab.model import (
@@ -75,10 +76,11 @@ IngestAlso = Callable[[sa.Connection, IngestResult], None]
 class _Pending:
     """One ingest waiting for a group commit: its work, and then its result or error."""
 
-    __slots__ = ("work", "result", "error", "done")
+    __slots__ = ("work", "durable", "result", "error", "done")
 
-    def __init__(self, work: Callable[[sa.Connection], Any]) -> None:
+    def __init__(self, work: Callable[[sa.Connection], Any], durable: bool) -> None:
         self.work = work
+        self.durable = durable
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
@@ -90,15 +92,16 @@ class _GroupCommit:
     #: the most ingests one transaction takes (bounds the latency of the first of them)
     max_batch = 64
 
-    def __init__(self, writing: Callable[[], AbstractContextManager[sa.Connection]]) -> None:
+    def __init__(self, writing: Callable[[bool], AbstractContextManager[sa.Connection]]) -> None:
         self._writing = writing
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._leader = False
 
-    def run(self, work: Callable[[sa.Connection], T]) -> T:
-        """``work(conn)`` inside a shared transaction; returns after that transaction committed."""
-        pending = _Pending(work)
+    def run(self, work: Callable[[sa.Connection], T], durable: bool = True) -> T:
+        """``work(conn)`` inside a shared transaction; returns after that transaction committed (durably,
+        when this or any other work of the batch asked for it)."""
+        pending = _Pending(work, durable)
         with self._cond:
             self._queue.append(pending)
         while True:
@@ -122,7 +125,7 @@ class _GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self._writing() as conn:
+            with self._writing(any(item.durable for item in batch)) as conn:
                 for item in batch:
                     savepoint = conn.begin_nested() if len(batch) > 1 else None
                     try:
@@ -190,7 +193,7 @@ class Index:
         self._serial_lock = threading.RLock() if memory else None
         self._writer_lock = None if self._pg else threading.Lock()
         # one in-memory connection cannot hold a transaction open for others: no batching there
-        self._group = None if self._pg or memory else _GroupCommit(lambda: self._writing("shared"))
+        self._group = None if self._pg or memory else _GroupCommit(lambda durable: self._writing("shared", durable))
         self._source_ids: dict[tuple[str, str], int] = {}
         insert = pg_dialect.insert if self._pg else sqlite_dialect.insert
         self._sources = _Level(sources, ("source_type", "source_name"), (), insert)
@@ -201,6 +204,7 @@ class Index:
         # "created" is read back (for the record) but never overwritten
         self._images = _Level(images, ("series_id", "SOPInstanceUID"), (*image_columns, "created"), insert)
         self._image_by_id = sa.select(*_records.IMAGE_COLUMNS).where(images.c.id == sa.bindparam("id"))
+        self._hot = HotPath(engine.dialect, image_columns)
 
     @property
     def engine(self) -> sa.Engine:
@@ -230,20 +234,15 @@ class Index:
         ones, until the next durable commit (on SQLite's WAL it syncs them too) or checkpoint.
         """
         with self._serial(), self._writer(), write_connection(self._engine) as conn:
-            relaxed = not durable and not self._pg and self._serial_lock is None
-            if relaxed:
-                _sqlite_synchronous(conn, "NORMAL")
-            try:
-                with conn.begin():
-                    if self._pg and not durable:
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    if self._pg and hierarchy_lock is not None:
-                        lock = "pg_advisory_xact_lock_shared" if hierarchy_lock == "shared" else "pg_advisory_xact_lock"
-                        conn.execute(sa.select(getattr(sa.func, lock)(PG_HIERARCHY_LOCK)))
-                    yield conn
-            finally:
-                if relaxed:
-                    _sqlite_synchronous(conn, "FULL")  # the pooled connection goes back as it came
+            if not self._pg and self._serial_lock is None:
+                _sqlite_synchronous(conn, "FULL" if durable else "NORMAL")
+            with conn.begin():
+                if self._pg and not durable:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                if self._pg and hierarchy_lock is not None:
+                    lock = "pg_advisory_xact_lock_shared" if hierarchy_lock == "shared" else "pg_advisory_xact_lock"
+                    conn.execute(sa.select(getattr(sa.func, lock)(PG_HIERARCHY_LOCK)))
+                yield conn
 
     def reading(self) -> AbstractContextManager[sa.Connection]:
         """A read connection, for the node's other tables (SCPs, watches, jobs, ...)."""
@@ -267,6 +266,26 @@ class Index:
         with self._writing() as conn:
             return work(conn)
 
+    def source_id(self, source: Source) -> int:
+        """The id of ``source``'s row, created (durably: blob keys name it) when it is new."""
+        source_key = (source.source_type, str(source.source_name))
+        known = self._source_ids.get(source_key)
+        if known is not None:
+            return known
+        if source.source_type not in SOURCE_TYPES:
+            raise errors.InvalidInput(
+                f"Unknown source type {source.source_type!r}: use one of {', '.join(SOURCE_TYPES)}"
+            )
+
+        def upsert(conn: sa.Connection) -> int:
+            values = {"source_type": source_key[0], "source_name": source_key[1], "created": datetime.now(UTC)}
+            return self._upsert(conn, self._sources, values)[0]
+
+        with self._writing() as conn:
+            source_id = upsert(conn)
+        self._source_ids[source_key] = source_id
+        return source_id
+
     def _retrying(self, work: Callable[[], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
@@ -288,11 +307,13 @@ class Index:
         storage_key: str,
         size: int,
         also: IngestAlso | None = None,
+        durable: bool = True,
     ) -> IngestResult:
         """Upsert the image and its parents in one transaction (Slicebox semantics).
 
         ``also(conn, result)`` writes rows that belong with the image in the same transaction (a
-        box receipt): both are committed, or neither.
+        box receipt): both are committed, or neither.  ``durable=False``: the commit does not wait
+        for the disk (rows the context can derive again from the blob after a power cut).
 
         On SQLite files, concurrent ingests share one commit (group commit, module docstring).
 
@@ -334,14 +355,29 @@ class Index:
                     self._sources,
                     {"source_type": source_key[0], "source_name": source_key[1], "created": now},
                 )
-            patient_id, patient_added = self._upsert(conn, self._patients, patient)
-            study_id, study_added = self._upsert(conn, self._studies, {"patient_id": patient_id, **study})
-            series_id, series_added = self._upsert(
-                conn, self._series, {"study_id": study_id, **the_series, "source_id": source_id}
-            )
-            record, image_added, replaced = self._upsert_image(
-                conn, {"series_id": series_id, **image, "source_id": source_id}, now
-            )
+            known = self._hot.parents(conn, patient, study, the_series, source_id)
+            if known is not None:  # the common case: one lookup of all three (hotpath.py)
+                patient_id, study_id, series_id = known.patient_id, known.study_id, known.series_id
+                patient_added = study_added = series_added = False
+                for level, row_id, changed in (
+                    (self._patients, patient_id, known.patient_changes),
+                    (self._studies, study_id, known.study_changes),
+                    (self._series, series_id, known.series_changes),
+                ):
+                    if changed:
+                        conn.execute(level.update, {"row_id": row_id, **changed})
+            else:
+                patient_id, patient_added = self._upsert(conn, self._patients, patient)
+                study_id, study_added = self._upsert(conn, self._studies, {"patient_id": patient_id, **study})
+                series_id, series_added = self._upsert(
+                    conn, self._series, {"study_id": study_id, **the_series, "source_id": source_id}
+                )
+            values = {"series_id": series_id, **image, "source_id": source_id}
+            new_id = self._hot.insert_image(conn, values, now)
+            if new_id is not None:
+                record, image_added, replaced = self._image_record(new_id, values, now), True, None
+            else:  # sent again: overwrite it the general way
+                record, image_added, replaced = self._upsert_image(conn, values, now)
             result = IngestResult(
                 image=record,
                 patient_added=patient_added,
@@ -356,9 +392,9 @@ class Index:
 
         def once() -> IngestResult:
             if self._group is not None:
-                result, source_id = self._group.run(rows)
+                result, source_id = self._group.run(rows, durable)
             else:
-                with self._writing("shared") as conn:
+                with self._writing("shared", durable) as conn:
                     result, source_id = rows(conn)
             self._source_ids[source_key] = source_id  # committed: safe to remember
             return result
@@ -510,6 +546,26 @@ class Index:
                 statement = sa.select(*_records.IMAGE_COLUMNS).where(images.c.storage_key.in_(batch))
                 found.extend(_records.image(row) for row in conn.execute(statement))
         return sorted(found, key=lambda image: image.id)
+
+    def storage_keys_of(self, image_ids: Iterable[int]) -> list[str]:
+        """The storage keys of the images among ``image_ids`` (unknown ids ignored)."""
+        wanted = sorted({i for i in image_ids if query.row_id(i, "image id") is not None})
+        keys: list[str] = []
+        with self._reading() as conn:
+            for batch in _chunks(wanted):
+                keys.extend(conn.execute(sa.select(images.c.storage_key).where(images.c.id.in_(batch))).scalars())
+        return keys
+
+    def find_image(self, series_instance_uid: str, sop_instance_uid: str) -> Image | None:
+        """The image of that SOP instance in that series, if indexed."""
+        statement = (
+            sa.select(*_records.IMAGE_COLUMNS)
+            .select_from(images.join(series))
+            .where(series.c.SeriesInstanceUID == series_instance_uid, images.c.SOPInstanceUID == sop_instance_uid)
+        )
+        with self._reading() as conn:
+            row = conn.execute(statement).first()
+        return None if row is None else _records.image(row)
 
     def get_source(self, source_id: int) -> Source:
         statement = sa.select(*_records.SOURCE_COLUMNS).where(sources.c.id == self._key(source_id, "source"))
@@ -697,8 +753,13 @@ class Index:
 
 
 def _sqlite_synchronous(conn: sa.Connection, level: str) -> None:
-    """Set ``PRAGMA synchronous`` on the DBAPI connection itself, outside any transaction (through
-    SQLAlchemy the statement would open one: our begin hook)."""
+    """Set ``PRAGMA synchronous`` of this pooled connection for its next transaction, when it differs from
+    what the connection has (a run of ingests, all NORMAL, sets nothing); on the DBAPI connection itself,
+    outside any transaction (through SQLAlchemy the statement would open one: our begin hook)."""
+    info = conn.connection.info
+    if info.get("synchronous") == level:
+        return
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     dbapi.execute(f"PRAGMA synchronous = {level}")
+    info["synchronous"] = level

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import StorageArea
+from .base import BlobWriter, StorageArea
 from .filesystem import FileSystemStorage
 from .memory import MemoryStorage
 
-__all__ = ["FileSystemStorage", "MemoryStorage", "StorageArea"]
+__all__ = ["BlobWriter", "FileSystemStorage", "MemoryStorage", "StorageArea"]

@@ -109,7 +109,7 @@ def test_reopen_after_crash_repairs_storage_and_index(tmp_path: Path):
         assert reopened.index.counts()["images"] == 1
         assert reopened.image_bytes(kept.image.id)
         messages = [e.message for e in reopened.index.list_log(entry_type="WARN")]
-        assert any("1 blobs without a row" in m and "1 rows without a blob" in m for m in messages)
+        assert any("1 partial blobs" in m and "1 rows without a blob" in m for m in messages)
     finally:
         reopened.close()
     # a clean close means no repair next time

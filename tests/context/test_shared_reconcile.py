@@ -65,7 +65,7 @@ def test_with_another_live_server_only_old_leftovers_are_removed(tmp_path: Path)
         assert not reopened.storage.exists(old_key) and not old_temp.exists()
         assert reopened.image_bytes(kept_id) == data
         messages = [e.message for e in reopened.index.list_log(entry_type="WARN")]
-        assert any("1 temporary files, 1 blobs without a row" in m for m in messages), messages
+        assert any("1 temporary files, 1 partial blobs" in m for m in messages), messages
     finally:
         reopened.close()
 

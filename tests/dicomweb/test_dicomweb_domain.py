@@ -177,29 +177,32 @@ def test_metadata_and_frames(context: SliceboxContext) -> None:
 
 
 def test_stow_part_outcomes(context: SliceboxContext) -> None:
+    """Each part ends as an upload (handlers/upload.py streams the body); outcomes per part."""
     study = generate_uid()
     response = stow.StowResponse(ROOT)
-
-    def ingest(data: bytes) -> Any:
-        return context.ingest(data, Source("user", "test"))
 
     def series_uids(series_id: int) -> tuple[str, str]:
         flat = context.index.get_flat_series(series_id)
         return flat.study.StudyInstanceUID, flat.series.SeriesInstanceUID
 
-    good = ct_bytes(StudyInstanceUID=study)
-    no_preamble = ct_bytes(StudyInstanceUID=study)[132:]
     parts = [
-        multipart.Part({"content-type": "application/dicom"}, good),
-        multipart.Part({}, no_preamble),
-        multipart.Part({"content-type": "application/dicom"}, ct_bytes()),
-        multipart.Part({"content-type": "text/plain"}, b"hello"),
+        ("application/dicom", ct_bytes(StudyInstanceUID=study)),
+        ("", ct_bytes(StudyInstanceUID=study)),
+        ("application/dicom", ct_bytes()),  # another study
+        ("text/plain", b"hello"),
+        ("application/dicom", b"not DICOM at all"),
     ]
-    for part in parts:
-        stow.store_part(part, study, ingest, series_uids, response)
+    for content_type, data in parts:
+        upload = context.upload(Source("user", "test"))
+        upload.write(data)
+        stow.store_part(upload, content_type, study, series_uids, response)
     assert response.status == 202
     body = pydicom.Dataset.from_json(response.to_json(study))
     assert len(body.ReferencedSOPSequence) == 2
-    assert [i.FailureReason for i in body.FailedSOPSequence] == [stow.STUDY_MISMATCH, stow.CANNOT_UNDERSTAND]
+    assert [i.FailureReason for i in body.FailedSOPSequence] == [
+        stow.STUDY_MISMATCH,
+        stow.CANNOT_UNDERSTAND,
+        stow.CANNOT_UNDERSTAND,
+    ]
     assert body.RetrieveURL == f"{ROOT}studies/{study}"
     assert len(_search(context, "instance", scope={"StudyInstanceUID": study}).items) == 2

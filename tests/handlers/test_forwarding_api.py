@@ -123,5 +123,9 @@ async def test_the_node_forwards_uploads_to_a_remote_node_and_deletes_them_after
         await asyncio.sleep(0.1)
     for image_id in ids:
         assert (await api("images", image_id)).code == 404
-    r = await api("forwarding", "rules", rule["id"], "batches")
-    assert body_json(r)[0]["images"] == {"DELETED": 3}
+    # the images are marked deleted once the deletion is complete (blobs durably gone, then rows)
+    while (images := body_json(await api("forwarding", "rules", rule["id"], "batches"))[0]["images"]) != {
+        "DELETED": 3
+    }:
+        assert time.monotonic() < deadline, images
+        await asyncio.sleep(0.1)

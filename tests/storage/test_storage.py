@@ -1,4 +1,4 @@
-"""Storage areas: atomic, durable writes; a full disk loses nothing and leaves nothing."""
+"""Storage areas: durable writes (one flush each), streamed blobs; a full disk loses nothing and leaves nothing."""
 
 from __future__ import annotations
 
@@ -47,17 +47,60 @@ def test_full_disk_raises_storage_full_and_leaves_nothing(tmp_path: Path, monkey
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    monkeypatch.setattr(filesystem.os, "fdatasync", no_space)
     monkeypatch.setattr(filesystem.os, "fsync", no_space)
     with pytest.raises(StorageFull, match="no space"):
         storage.write("abcd", b"x" * 1000)
+    blob = storage.create("ab12")
+    blob.write(b"y" * 1000)
+    blob.name("ab12.1.f00d")
+    with pytest.raises(StorageFull, match="no space"):
+        blob.flush()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_interrupted_writes_are_invisible_and_removed(tmp_path: Path):
+def test_streamed_blobs_are_named_then_flushed(storage: StorageArea):
+    blob = storage.create("cd34")
+    blob.write(b"hello ")
+    blob.write(memoryview(b"world"))
+    assert blob.size == 11 and list(storage.keys()) == []  # nothing under a key before it is named
+    path = blob.name("cd34.7.beef")
+    if path is not None:
+        assert Path(path).read_bytes() == b"hello world"  # a worker process may read it now
+    blob.flush()
+    assert storage.read("cd34.7.beef") == b"hello world"
+    with pytest.raises(ValueError):
+        storage.create("ef56").name("other")  # the key must start with the prefix
+
+
+def test_a_discarded_blob_leaves_nothing(storage: StorageArea, tmp_path: Path):
+    for named in (False, True):
+        blob = storage.create("ab99")
+        blob.write(b"cut short")
+        if named:
+            blob.name("ab99.1.dead")
+        blob.discard()
+        assert list(storage.keys()) == []
+    if isinstance(storage, FileSystemStorage):
+        assert [p for p in storage.root.rglob("*") if p.is_file()] == []
+
+
+def test_interrupted_streams_are_invisible_and_removed(tmp_path: Path):
     storage = FileSystemStorage(tmp_path)
     storage.write("ab01", b"complete")
-    # what a crash in the middle of a write leaves: a temp file beside the blobs
-    (tmp_path / "ab" / ".tmp-deadbeef").write_bytes(b"half")
+    # what a crash in the middle of a streamed write leaves: a temp file beside the blobs
+    blob = storage.create("ab02")
+    blob.write(b"half")
     assert list(storage.keys()) == ["ab01"]
     assert storage.remove_incomplete() == 1
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["ab01"]
+
+
+def test_a_durable_delete_flushes_the_folders(tmp_path: Path, monkeypatch):
+    storage = FileSystemStorage(tmp_path)
+    for key in ("aa01", "aa02", "bb01"):
+        storage.write(key, b"x")
+    synced: list[str] = []
+    monkeypatch.setattr(filesystem, "_fsync_dir", lambda folder: synced.append(folder.name))
+    storage.delete_durably(["aa01", "aa02", "bb01", "cc01"])
+    assert list(storage.keys()) == [] and sorted(synced) == ["aa", "bb", "cc"]

@@ -1,0 +1,301 @@
+"""Request bodies stored as they arrive: a raw DICOM body, a multipart/form-data upload, a STOW-RS body.
+
+Tornado would otherwise hold the whole body in memory (grown 64 KiB at a time, copied again at the
+end) before the handler sees a byte: a 2 GB STOW-RS request needs 2 GB of memory, and the event loop
+spends a millisecond per 0.5 MB image copying.  With ``stream_request_body`` the handler authenticates
+and authorizes in ``prepare`` (before a byte reaches the disk), then hands the chunks, in order and a
+megabyte at a time, to a thread that splits multipart bodies (python-multipart: a maintained streaming
+parser, not a hand-written one) and writes each file into storage while hashing it
+(:class:`~slicebox_lab.context.Upload`).  A body cut short leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
+from python_multipart.multipart import MultipartParser, parse_options_header
+from tornado import web
+
+from ..context import SliceboxContext, Upload
+from ..errors import InvalidInput
+from ..model import IngestResult, Source
+from .base import SliceboxHandler
+
+__all__ = ["BodySink", "FileParts", "StreamingHandler", "form_boundary", "stored"]
+
+#: the largest request body a streaming handler accepts (the DICOM files of a STOW-RS study)
+MAX_BODY = 64 << 30
+#: chunks are handed to the writer thread once this much waits (fewer trips off the loop)
+BATCH_BYTES = 1 << 20
+#: bytes of a multipart field other than a file that are kept (and then ignored)
+_SMALL_FIELD = 64 << 10
+_PREAMBLE = bytes(128) + b"DICM"
+
+
+class BodySink(Protocol):
+    """Where a streamed body goes (a domain object: ``FileParts`` here, ``box.transfer.IncomingImage``);
+    every method runs off the event loop, one call at a time."""
+
+    def feed(self, pieces: list[bytes]) -> None: ...
+
+    def finish(self) -> None:
+        """The body is complete: store what is still open."""
+        ...
+
+    def discard(self) -> None:
+        """The body was cut short or refused: forget every file not yet stored."""
+        ...
+
+
+class _FileWriter:
+    """One file of a body: its bytes go to an :class:`Upload`; a part that starts with a file meta
+    group but no preamble (what pydicom's ``dcmwrite`` of a read dataset gives) gets one."""
+
+    def __init__(self, context: SliceboxContext, source: Source, fix_preamble: bool) -> None:
+        self.upload: Upload = context.upload(source)
+        self._head = b"" if fix_preamble else None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._head is None:
+            self.upload.write(data)
+            return
+        self._head += bytes(data)
+        if len(self._head) >= 132:
+            self._release()
+
+    def _release(self) -> None:
+        head, self._head = self._head or b"", None
+        if head[128:132] != b"DICM" and head[:2] == b"\x02\x00" and head[4:6].isalpha():
+            self.upload.write(_PREAMBLE)
+        self.upload.write(head)
+
+    def close(self) -> Upload:
+        if self._head is not None:
+            self._release()
+        return self.upload
+
+
+class FileParts(BodySink):
+    """The files of a body: the whole body (``application/dicom``) or the parts of a multipart one.
+
+    ``on_file(upload, headers)`` runs as each file ends (in the writer thread: it may store it);
+    ``field`` names the multipart/form-data field that holds the file (others are ignored)."""
+
+    def __init__(
+        self,
+        context: SliceboxContext,
+        source: Source,
+        on_file: Callable[[Upload, dict[str, str]], None],
+        boundary: str | None = None,
+        field: str | None = None,
+        fix_preamble: bool = False,
+    ) -> None:
+        self._context, self._source, self._on_file = context, source, on_file
+        self._field, self._fix = field, fix_preamble
+        self._open: _FileWriter | None = None
+        self._skipped = 0
+        self._files = 0
+        self._lock = threading.Lock()
+        self._parser: MultipartParser | None = None
+        if boundary is None:
+            self._open = _FileWriter(context, source, fix_preamble)
+            return
+        self._headers: dict[str, str] = {}
+        self._header_field = b""
+        self._ended = False
+        callbacks: Any = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_name,
+            "on_header_value": self._header_value,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+        self._parser = MultipartParser(boundary.encode("latin-1"), callbacks)
+
+    @property
+    def files(self) -> int:
+        return self._files
+
+    # ------------------------------------------------------------ python-multipart callbacks
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._header_field = b""
+
+    def _header_name(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        name = self._header_field.decode("latin-1").strip().lower()
+        self._headers[name] = self._headers.get(name, "") + data[start:end].decode("latin-1")
+        self._header_field = b""
+
+    def _headers_done(self) -> None:
+        self._headers = {name: value.strip() for name, value in self._headers.items()}
+        if self._field is not None:
+            _, options = parse_options_header(self._headers.get("content-disposition", ""))
+            name = options.get(b"name", b"").decode("latin-1")
+            if name != self._field:
+                return  # another form field: skipped
+        self._open = _FileWriter(self._context, self._source, self._fix)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._open is not None:
+            self._open.write(memoryview(data)[start:end])
+        else:
+            self._skipped += end - start
+            if self._skipped > _SMALL_FIELD:
+                raise InvalidInput(f"a multipart field other than {self._field!r} holds more than 64 KiB")
+
+    def _part_end(self) -> None:
+        writer, self._open = self._open, None
+        if writer is not None:
+            self._files += 1
+            self._on_file(writer.close(), self._headers)
+
+    def _end(self) -> None:
+        self._ended = True
+
+    # ------------------------------------------------------------ BodySink
+
+    def feed(self, pieces: list[bytes]) -> None:
+        with self._lock:
+            for piece in pieces:
+                if self._parser is not None:
+                    try:
+                        self._parser.write(piece)
+                    except InvalidInput:
+                        raise
+                    except Exception as error:  # python-multipart's own errors: a malformed body
+                        raise InvalidInput(f"the multipart body is malformed: {error}") from error
+                elif self._open is not None:
+                    self._open.write(piece)
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._parser is None:
+                writer, self._open = self._open, None
+                if writer is not None:
+                    self._files += 1
+                    self._on_file(writer.close(), {})
+                return
+            self._parser.finalize()
+            if not self._ended:
+                raise InvalidInput("the multipart body has no closing boundary: it was cut short")
+
+    def discard(self) -> None:
+        with self._lock:
+            writer, self._open = self._open, None
+        if writer is not None:
+            writer.upload.discard()
+
+
+class StreamingHandler(SliceboxHandler):
+    """A handler whose body is stored while it arrives; subclasses build the sink in :meth:`open_body`.
+
+    Use with ``@web.stream_request_body``.  Authentication and authorization happen in ``prepare``
+    (the route's decorators run only once the body is in), so no stranger writes to the disk."""
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._sink: BodySink | None = None
+        self._failure: BaseException | None = None
+        self._completed = False
+
+    #: the largest body this handler takes
+    max_body = MAX_BODY
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if self._finished or self.request.method not in ("POST", "PUT"):
+            return
+        await self.authorize_body()
+        self.request.connection.set_max_body_size(self.max_body)  # type: ignore[union-attr]
+        self._sink = await self.open_body()
+
+    async def authorize_body(self) -> None:
+        """What the route's ``@web.authenticated`` and ``@authorized`` would check, before the body comes."""
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403, "authentication is required to upload")
+        action = HTTP_METHOD_TO_AUTH_ACTION[self.request.method or "POST"]
+        if not await ensure_async(self.authorizer.is_authorized(self, user, action, self.auth_resource)):
+            raise web.HTTPError(403, f"User is not authorized to {action} on resource: {self.auth_resource}.")
+
+    async def open_body(self) -> BodySink:
+        raise NotImplementedError
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._failure is not None or self._sink is None:
+            return  # the body is refused already: the rest is read and dropped
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= BATCH_BYTES:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        pieces, self._pending, self._pending_bytes = self._pending, [], 0
+        if pieces and self._sink is not None and self._failure is None:
+            try:
+                await self.blocking(self._sink.feed, pieces)
+            except BaseException as error:
+                self._failure = error
+
+    async def body_complete(self) -> None:
+        """In the route's method: feed what is left and close the body; raises what went wrong on the way."""
+        await self._drain()
+        if self._failure is None and self._sink is not None:
+            try:
+                await self.blocking(self._sink.finish)
+            except BaseException as error:
+                self._failure = error
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            await self._discard()
+            raise failure
+        self._completed = True
+
+    async def _discard(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            await self.blocking(sink.discard)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if not self._completed and self._sink is not None:  # the body was cut short
+            sink, self._sink = self._sink, None
+            self._failure = InvalidInput("the request body was cut short")
+            asyncio.ensure_future(self.blocking(sink.discard))
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        if not self._completed and self._sink is not None:  # refused before the body was complete
+            sink, self._sink = self._sink, None
+            asyncio.ensure_future(self.blocking(sink.discard))
+
+
+def form_boundary(content_type: str) -> str:
+    """The boundary of a ``multipart/form-data`` Content-Type; 400 when it has none."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary", b"").decode("latin-1")
+    if not boundary:
+        raise InvalidInput("the multipart/form-data Content-Type has no boundary parameter")
+    return boundary
+
+
+def stored(results: list[IngestResult]) -> Callable[[Upload, dict[str, str]], None]:
+    """An ``on_file`` that stores each file as it ends (overlapping the rest of the body) into ``results``."""
+
+    def on_file(upload: Upload, headers: dict[str, str]) -> None:
+        results.append(upload.store())
+
+    return on_file
