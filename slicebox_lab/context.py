@@ -45,7 +45,7 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 
 from . import dicom
-from .anonymization import PixelMask, Profile, PseudonymKeys, keystore
+from .anonymization import PixelMask, Profile, PseudonymKeys, keystore, report
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
@@ -59,6 +59,7 @@ from .routing import filtering
 from .storage import BlobWriter, FileSystemStorage, StorageArea
 from .storage.running import RunningMarkers
 from .workers import WorkerPool, tasks
+from .workers.pool import Call
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +417,27 @@ class SliceboxContext:
     def dataset(self, image_id: int) -> Dataset:
         """The stored file as a pydicom dataset (pixel data included)."""
         return dicom.parse_part10(self.image_bytes(image_id)).dataset
+
+    def read_pixels(self, image_ids: Sequence[int], profile: Profile) -> Iterator[tuple[int, report.PixelReading]]:
+        """Each image's pixels read as the anonymizer will read them under ``profile`` (the node's, see
+        :meth:`node_profile`), in order: Tesseract in the worker processes, as many images at a time as
+        there are workers."""
+        pending: list[tuple[int, Call[report.PixelReading]]] = []
+        try:
+            for image_id in image_ids:
+                key = self.index.get_image(image_id).storage_key
+                path = self.storage.local_path(key)
+                if len(pending) >= max(1, self.workers.workers):
+                    done, call = pending.pop(0)
+                    yield done, call.result()
+                data = None if path else self.storage.read(key)
+                pending.append((image_id, self.workers.start(tasks.read_pixels, path, data, profile)))
+            while pending:
+                done, call = pending.pop(0)
+                yield done, call.result()
+        finally:
+            for _, call in pending:  # the consumer stopped or a call failed: free the others' workers
+                call.settle()
 
     def attributes(self, image_id: int) -> list[dict[str, object]]:
         return dicom.attribute_listing(self.dataset(image_id))

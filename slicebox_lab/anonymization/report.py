@@ -44,11 +44,14 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "OUTCOMES",
+    "PixelReading",
     "PixelReview",
     "Report",
     "ReportRow",
     "element_name",
     "header_pixel_fate",
+    "pixel_review",
+    "read_pixels",
     "report_frame",
     "review",
     "review_pixels",
@@ -597,21 +600,42 @@ MAX_PIXEL_REVIEW = 50
 MAX_THUMBNAILS = 24
 
 
-def review_pixels(images: Iterable[tuple[int, Dataset]], profile: Profile, total: int | None = None) -> PixelReview:
-    """Read the pixels of ``images`` (id, full dataset) as the anonymizer will (pixeltext.decide), for the
-    review; ``total`` scanned images in the selection (the rest were not read)."""
+@dataclass(frozen=True)
+class PixelReading:
+    """One scanned image's pixels read as the anonymizer will read them: what the header alone says (None
+    when the header does not flag it), what reading the pixels decided, and its thumbnail when asked for."""
+
+    header_fate: str | None
+    decision: PixelDecision
+    thumbnail: tuple[int, str] | None = None
+
+
+def read_pixels(ds: Dataset, profile: Profile, thumbnail: bool = True) -> PixelReading:
+    """Read ``ds``'s pixels as the anonymizer will (pixeltext.decide): Tesseract's work, so the node runs
+    it in a worker process (``workers.tasks.read_pixels``)."""
+    decision = pixeltext.decide(ds, profile)
+    flagged = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
+    found = pixeltext.thumbnail_png(ds, decision) if thumbnail and decision.texts else None
+    return PixelReading(header_pixel_fate(ds, profile) if flagged else None, decision, found)
+
+
+def pixel_review(readings: Iterable[tuple[int, PixelReading]], total: int | None = None) -> PixelReview:
+    """The review of ``readings`` (image id, :func:`read_pixels`), in order; ``total`` scanned images in the
+    selection (the rest were not read). At most :data:`MAX_THUMBNAILS` thumbnails are kept."""
     decisions: dict[int, tuple[str | None, PixelDecision]] = {}
     thumbnails: dict[int, tuple[int, str]] = {}
-    for image_id, ds in images:
-        decision = pixeltext.decide(ds, profile)
-        flagged = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
-        decisions[image_id] = (header_pixel_fate(ds, profile) if flagged else None, decision)
-        if decision.texts and len(thumbnails) < MAX_THUMBNAILS:
-            found = pixeltext.thumbnail_png(ds, decision)
-            if found is not None:
-                thumbnails[image_id] = found
+    for image_id, reading in readings:
+        decisions[image_id] = (reading.header_fate, reading.decision)
+        if reading.thumbnail is not None and len(thumbnails) < MAX_THUMBNAILS:
+            thumbnails[image_id] = reading.thumbnail
     read = len(decisions)
     return PixelReview(decisions, thumbnails, max(0, (total if total is not None else read) - read))
+
+
+def review_pixels(images: Iterable[tuple[int, Dataset]], profile: Profile, total: int | None = None) -> PixelReview:
+    """Read the pixels of ``images`` (id, full dataset) in this process, for the review; ``total`` scanned
+    images in the selection (the rest were not read)."""
+    return pixel_review(((image_id, read_pixels(ds, profile)) for image_id, ds in images), total)
 
 
 def review(datasets: Iterable[Dataset], profile: Profile) -> Report:

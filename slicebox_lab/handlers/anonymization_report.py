@@ -1,10 +1,11 @@
 """POST /slicebox/api/anonymization/report: what a profile would do to a selection, before anything is sent.
 
-A thin adapter over :func:`slicebox_lab.anonymization.report.review` and ``review_pixels``: the body
+A thin adapter over :func:`slicebox_lab.anonymization.report.review` and ``pixel_review``: the body
 names the selection (``imageIds`` and/or ``seriesIds``) and the profile (``options`` and the rest), parsed
 exactly as the other anonymization routes parse them. Headers are read, off the event loop, one file at
 a time; then the pixels of the images that may carry burned-in text (at most
-``MAX_PIXEL_REVIEW``), read by Tesseract as the anonymizer will read them.
+``MAX_PIXEL_REVIEW``), read by Tesseract as the anonymizer will read them, in the worker processes
+(``SliceboxContext.read_pixels``), never in the server's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tornado import web
 
 from ..anonymization import Profile
 from ..anonymization.pixels import header_burned_in_reason
-from ..anonymization.report import MAX_PIXEL_REVIEW, Report, review, review_pixels
+from ..anonymization.report import MAX_PIXEL_REVIEW, Report, pixel_review, review
 from ..errors import InvalidInput
 from .anonymization import _ProfileHandler
 from .base import API
@@ -75,7 +76,7 @@ class AnonymizationReportHandler(_ProfileHandler):
         scanned: list[int] = []
         report = review(self._read_headers(image_ids, profile, scanned), profile)
         read = scanned[:MAX_PIXEL_REVIEW]
-        pixels = review_pixels(((i, self.context.dataset(i)) for i in read), profile, total=len(scanned))
+        pixels = pixel_review(self.context.read_pixels(read, profile), total=len(scanned))  # in the workers
         return report.with_pixels(pixels)
 
     def _read_headers(self, image_ids: list[int], profile: Profile, scanned: list[int]) -> Iterator[Dataset]:

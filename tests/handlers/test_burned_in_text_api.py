@@ -83,3 +83,24 @@ async def test_the_anonymized_download_masks_the_text_and_keeps_the_original(api
     assert "113101" in [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
     assert ocr.detect_text(out) == ()  # nothing readable is left
     assert (await api("images", us["id"])).body == data
+
+
+async def test_the_reviews_pixel_reading_runs_in_the_worker_processes(api, jp_serverapp, monkeypatch):
+    """Tesseract's work for the review (about a second a frame) never runs in the server process."""
+    from slicebox_lab.workers import tasks
+
+    context = jp_serverapp.web_app.settings["slicebox_context"]
+    assert context.workers.workers >= 1
+    started = []
+    start = context.workers.start
+
+    def recording(fn, *args, **kwargs):
+        started.append(fn)
+        return start(fn, *args, **kwargs)
+
+    monkeypatch.setattr(context.workers, "start", recording)
+    monkeypatch.setattr(tasks.report, "read_pixels", lambda *a, **k: pytest.fail("read in the server process"))
+    us = await upload(api, to_bytes(ultrasound_with_burned_name()))
+    data = await report(api, {"imageIds": [us["id"]], "burnedInText": "mask-detected"})
+    assert tasks.read_pixels in started
+    assert {row["decision"] for row in data["pixel_text"]["rows"]} == {"masked"}
