@@ -12,12 +12,18 @@ work is split in two:
    lightly smoothed frame: it drops thin strokes and keeps the edges of large regions) by a margin,
    on the raw and on the smoothed frame (thin strokes and noisy grounds both count), are grouped into
    connected components of glyph size, and components side by side at the same height into lines;
-2. **recognition** — each line is cut out with a margin, scaled so its glyphs are about
-   :data:`TARGET_HEIGHT` pixels high, made dark-on-light, and read by Tesseract as a block
-   (``PSM.SINGLE_BLOCK``: lines whose glyphs touch make one candidate), as it is, as its contrast to
-   the ground, smoothed, or as the glyph mask alone, until one reads as text (:func:`_is_text`: noise
-   read as letters is short and unsure). A text's box is the candidate's, grown along its line over
-   neighbouring glyphs (:func:`_complete`), not Tesseract's.
+   then, once more, at twice the margin (text over speckle or texture, whose strokes merge with the
+   ground into blobs at the first margin, stands apart there). Besides the frame: the full range of a
+   windowed one, a 3x3 median of a noisy one, and the chroma of a colour one (:func:`_chroma`: coloured
+   text on grey speckle or noise);
+2. **recognition** — each line is cut out with a margin (restored where the frame's edge cuts it),
+   scaled so its glyphs are about :data:`TARGET_HEIGHT` pixels high, made dark-on-light, and read by
+   Tesseract as a block (``PSM.SINGLE_BLOCK``: lines whose glyphs touch make one candidate), as it is,
+   as its contrast to the ground, smoothed, as the glyph mask alone, and last binarized after a median
+   (:func:`_binarized`), until one reads as text (:func:`_is_text`: noise read as letters is short and
+   unsure; a reading that names the image's own patient, ID or dates counts at any confidence). A
+   text's box is the candidate's, grown along its line over neighbouring glyphs (:func:`_complete`) and
+   then over fainter ones (:func:`_extend`), not Tesseract's.
 
 The Tesseract engine (``tesserocr``, in-process: 7 ms to read a line here, where ``pytesseract``,
 which starts the tesseract program for each call, takes 150 ms) is made once per thread and reused.
@@ -28,11 +34,13 @@ dataset or a file path).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +72,10 @@ TARGET_HEIGHT = 36
 _RAW_CONTRAST = 55.0
 _SMOOTH_CONTRAST = 28.0
 _BACKGROUND = 15
+#: faint glyphs a found line grows over (see _extend): contrast to the ground, and how far (line heights)
+_FAINT_CONTRAST, _FAINT_REACH = 12.0, 3
+#: the widest gap (line heights) between a line and faint glyphs it grows over: ": " in a monospaced font
+_FAINT_GAP = 1.5
 #: glyph components: height range (pixels) and fewest pixels
 _MIN_GLYPH_HEIGHT, _MAX_GLYPH_HEIGHT, _MIN_GLYPH_AREA = 4, 90, 5
 #: a line's recognized text needs this many letters or digits, and this confidence for 5 or more (0-100)
@@ -83,6 +95,8 @@ _NOISY = 8.0
 #: candidates per frame and polarity beyond which the rest (those of fewest glyphs) are not read: a bound
 #: on the time a frame of pure noise takes (each candidate costs 7-30 ms)
 _MAX_CANDIDATES = 200
+#: lines (of three glyphs or more) read at twice the margin, per frame and polarity: those of most glyphs
+_MAX_STRONG = 30
 
 _DEBIAN_TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
                     "/usr/share/tessdata", "/usr/local/share/tessdata")  # fmt: skip
@@ -168,12 +182,16 @@ def _line_reader() -> Any:
 
 
 def detect_text(
-    source: Dataset | str | os.PathLike[str], blank: Iterable[tuple[int, int, int, int]] = ()
+    source: Dataset | str | os.PathLike[str],
+    blank: Iterable[tuple[int, int, int, int]] = (),
+    known: Callable[[str], bool] | None = None,
 ) -> tuple[TextBox, ...]:
     """Every line of text found in every frame of ``source`` (a dataset or the path of a DICOM file).
 
     ``blank``: rectangles (x, y, width, height) already blacked out (configured pixel masks): read as
-    a flat ground, so only the text they leave is found.
+    a flat ground, so only the text they leave is found. ``known``: whether a reading names one of the
+    image's own identifiers (its patient's name, ID, dates): such a reading counts as text however unsure
+    Tesseract is of it (a name in a bold or blurred font reads right at confidence 10-40).
 
     Raises :class:`RuntimeError` naming what is missing when OCR is not available (see
     :func:`ocr_unavailable_reason`), and :class:`~slicebox_lab.errors.RenderingFailed` for pixels
@@ -192,22 +210,27 @@ def detect_text(
     # the frame's range, which turns faint speckle into glyph-like contrast once bright text is masked
     raw = None if windowed or _int(ds.get("BitsStored"), 8) > 8 or "RescaleSlope" in ds else (0.0, 255.0)
     for frame in range(1, frames + 1):
-        greys = [_grey(render_frame(ds, frame, window=raw))]
+        rendered = render_frame(ds, frame, window=raw)
+        greys = [_grey(rendered)]
         if windowed:
             greys.append(_grey(render_frame(ds, frame, full_range=True)))
         denoised = _denoised(greys[0])
         if denoised is not None:
             greys.append(denoised)
+        chroma = _chroma(rendered)
+        if chroma is not None:  # read for bright text only: grey grounds have none
+            greys.append(chroma)
         for grey in greys:
             for x, y, width, height in rectangles:
                 grey[max(0, y) : y + height, max(0, x) : x + width] = 0.0
         key = hashlib.blake2b(b"".join(g.tobytes() for g in greys), digest_size=16).digest()
         if key in seen:  # an identical frame of a cine loop: the same text
-            boxes.extend(TextBox(frame, b.x, b.y, b.width, b.height, b.text, b.confidence) for b in seen[key])
+            boxes.extend(dataclasses.replace(b, frame=frame) for b in seen[key])
             continue
         found: list[TextBox] = []
         for grey in greys:
-            for box in _read_frame(grey, frame):
+            polarities = (1.0,) if grey is chroma else (1.0, -1.0)
+            for box in _read_frame(grey, frame, known, polarities):
                 found = _merged(found, box)
         seen[key] = found
         boxes.extend(found)
@@ -224,15 +247,30 @@ def _denoised(grey: NDArray[np.float32]) -> NDArray[np.float32] | None:
     return median if sigma >= _NOISY else None
 
 
+def _chroma(image: Image.Image) -> NDArray[np.float32] | None:
+    """How coloured each pixel of an RGB frame is (its largest channel minus its smallest), or None for a
+    grey frame: coloured text on grey speckle or noise, lost among them in grey, stands out alone here."""
+    if image.mode != "RGB":
+        return None
+    pixels = np.asarray(image, dtype=np.int16)
+    chroma = (pixels.max(axis=2) - pixels.min(axis=2)).astype(np.float32)
+    return chroma if float(chroma.max()) >= 2 * _RAW_CONTRAST else None
+
+
 def _grey(image: Image.Image) -> NDArray[np.float32]:
     return np.array(image.convert("L"), dtype=np.float32)  # a writable copy
 
 
-def _read_frame(grey: NDArray[np.float32], frame: int) -> Iterator[TextBox]:
+def _read_frame(
+    grey: NDArray[np.float32],
+    frame: int,
+    known: Callable[[str], bool] | None = None,
+    polarities: tuple[float, ...] = (1.0, -1.0),
+) -> Iterator[TextBox]:
     from scipy import ndimage
 
     smooth = ndimage.uniform_filter(grey, 3, mode="nearest")
-    for polarity in (1.0, -1.0):  # bright text, then dark text
+    for polarity in polarities:  # bright text, then dark text
         # the ground behind bright text: the frame without its thin bright strokes (a grey opening
         # keeps the edges of large bright regions, where a local mean would make a bright band)
         if polarity > 0:
@@ -251,11 +289,36 @@ def _read_frame(grey: NDArray[np.float32], frame: int) -> Iterator[TextBox]:
         components = _components(glyphs)
         found = _lines(components)
         lines = [(x0, y0, x1, y1) for x0, y0, x1, y1, _ in found]
-        for x0, y0, x1, y1, glyph_count in found:
-            line = _recognize(views, (x0, y0, x1, y1), bright=polarity > 0, glyphs=glyph_count)
-            if line is not None:
-                x0, y0, x1, y1 = _complete((x0, y0, x1, y1), components, lines)
-                yield TextBox(frame, x0, y0, x1 - x0, y1 - y0, *line)
+        # then the glyphs of twice the contrast: text over speckle or texture, whose strokes merge with the
+        # ground into blobs at the first margin, stands apart here (only lines not already seen are read)
+        strong = polarity * (grey - background) > 2 * _RAW_CONTRAST
+        strong_components = _components(strong)
+        strong_lines = [line for line in _lines(strong_components) if line[4] >= 3 and not _seen(line[:4], lines)]
+        strong_lines = sorted(strong_lines, key=lambda line: line[4], reverse=True)[:_MAX_STRONG]
+        strong_views = [*views[:3], np.where(strong, 255.0, 0.0).astype(np.float32) if polarity > 0 else
+                        np.where(strong, 0.0, 255.0).astype(np.float32)]  # fmt: skip
+        passes = (
+            (found, components, views, polarity * (smooth - background), _FAINT_CONTRAST),
+            (strong_lines, strong_components, strong_views, polarity * (grey - background), _RAW_CONTRAST),
+        )
+        for candidates, parts, shown, contrast, faint in passes:
+            known_lines = [(x0, y0, x1, y1) for x0, y0, x1, y1, _ in candidates]
+            for x0, y0, x1, y1, glyph_count in candidates:
+                line = _recognize(shown, (x0, y0, x1, y1), polarity > 0, glyph_count, known)
+                if line is not None:
+                    x0, y0, x1, y1 = _complete((x0, y0, x1, y1), parts, known_lines)
+                    x0, y0, x1, y1 = _extend((x0, y0, x1, y1), contrast, polarity * grey, faint)
+                    yield TextBox(frame, x0, y0, x1 - x0, y1 - y0, *line)
+
+
+def _seen(box: tuple[int, int, int, int], lines: list[tuple[int, int, int, int]]) -> bool:
+    """Whether a line much like ``box`` (overlapping it by 70 % of the larger of the two) is in ``lines``."""
+    x0, y0, x1, y1 = box
+    for a0, b0, a1, b1 in lines:
+        width, height = min(x1, a1) - max(x0, a0), min(y1, b1) - max(y0, b0)
+        if width > 0 and height > 0 and width * height >= 0.7 * max((x1 - x0) * (y1 - y0), (a1 - a0) * (b1 - b0)):
+            return True
+    return False
 
 
 def _components(glyphs: NDArray[np.bool_]) -> NDArray[np.int64]:
@@ -325,6 +388,56 @@ def _complete(
     return x0, y0, x1, y1
 
 
+def _extend(
+    box: tuple[int, int, int, int], contrast: NDArray[np.float32], signed: NDArray[np.float32], faint: float
+) -> tuple[int, int, int, int]:
+    """``box`` grown along its line over faint glyphs: components of pixels standing out from the ground by
+    ``faint`` (:data:`_FAINT_CONTRAST`: a third of what makes a candidate) that fit in the line's height band, no
+    farther than a word gap from it, at most :data:`_FAINT_REACH` line heights on each side. The part of a
+    name on a darker or textured patch (too faint, or merged with the texture, to be a candidate) goes too.
+    ``signed``: the frame, negated for dark text; pixels ``faint`` twice over the median of the
+    line's neighbourhood count too (a label on a patch of its own, which the ground estimate misses)."""
+    from scipy import ndimage
+
+    x0, y0, x1, y1 = box
+    height = y1 - y0
+    rows, columns = contrast.shape
+    reach = _FAINT_REACH * height
+    top, bottom = max(0, y0 - height), min(rows, y1 + height)
+    left, right = max(0, x0 - reach), min(columns, x1 + reach)
+    near, raised = signed[top:bottom, left:right], contrast[top:bottom, left:right]
+    # on a noisy ground, three times its noise: the ground's own grain is no glyph
+    faint = max(faint, 3.0 * 1.4826 * float(np.median(np.abs(raised - np.median(raised)))))
+    inked = (raised > faint) | (near - np.median(near) > 2 * faint)
+    labels, count = ndimage.label(inked, structure=np.ones((3, 3), bool))
+    if not count:
+        return box
+    band_top, band_bottom = y0 - 0.35 * height - top, y1 + 0.35 * height - top
+    inky = np.zeros(right - left, dtype=bool)
+    for found in ndimage.find_objects(labels):
+        if found is None:
+            continue
+        ys, xs = found
+        tall, wide = ys.stop - ys.start, xs.stop - xs.start
+        if ys.start >= band_top and ys.stop <= band_bottom and tall >= 0.3 * height and wide <= 2 * height:
+            inky[xs] = True
+    gap = max(2, round(_FAINT_GAP * height))
+    new_x0, new_x1 = x0, x1
+    column, last = x0 - 1 - left, x0 - left
+    while column >= 0 and last - column <= gap:
+        if inky[column]:
+            last = column
+        column -= 1
+    new_x0 = min(x0, last + left)
+    column, last = x1 - left, x1 - 1 - left
+    while column < len(inky) and column - last <= gap:
+        if inky[column]:
+            last = column
+        column += 1
+    new_x1 = max(x1, last + 1 + left)
+    return new_x0, y0, new_x1, y1
+
+
 def _group(components: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int, int]]:
     """Components into lines: same height band (half the smaller one overlaps), gap below ~1.2 glyph heights."""
     components.sort()
@@ -359,10 +472,14 @@ def _group(components: list[tuple[int, int, int, int]]) -> list[tuple[int, int, 
 
 
 def _recognize(
-    views: list[NDArray[np.float32]], box: tuple[int, int, int, int], bright: bool, glyphs: int = 0
+    views: list[NDArray[np.float32]],
+    box: tuple[int, int, int, int],
+    bright: bool,
+    glyphs: int = 0,
+    known: Callable[[str], bool] | None = None,
 ) -> tuple[str, float] | None:
     """(text, confidence) Tesseract reads in the line ``box`` (of ``glyphs`` components), the surest of the
-    views where it reads text, or None."""
+    views where it reads text (or that names one of the image's own identifiers), or None."""
     x0, y0, x1, y1 = box
     height = y1 - y0
     margin = max(4, height // 2)
@@ -371,20 +488,65 @@ def _recognize(
     scale = min(4.0, max(1.0, TARGET_HEIGHT / max(height, 1)))
     api = _line_reader()
     best: tuple[str, float] | None = None
-    for view in views:
-        crop = 255.0 - view[area] if bright else view[area]
-        image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8))
-        if scale > 1.0:
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    images = (_line_image(view, area, bright, margin, scale) for view in views)
+    for image in itertools.chain(images, [None]):
+        if image is None:  # none read as text: the frame binarized after a median (text on speckle or noise)
+            if best is not None:
+                break
+            image = _binarized(_line_image(views[0], area, bright, margin, scale))
         api.SetImage(image)
         text = " ".join((api.GetUTF8Text() or "").split())
         confidences = [c for c in api.AllWordConfidences() if c >= 0]
         confidence = float(np.mean(confidences)) if confidences else 0.0
-        if _is_text(text, confidence, glyphs) and (best is None or confidence > best[1]):
+        if (_is_text(text, confidence, glyphs) or _names_known(text, known)) and (best is None or confidence > best[1]):
             best = (text, confidence)
             if confidence >= _SURE:
                 break
     return best
+
+
+def _line_image(
+    view: NDArray[np.float32], area: tuple[slice, slice], bright: bool, margin: int, scale: float
+) -> Image.Image:
+    """The line's crop of ``view``, dark-on-light, its margin restored, scaled to Tesseract's glyph height."""
+    crop = 255.0 - view[area] if bright else view[area]
+    crop = _with_margin(crop, area, view.shape, margin)
+    image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8))
+    if scale > 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    return image
+
+
+def _binarized(image: Image.Image) -> Image.Image:
+    """``image`` after a 3x3 median, black below Otsu's threshold and white above: glyphs over speckle or
+    noise, which Tesseract's own thresholding cuts to pieces, as clean strokes."""
+    from PIL import ImageFilter
+
+    pixels = np.asarray(image.filter(ImageFilter.MedianFilter(3)))
+    counts = np.bincount(pixels.ravel(), minlength=256).astype(np.float64)
+    share = np.cumsum(counts) / counts.sum()
+    mean = np.cumsum(counts * np.arange(256)) / counts.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean[-1] * share - mean) ** 2 / (share * (1.0 - share))
+    threshold = int(np.nanargmax(between)) if np.isfinite(between).any() else 127
+    return Image.fromarray(np.where(pixels > threshold, 255, 0).astype(np.uint8))
+
+
+def _with_margin(
+    crop: NDArray[np.float32], area: tuple[slice, slice], shape: tuple[int, int], margin: int
+) -> NDArray[np.float32]:
+    """``crop`` with its ``margin`` restored where the frame's edge cut it off, in the crop's lightest grey
+    (the ground, once made dark-on-light): Tesseract misses text that touches the image's edge."""
+    (top, bottom), (left, right) = ((s.start, shape[i] - s.stop) for i, s in enumerate(area))
+    widths = ((max(0, margin - top), max(0, margin - bottom)), (max(0, margin - left), max(0, margin - right)))
+    if not any(w for pair in widths for w in pair):
+        return crop
+    return np.pad(crop, widths, mode="constant", constant_values=float(np.percentile(crop, 90)))
+
+
+def _names_known(text: str, known: Callable[[str], bool] | None) -> bool:
+    """Whether ``text`` (three letters or digits or more) names one of the image's own identifiers."""
+    return known is not None and sum(ch.isalnum() for ch in text) >= _MIN_CHARACTERS and known(text)
 
 
 def _is_text(text: str, confidence: float, glyphs: int = 0) -> bool:

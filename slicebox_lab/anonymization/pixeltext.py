@@ -171,7 +171,7 @@ def decide(ds: Dataset, profile: Profile) -> PixelDecision:
         )
     blank = [(r.x, r.y, r.width, r.height) for m in masks for r in m.rectangles]
     try:
-        boxes = ocr.detect_text(ds, blank=blank)
+        boxes = ocr.detect_text(ds, blank=blank, known=lambda text: own_identifier(text, ds) is not None)
     except SliceboxError as e:
         return _refused(result, f"{_describe(ds)} was not anonymized: its pixels cannot be read ({e.message})")
     texts = tuple(_found(box, ds, policy) for box in boxes)
@@ -252,6 +252,22 @@ def identifying_reason(text: str, ds: Dataset) -> str | None:
     identifier ("Name:", "DOB", "MRN"), or looks like a date, a time, an ID (five digits or more) or a
     "LAST, FIRST" name.
     """
+    own = own_identifier(text, ds)
+    if own is not None:
+        return own
+    upper = text.upper()
+    tokens = re.findall(r"[A-Z0-9]+", upper)
+    if _LABELS.intersection(tokens):
+        return f"a label of an identifier ({sorted(_LABELS.intersection(tokens))[0]})"
+    for what, pattern in _LOOKS_LIKE:
+        if pattern.search(upper):
+            return f"looks like {what}"
+    return None
+
+
+def own_identifier(text: str, ds: Dataset) -> str | None:
+    """Which of ``ds``'s own names (of people, institution, station), IDs, dates or times ``text`` names, in
+    any common format (one misread letter allowed in words of five or more), or None."""
     upper = text.upper()
     tokens = re.findall(r"[A-Z0-9]+", upper)
     if not tokens:
@@ -279,11 +295,6 @@ def identifying_reason(text: str, ds: Dataset) -> str | None:
             hhmm = re.sub(r"\D", "", value)[:4]
             if len(hhmm) == 4 and hhmm != "0000" and hhmm in digits:
                 return keyword
-    if _LABELS.intersection(tokens):
-        return f"a label of an identifier ({sorted(_LABELS.intersection(tokens))[0]})"
-    for what, pattern in _LOOKS_LIKE:
-        if pattern.search(upper):
-            return f"looks like {what}"
     return None
 
 
