@@ -83,11 +83,21 @@ def py_spy(pid: int, out: Path, rate: int = PY_SPY_RATE) -> Iterator[None]:
             print(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port that is free on 127.0.0.1 right now and that this run has not handed out before.
+
+    The kernel may give the same free port to two binds in a row: Orthanc's DICOM and HTTP ports, both
+    chosen before it starts, were once the same and it refused to start."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def exit_on_sigterm() -> None:

@@ -499,8 +499,10 @@ def show(_=None):
 
 refresh.on_click(show)
 show()
-side_by_side = widgets.HBox([by_source, by_type], layout=widgets.Layout(gap="48px", flex_flow="row wrap"))
-display(widgets.VBox([widgets.HBox([refresh, status], layout=widgets.Layout(align_items="center", gap="12px")),
+by_source.layout.margin = "0 48px 0 0"  # apart from the table beside it (ipywidgets' Layout has no gap)
+side_by_side = widgets.HBox([by_source, by_type], layout=widgets.Layout(flex_flow="row wrap"))
+status.layout.margin = "0 0 0 12px"
+display(widgets.VBox([widgets.HBox([refresh, status], layout=widgets.Layout(align_items="center")),
                       transactions, side_by_side]))"""),
 ]
 
@@ -552,7 +554,8 @@ def show(_=None):
 
 refresh.on_click(show)
 show()
-display(widgets.VBox([widgets.HBox([refresh, health], layout=widgets.Layout(align_items="center", gap="12px")),
+health.layout.margin = "0 0 0 12px"
+display(widgets.VBox([widgets.HBox([refresh, health], layout=widgets.Layout(align_items="center")),
                       *panels.values()]))"""),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth.identity import IdentityProvider
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets import Dict as DictTrait
 
 from ._version import __version__
@@ -231,6 +232,26 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         config=True
     )
 
+    owner_name = Unicode(
+        help=(
+            "The name of the server's owner, i.e. whoever holds its token: the source of what they upload "
+            "('user: <name>'), the owner of their jobs and import sessions, the user of their lines in the audit "
+            "trail. Default: $JUPYTERHUB_USER, else the login name of the account that runs the server. "
+            "(Data stored before this option existed keeps the name 'anonymous'.)"
+        ),
+    ).tag(config=True)
+
+    @default("owner_name")
+    def _default_owner_name(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER") or _login_name()
+
+    @validate("owner_name")
+    def _valid_owner_name(self, proposal: Any) -> str:
+        name = str(proposal["value"]).strip()
+        if not name or not name.isprintable() or len(name) > 200:
+            raise TraitError(f"SliceboxApp.owner_name must be a printable name of 1 to 200 characters, not {name!r}")
+        return name
+
     node_users = Bool(
         True,
         help=(
@@ -254,12 +275,17 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
     @staticmethod
     def _default_voila_template(serverapp: Any) -> None:
         """Dashboards render with our Voila template (Voila's "lab" without its CDN links: nothing fetched
-        from outside the node), unless configured otherwise. Voila reads this config when it loads, after us."""
+        from outside the node), unless configured otherwise. Voila reads this config when it loads, after us.
+
+        And a page's URL may not choose another one (``?template=lab`` would fetch from CDNs again; and the
+        Voila release the dependencies pin, 0.5.8, takes the name as a path)."""
         from jupyter_core.paths import jupyter_path
 
         voila = serverapp.config.VoilaConfiguration
         if "template" not in voila and any(os.path.isdir(p) for p in jupyter_path("voila", "templates", "slicebox")):
             voila.template = "slicebox"
+            if "allow_template_override" not in voila:
+                voila.allow_template_override = "NOTEBOOK"
 
     def _install_authorizer(self) -> None:
         """Roles on slicebox routes, over whatever Authorizer the server has (it keeps the rest)."""
@@ -293,6 +319,7 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         self.context.burned_in_scan_all = self.burned_in_scan_all
         self.settings["slicebox_context"] = self.context
         self.settings["slicebox_node_name"] = self.node_name
+        self.settings["slicebox_owner_name"] = self.owner_name
         self.settings["slicebox_status"] = {"data_dir": self.data_dir, "secondary": self.context.secondary}
         self._stop_cleanly_on_sigint()
         self.settings["slicebox_users"] = UserStore(self.context.index)
@@ -348,6 +375,14 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
             await run_blocking(self.context.close)
             self.context = None
         shutdown(wait=False)
+
+
+def _login_name() -> str:
+    """The login name of the account running the server ("owner" where the system knows none, e.g. a bare uid)."""
+    try:
+        return getpass.getuser() or "owner"
+    except (KeyError, OSError):
+        return "owner"
 
 
 main = launch_new_instance = SliceboxApp.launch_instance

@@ -146,6 +146,8 @@ function render({ model, el }) {
   const main = element("div", "sbx-main", root);
   const stage = element("div", "sbx-stage", main);
   const canvas = element("canvas", "sbx-canvas", stage);
+  // what the stage says while it has no image: page text, not letters painted into the (pixelated) canvas
+  const placeholder = element("div", "sbx-placeholder", stage);
   const side = element("div", "sbx-side", main);
   const filter = element("input", "sbx-filter", side);
   filter.placeholder = "filter attributes";
@@ -199,14 +201,10 @@ function render({ model, el }) {
     slider.value = String(index);
     root.dataset.loaded = String(state.slices.size);
     const slice = state.slices.get(index);
+    canvas.hidden = !slice;
+    placeholder.hidden = Boolean(slice);
     if (!slice) {
-      if (!canvas.width || !canvas.height) { canvas.width = model.get("columns") || 256; canvas.height = model.get("rows") || 256; }
-      ctx.fillStyle = "#000";
-      ctx.fillRect(0, 0, canvas.width, canvas.height);
-      ctx.fillStyle = "#bbb";
-      ctx.font = `${Math.max(10, canvas.width / 24)}px sans-serif`;
-      ctx.fillText(n ? `loading slice ${index + 1}…` : "Tick a series in the table to see its images here.", 8, Math.max(14, canvas.width / 16));
-      layout();
+      placeholder.textContent = n ? `Loading slice ${index + 1} of ${n}…` : "Tick a series in the table to see its images here.";
       return;
     }
     if (canvas.width !== slice.columns || canvas.height !== slice.rows) {

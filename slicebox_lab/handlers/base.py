@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, ParamSpec, TypeVar
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.prometheus.log_functions import prometheus_log_method
+from tornado.httputil import responses
 from tornado.web import HTTPError
 
 from ..access import audit as _audit
@@ -41,10 +42,15 @@ API = r"/slicebox/api"
 #: content types of a raw DICOM upload (Slicebox clients send octet-stream, or nothing)
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "")
 
-SHARED_TOKEN_OWNER = "anonymous"
+#: the token holder's name before the server's owner had one (SliceboxApp.owner_name): data stored then keeps it
+FORMER_TOKEN_OWNER = "anonymous"
 _NO_CREDENTIALS = (
     "no valid credentials: send the server's token (Authorization: token ...), the login cookie, "
     "or a node user's name and password (HTTP basic auth)"
+)
+_WRONG_TOKEN = (
+    "the token sent is not this server's token: send the one the server was started with (--token=..., "
+    "or the ?token=... in its log and in `jupyter server list`), or sign in as a node user (HTTP basic auth)"
 )
 #: the partner-node token in .../transactions/{token}/... paths, kept out of the audit trail and the logs
 _TOKEN_PATH = re.compile(r"(^|/)(transactions/)[^/?]+")
@@ -98,17 +104,28 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             stream.close()
 
     def user_name(self) -> str:
-        """The caller's stable name, for sources and ownership.
+        """The caller's stable name, for sources, ownership and the audit trail.
 
-        Holders of the server's shared token are one principal (the server's owner), but
-        jupyter_server gives each of their cookie-less requests a fresh random user
-        (``IdentityProvider.generate_anonymous_user``); they are all ``anonymous`` here, or every
-        upload by a script would become a new source.
+        Holders of the server's shared token are one principal, the server's owner, but jupyter_server
+        gives each of their cookie-less requests a fresh random user
+        (``IdentityProvider.generate_anonymous_user``): they all get the owner's name here
+        (``SliceboxApp.owner_name``), or every upload by a script would become a new source.
         """
-        user = self.current_user
+        return self._name_of(self.current_user)
+
+    def owner_name(self) -> str:
+        """The server's owner: who holds its token (``SliceboxApp.owner_name``)."""
+        return str(self.settings.get("slicebox_owner_name") or FORMER_TOKEN_OWNER)
+
+    def owner_names(self) -> tuple[str, ...]:
+        """The caller's name, and for the server's owner also the name stored before it had one."""
+        name = self.user_name()
+        return (name, FORMER_TOKEN_OWNER) if name == self.owner_name() != FORMER_TOKEN_OWNER else (name,)
+
+    def _name_of(self, user: Any) -> str:
         username = str(getattr(user, "username", "") or "")
         if not username or is_shared_token_user(user):
-            return SHARED_TOKEN_OWNER
+            return self.owner_name()
         return username
 
     def user_role(self) -> str:
@@ -136,7 +153,7 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
         action, path, fallback_name = entry
         user = getattr(self, "_jupyter_current_user", None)
         if user:
-            name = SHARED_TOKEN_OWNER if is_shared_token_user(user) else str(getattr(user, "username", ""))
+            name = self._name_of(user)
         else:
             name = self.audit_user or fallback_name
         trail.record(
@@ -245,20 +262,34 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             # bad basic credentials (slicebox_lab/auth.py): tell scripts which scheme to use
             self.set_header("WWW-Authenticate", 'Basic realm="slicebox", charset="UTF-8"')
         if isinstance(exc, SliceboxError):
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": exc.message, "reason": type(exc).__name__}))
+            self._finish_error(exc.message, type(exc).__name__)
             return
-        if isinstance(exc, HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": message, "reason": exc.reason}))
+        if status_code in (401, 403) and self._wrong_token():
+            # a script with a stale or mistyped token: say so, not "'_xsrf' argument missing" (its POSTs
+            # meet jupyter's XSRF check first) nor a bare "Forbidden"
+            self._finish_error(_WRONG_TOKEN, "InvalidToken")
             return
-        if status_code == 403 and isinstance(exc, HTTPError):
-            # no credentials (tornado's @authenticated says nothing): say what the node accepts
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": _NO_CREDENTIALS, "reason": "Forbidden"}))
+        if isinstance(exc, HTTPError):
+            if exc.log_message:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            elif status_code == 403:  # no credentials (tornado's @authenticated says nothing): what the node accepts
+                message = _NO_CREDENTIALS
+            else:
+                message = responses.get(status_code, "Error")
+            self._finish_error(message, exc.reason or _reason(status_code))
             return
         super().write_error(status_code, **kwargs)
+
+    def _finish_error(self, message: str, reason: str) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "reason": reason}))
+
+    def _wrong_token(self) -> bool:
+        """The request sent a token (header or ``?token=``) and nothing authenticated it."""
+        if getattr(self, "_jupyter_current_user", None) is not None:
+            return False
+        get_token = getattr(self.identity_provider, "get_token", None)  # jupyter's and JupyterHub's have one
+        return callable(get_token) and bool(get_token(self))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, SliceboxError):
@@ -269,6 +300,11 @@ class SliceboxHandler(ExtensionHandlerMixin, APIHandler):
             self.send_error(e.status_code, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+def _reason(status_code: int) -> str:
+    """The HTTP reason phrase as one word, like the error class names of the other errors: "MethodNotAllowed"."""
+    return "".join(responses.get(status_code, "Error").split())
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,10 +15,6 @@ class _ImportHandler(SliceboxHandler):
     def sessions(self) -> ImportSessions:
         return ImportSessions(self.context)
 
-    def owner(self) -> str:
-        """The caller, as the owner of import sessions (see ``SliceboxHandler.user_name``)."""
-        return self.user_name()
-
 
 class SessionsHandler(_ImportHandler):
     @web.authenticated
@@ -35,7 +31,8 @@ class SessionsHandler(_ImportHandler):
         body = self.json_body()
         if not isinstance(body, dict):
             raise InvalidInput('the body must be a JSON object {"name": ...}')
-        session, _ = await self.blocking(self.sessions.create, body.get("name"), self.owner())
+        name, *former = self.owner_names()
+        session, _ = await self.blocking(self.sessions.create, body.get("name"), name, tuple(former))
         self.write_json(session, status=201)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tornado import web
 
 from .._version import __version__
 from ..errors import NotFound
+from ..net.scp import ScpService
 from ..server import shipped
 from ..server.asyncio_bridge import run_blocking
 from .base import API, AUTH_RESOURCE, SliceboxHandler
@@ -49,19 +51,40 @@ def _openapi() -> dict[str, Any]:
     return document
 
 
+#: markdown a card shows as plain text: **bold**, *emphasis*, `code`, [links](url)
+_MARKUP = re.compile(r"\*\*(.+?)\*\*|\*(.+?)\*|`(.+?)`|\[(.+?)\]\([^)]*\)")
+#: the end of a sentence: a full stop and a space, not the one of "e.g." or "i.e."
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)\.\s+")
+
+
+def _plain(markdown: str) -> str:
+    return _MARKUP.sub(lambda m: next(g for g in m.groups() if g is not None), markdown)
+
+
 @functools.lru_cache(maxsize=16)
 def _notebook_intro(path: Path) -> tuple[str, str]:
-    """(title, first paragraph) of a notebook's first markdown cell: the page says what the notebook says."""
+    """(title, what it is about) from a notebook's first markdown cell: its heading, and the first sentence of
+    its first paragraph (two when the first is short), as plain text: the page says what the notebook says."""
     cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
     for cell in cells:
         if cell.get("cell_type") == "markdown":
-            text = "".join(cell.get("source", ""))
-            lines = [line.strip() for line in text.splitlines()]
+            lines = [line.strip() for line in "".join(cell.get("source", "")).splitlines()]
             title = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), path.stem)
-            body = [line for line in lines if line and not line.startswith("#")]
-            paragraph = " ".join(body).split(". ")[0].rstrip(".") + "." if body else ""
-            return title, paragraph.replace("`", "")
+            body = [line for line in lines if not line.startswith("#")]
+            while body and not body[0]:
+                body.pop(0)
+            paragraph = " ".join(body[: body.index("")] if "" in body else body)
+            sentences = [s.rstrip(".") + "." for s in _SENTENCE_END.split(_plain(paragraph)) if s.strip()]
+            about = " ".join(sentences[:2] if sentences and len(sentences[0]) < 60 else sentences[:1])
+            return _plain(title), about
     return path.stem, ""
+
+
+#: what each front end is, on its card
+_FRONT_END_TEXT = {
+    "JupyterLab": "Notebooks, files and terminals of this server, side by side in one window.",
+    "Notebook": "The same notebooks and files, one document per browser tab (Jupyter Notebook 7).",
+}
 
 
 def frontends(serverapp: Any) -> dict[str, str]:
@@ -146,7 +169,8 @@ class LandingHandler(_PageHandler):
         except Exception as error:  # noqa: BLE001 - the page says the index does not answer, and why
             self.log.warning("slicebox: landing page: the index does not answer: %s", error)
             counts, index_ok = {}, False
-        scp_service = getattr(context, "scp_service", None)
+        # the node's listeners (none on a secondary server: they run on the one that started first)
+        scp_service = next((s for s in self.settings.get("slicebox_services", ()) if isinstance(s, ScpService)), None)
         listening = 0
         if scp_service is not None:
             configs = await run_blocking(scp_service.list)
@@ -186,7 +210,7 @@ class LandingHandler(_PageHandler):
             )
         tools = [
             f'<a class="card" href="{html.escape(self.url(path))}"><b>{html.escape(label)}</b>'
-            f"<p>Notebooks, files and terminals of this server.</p></a>"
+            f"<p>{html.escape(_FRONT_END_TEXT.get(label, ''))}</p></a>"
             for label, path in front.items()
         ]
         tools.append(
@@ -219,6 +243,13 @@ class DashboardIndexHandler(_PageHandler):
         self.redirect(self.url("slicebox/"))
 
 
+#: the JupyterLab extensions a dashboard page loads (unless Voila is configured with a list of its own): Voila's
+#: widget manager, the widgets' models and views, and anywidget (the Viewer). Not every extension installed
+#: beside JupyterLab (Notebook 7's, jupyterlab-git, ...): built against other JupyterLab versions than the core
+#: Voila serves, each would fill the page's console with "does not satisfy the requirement" warnings.
+DASHBOARD_EXTENSIONS = ("@voila-dashboards/widgets-manager8", "@jupyter-widgets/jupyterlab-manager", "anywidget")
+
+
 def _dashboard_handler() -> type:
     """A Voila page handler that renders a shipped dashboard, defined only where Voila is installed."""
     from jupyter_server.services.contents.filemanager import FileContentsManager
@@ -240,6 +271,8 @@ def _dashboard_handler() -> type:
                 local = load_config_file()
                 if local is not None:
                     configuration.update_config(local)
+                if not configuration.extension_allowlist and not configuration.extension_denylist:
+                    configuration.extension_allowlist = list(DASHBOARD_EXTENSIONS)
                 cached = {
                     "config": self.settings["config"],
                     "voila_configuration": configuration,
@@ -272,15 +305,21 @@ def _dashboard_handler() -> type:
     return DashboardHandler
 
 
+def _tutorial(name: str) -> Path:
+    """The packaged tutorial of that name; 404 when there is none."""
+    path = shipped.tutorials().get(name)
+    if path is None:
+        raise web.HTTPError(404, f"no tutorial called {name!r}")
+    return path
+
+
 class TutorialHandler(_PageHandler):
     """``slicebox/tutorials/<name>.ipynb``: the packaged tutorial, as a download."""
 
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        path = shipped.tutorials().get(name)
-        if path is None:
-            raise web.HTTPError(404, f"no tutorial called {name!r}")
+        path = _tutorial(name)
         self.set_header("Content-Type", "application/x-ipynb+json")
         self.set_attachment_header(path.name)
         self.finish(await run_blocking(path.read_bytes))
@@ -293,9 +332,7 @@ class TutorialOpenHandler(_PageHandler):
     @web.authenticated
     @authorized
     async def post(self, name: str) -> None:
-        path = shipped.tutorials().get(name)
-        if path is None:
-            raise web.HTTPError(404, f"no tutorial called {name!r}")
+        path = _tutorial(name)
         front = frontends(self.serverapp)
         if not front:
             raise web.HTTPError(404, "this server has neither JupyterLab nor Notebook 7: download the tutorial")

@@ -169,15 +169,9 @@ def _ct_series(
     spacing: tuple[float, float, float] = (5.0, 1.5625, 1.5625),
 ) -> list[Dataset]:
     """A CT series of axial images from a volume of HU (z, y, x), z from the feet up."""
-    slices, rows, _columns = hu.shape
     stored = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
-    origin = -(rows - 1) / 2 * spacing[1]
-    first_z = -(slices - 1) / 2 * spacing[0]
-    series = _uid(key, "series")
-    frame_of_reference = _uid(key, "frame")
-    out = []
-    for i in range(slices):
-        ds = _base(patient, CTImageStorage, study, series, _uid(key, "image", i))
+    out = _axial_stack(patient, CTImageStorage, key, study, stored, spacing)
+    for i, ds in enumerate(out):
         ds.Modality = "CT"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
         ds.StudyTime = ds.SeriesTime = "101500"
@@ -190,37 +184,20 @@ def _ct_series(
         ds.SeriesNumber = 2
         ds.InstanceNumber = i + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.FrameOfReferenceUID = frame_of_reference
-        ds.PositionReferenceIndicator = ""
-        ds.PatientPosition = "HFS"
         ds.KVP = 120
-        ds.SliceThickness = spacing[0]
-        ds.PixelSpacing = [spacing[1], spacing[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [origin, origin, first_z + i * spacing[0]]
-        ds.SliceLocation = first_z + i * spacing[0]
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
         ds.RescaleType = "HU"
         ds.WindowCenter = 40
         ds.WindowWidth = 400
-        _set_pixels(ds, stored[i])
-        out.append(ds)
     return out
 
 
 def _mr_series(patient: _Patient, key: str, *, study: str, study_date: str, accession: str) -> list[Dataset]:
     """A T1-weighted MR head series (spin echo): scalp fat bright, white matter brighter than grey, CSF dark."""
-    spacing = (5.0, 0.9375, 0.9375)
     volume = np.clip(np.round(phantom.mr_head()), 0, 4095).astype(np.uint16)
-    slices, rows, _columns = volume.shape
-    origin = -(rows - 1) / 2 * spacing[1]
-    first_z = -(slices - 1) / 2 * spacing[0]
-    series = _uid(key, "series")
-    frame_of_reference = _uid(key, "frame")
-    out = []
-    for i in range(slices):
-        ds = _base(patient, MRImageStorage, study, series, _uid(key, "image", i))
+    out = _axial_stack(patient, MRImageStorage, key, study, volume, (5.0, 0.9375, 0.9375))
+    for i, ds in enumerate(out):
         ds.Modality = "MR"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
         ds.StudyTime = ds.SeriesTime = "143000"
@@ -240,6 +217,23 @@ def _mr_series(patient: _Patient, key: str, *, study: str, study_date: str, acce
         ds.EchoTime = 15
         ds.EchoTrainLength = 1
         ds.MagneticFieldStrength = 1.5
+        ds.WindowCenter = 700
+        ds.WindowWidth = 1400
+    return out
+
+
+def _axial_stack(
+    patient: _Patient, sop_class: str, key: str, study: str, volume: np.ndarray, spacing: tuple[float, float, float]
+) -> list[Dataset]:
+    """One image per slice of ``volume`` (z, y, x), head first supine, centred on the origin, z from the feet
+    up, with its pixels: what a CT and an MR series share (the caller adds the modality's own attributes)."""
+    slices, rows, _columns = volume.shape
+    origin = -(rows - 1) / 2 * spacing[1]
+    first_z = -(slices - 1) / 2 * spacing[0]
+    series, frame_of_reference = _uid(key, "series"), _uid(key, "frame")
+    out = []
+    for i in range(slices):
+        ds = _base(patient, sop_class, study, series, _uid(key, "image", i))
         ds.FrameOfReferenceUID = frame_of_reference
         ds.PositionReferenceIndicator = ""
         ds.PatientPosition = "HFS"
@@ -248,8 +242,6 @@ def _mr_series(patient: _Patient, key: str, *, study: str, study_date: str, acce
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [origin, origin, first_z + i * spacing[0]]
         ds.SliceLocation = first_z + i * spacing[0]
-        ds.WindowCenter = 700
-        ds.WindowWidth = 1400
         _set_pixels(ds, volume[i])
         out.append(ds)
     return out

@@ -97,20 +97,7 @@ def reporting(status: StatusLine, doing: str = "") -> Iterator[Outcome]:
         status.error(message)
 
 
-def cell_text(value: Any) -> str:
-    """A table cell: lists joined, missing values empty."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, set)):
-        return ", ".join(cell_text(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {cell_text(v)}" for k, v in value.items())
-    try:
-        if pd.isna(value):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    return str(value)
+cell_text = present.cell_text
 
 
 def frame_to_html(frame: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int | None = None) -> str:

@@ -297,7 +297,7 @@ class Browser(widgets.VBox):
         self.table = SeriesTable(client, self.status, self._table_checked, page_size=page_size)
         self.table._browser = self
         self.table.clear_button.on_click(lambda _b: self.select([]))
-        self.selection_label = widgets.Label("no series selected")
+        self.selection_label = widgets.Label("No series selected")
         tabs = widgets.Tab(children=[self.table, self.tree])
         tabs.set_title(0, "Series")
         tabs.set_title(1, "Patients / studies")
@@ -344,7 +344,7 @@ class Browser(widgets.VBox):
     def _selection_changed(self, change: dict[str, Any]) -> None:
         ids = list(change["new"])
         self.table.show_checked(ids)
-        self.selection_label.value = f"{len(ids)} series selected" if ids else "no series selected"
+        self.selection_label.value = f"{len(ids)} series selected" if ids else "No series selected"
         if not self._callbacks and self.viewer is None:
             return
         with reporting(self.status, "selecting") as outcome:

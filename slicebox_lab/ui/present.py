@@ -177,13 +177,14 @@ def chip(text: str, colour: str | None = None) -> str:
     return f'<span class="sbx-chip" style="{_CHIP_STYLE[colour]}">{html.escape(text)}</span>'
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A table cell as text: lists joined, yes/no for booleans, missing values empty."""
     if value is None:
         return ""
     if isinstance(value, (list, tuple, set)):
-        return ", ".join(_text(v) for v in value)
+        return ", ".join(cell_text(v) for v in value)
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_text(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {cell_text(v)}" for k, v in value.items())
     if isinstance(value, bool):
         return yes_no(value)
     try:
@@ -202,7 +203,7 @@ def cell(column: str, value: Any, now: datetime | None = None) -> str:
         return html.escape(human_date(value))
     if column in ("online", "running"):
         return chip(yes_no(value), "green" if value else "grey") if value is not None else ""
-    text = _text(value)
+    text = cell_text(value)
     if column in CHIP_COLUMNS and text:
         return chip(text.lower() if column == "outcome" else text)
     if column == "source" and ":" in text:  # "box:hospital" → "box hospital"

@@ -36,7 +36,6 @@ TEXT_POLICIES = (
     ("keep the pixels as they are", "keep"),
 )
 
-
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
     done = int(transaction.get("sent_image_count") or 0) + int(transaction.get("failed_image_count") or 0)
     status = str(transaction.get("status", ""))
@@ -145,7 +144,7 @@ class Sender(widgets.VBox):
                 selection = self.client.select(list(selection))
         self._selection = selection
         count = len(selection.series_ids) if selection is not None else 0
-        self.selection_label.value = f"{count} series to send" if count else "nothing selected"
+        self.selection_label.value = f"{count} series to send" if count else "No series chosen to send yet"
         self._inputs_changed(None)
 
     @property

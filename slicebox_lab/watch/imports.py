@@ -79,17 +79,18 @@ class ImportSessions:
         self.context = context
         self.index = context.index
 
-    def create(self, name: Any, user: str) -> tuple[ImportSession, bool]:
+    def create(self, name: Any, user: str, former_names: tuple[str, ...] = ()) -> tuple[ImportSession, bool]:
         """(session, created): the caller's session of that name, made if new.
 
-        The same name owned by another user is refused (Slicebox: 400).
+        The same name owned by another user is refused (Slicebox: 400). ``former_names``: names the
+        caller's sessions were stored under before (the server's owner was once ``anonymous``).
         """
         name = checked_name(name)
         now = datetime.now(UTC)
         with self.index.writing() as conn:
             named = rows.sessions_named(conn, name)
             for existing in named:
-                if existing.user == user:
+                if existing.user == user or existing.user in former_names:
                     return existing, False
             if named:
                 raise InvalidInput(f"an import session named {name!r} already exists and belongs to another user")

@@ -128,6 +128,8 @@ def test_frames_hold_what_the_rest_api_holds(node: NodeProcess, sbx: SliceboxCli
 
     flat = sbx.flat_series()
     rest_flat = _rest(node, "metadata/flatseries")
+    owner = sbx.current_user()["user"]  # the token holder: the server's owner, by name
+    assert owner != "anonymous"
     assert list(flat["series_id"]) == [r["id"] for r in rest_flat] == list(flat["id"])
     for row, r in zip(_records(flat), rest_flat, strict=True):
         assert row["patient_id"] == r["patient"]["id"] and row["study_id"] == r["study"]["id"]
@@ -135,7 +137,7 @@ def test_frames_hold_what_the_rest_api_holds(node: NodeProcess, sbx: SliceboxCli
             for key, value in r[part].items():
                 if key != "id":
                     assert row[key] == value, key
-        assert row["source"] == "user:anonymous"
+        assert row["source"] == f"user:{owner}"
         assert row["tags"] == [] and row["series_types"] == []
     # paging, ordering and the substring filter are the node's
     assert list(sbx.flat_series(limit=2, order_by="id", ascending=False)["id"]) == sorted(flat["id"])[::-1][:2]

@@ -53,21 +53,29 @@ class LabProcess(NodeProcess):
     root_dir: Path = Path()
 
 
-def start_lab(work_dir: Path, token: str = "lab-test-token") -> LabProcess:
-    """`jupyter lab` with the slicebox extension, its data, config, settings and runtime all under ``work_dir``."""
+def start_lab(
+    work_dir: Path,
+    token: str = "lab-test-token",
+    *,
+    app: str = "lab",
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    enable_extension: bool = True,
+) -> LabProcess:
+    """`jupyter lab` (or ``app="notebook"``: Notebook 7) with the slicebox extension, its data, config, settings
+    and runtime all under ``work_dir``. ``command``/``env``: another installation's (tests/e2e/wheelenv.py);
+    ``enable_extension=False``: only as that installation enables it (the wheel's own config does)."""
     root = work_dir / "notebooks"
     root.mkdir(parents=True, exist_ok=True)
     config = work_dir / "config"
     config.mkdir(exist_ok=True)
-    # the extension explicitly on (CI's editable install may lack the shared-data file); no news, no update check
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps(
-            {
-                "ServerApp": {"jpserver_extensions": {"slicebox_lab": True}},
-                "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
-            }
-        )
-    )
+    # no news, no update check
+    settings: dict[str, Any] = {
+        "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
+    }
+    if enable_extension:  # explicitly on: CI's editable install may lack the shared-data file
+        settings["ServerApp"] = {"jpserver_extensions": {"slicebox_lab": True}}
+    (config / "jupyter_server_config.json").write_text(json.dumps(settings))
     # no "get Jupyter news?" toast over the notebook, and no news fetched
     notification = work_dir / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True, exist_ok=True)
@@ -76,16 +84,18 @@ def start_lab(work_dir: Path, token: str = "lab-test-token") -> LabProcess:
     log_path = work_dir / "lab.log"
     port = free_port()
     env = dict(
-        os.environ,
+        os.environ if env is None else env,
         JUPYTER_CONFIG_DIR=str(config),
         JUPYTER_RUNTIME_DIR=str(runtime),  # the kernels inherit it: slicebox_lab.connect() finds this server
         JUPYTERLAB_SETTINGS_DIR=str(work_dir / "lab-settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(work_dir / "lab-workspaces"),
         PYTHONUNBUFFERED="1",
     )
-    exe = shutil.which("jupyter-lab")
-    cmd = [exe] if exe else [sys.executable, "-m", "jupyterlab"]
-    cmd += [
+    if command is None:
+        exe = shutil.which(f"jupyter-{app}")
+        command = [exe] if exe else [sys.executable, "-m", {"lab": "jupyterlab"}.get(app, app)]
+    cmd = [
+        *command,
         "--ip=127.0.0.1",
         f"--port={port}",
         "--no-browser",
@@ -100,7 +110,7 @@ def start_lab(work_dir: Path, token: str = "lab-test-token") -> LabProcess:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited: {log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"jupyter {app} exited: {log_path.read_text()[-3000:]}")
         try:
             if lab.session().get(lab.api + "/system/health", timeout=5).status_code == 200:
                 return lab
@@ -108,7 +118,7 @@ def start_lab(work_dir: Path, token: str = "lab-test-token") -> LabProcess:
             pass
         time.sleep(0.2)
     lab.stop()
-    raise RuntimeError(f"jupyter lab did not start in 90 s: {log_path.read_text()[-3000:]}")
+    raise RuntimeError(f"jupyter {app} did not start in 90 s: {log_path.read_text()[-3000:]}")
 
 
 def phantom_series(n: int, size: int, *, reverse_instances: bool = False, **attributes: Any) -> list[bytes]:

@@ -89,7 +89,10 @@ def test_browse_view_scroll_and_window_in_jupyterlab(lab: LabProcess):
         output = page.locator(".jp-Cell").nth(0).locator(".jp-OutputArea-output").first
         output.wait_for(timeout=60_000)
         assert "Lab^Viewer" in output.inner_text()
-        page.wait_for_selector(f"{VIEWER} canvas", timeout=60_000)
+        # no series chosen yet: the stage says so in page text, the canvas waits hidden
+        placeholder = page.locator(f"{VIEWER} .sbx-placeholder")
+        placeholder.wait_for(timeout=60_000)
+        assert "Tick a series" in placeholder.inner_text()
         shoot(page, "1-browser")
 
         # pick the series in the browser's series table: the checkbox of its row

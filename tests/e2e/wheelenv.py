@@ -1,21 +1,23 @@
 """The package as a user gets it: a wheel built from this checkout, installed in a fresh venv outside it.
 
 Why: a node run from the checkout finds notebooks/, server_extension/ and widgets/ beside the code,
-so it cannot show that the wheel ships them.  The venv sees the machine's site-packages (the
-dependencies, already installed) but the package only from the wheel; ``jupyter slicebox`` then runs
-from a folder under /tmp with no ``PYTHONPATH``, so nothing of the checkout can leak in.
+so it cannot show that the wheel ships them.  The venv is a new one, without the machine's
+site-packages: ``pip install <wheel>`` resolves the package's own dependency pins there, as it does for
+a user (so the browser tests see the Voila, ipywidgets and jupyterlab_widgets the pins choose, whatever
+this machine has installed), plus JupyterLab and Notebook 7 as the test extra names them (the dashboards
+must work inside both).  Everything the venv has comes from PyPI (or pip's cache), nothing from the
+checkout: ``jupyter slicebox`` then runs from a folder under /tmp with no ``PYTHONPATH``.
 
-Jupyter finds data files (Voila's templates, the widget labextensions, kernels) under ``sys.prefix``,
-which is the venv's: the dependencies' files are linked in from the base prefix where they were
-installed, as ``pip install`` would have put them in a venv of their own; the wheel's own files
-(``etc/jupyter``, the Voila template) are the wheel's, never linked over.
+Built and installed once per test session (tests/e2e/conftest.py): about a minute with a warm pip cache.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import venv
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,35 +62,28 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
-def _link_missing(source: Path, target: Path) -> None:
-    """Link every entry of ``source`` that ``target`` lacks; where both have a folder, look inside."""
-    if not source.is_dir():
-        return
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in source.iterdir():
-        there = target / entry.name
-        if there.is_dir() and entry.is_dir() and not there.is_symlink():
-            _link_missing(entry, there)
-        elif not there.exists() and not there.is_symlink():
-            there.symlink_to(entry)
+def _requirements_of_the_test_extra(*names: str) -> list[str]:
+    """The test extra's requirement strings for these distributions (e.g. ``jupyterlab>=4``): one source of versions."""
+    extra = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    chosen = [r for r in extra if re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() in names]
+    assert len(chosen) == len(names), (names, chosen)
+    return chosen
 
 
 def install(work: Path) -> Installed:
     wheel = build_wheel(work / "dist")
     env_dir = work / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(env_dir)
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
     python = env_dir / "bin" / "python"
+    extras = _requirements_of_the_test_extra("jupyterlab", "notebook")
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(wheel), *extras],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     if done.returncode != 0:
         raise RuntimeError(f"installing the wheel failed:\n{done.stdout}\n{done.stderr}")
-    base = Path(sys.base_prefix if sys.prefix == sys.base_prefix else sys.prefix)
-    for folder in ("share/jupyter", "etc/jupyter"):
-        _link_missing(base / folder, env_dir / folder)
     installed = Installed(env_dir, wheel)
     check = installed.run("-c", "import slicebox_lab; print(slicebox_lab.__file__)", cwd=work)
     where = Path(check.stdout.strip())

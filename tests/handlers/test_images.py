@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -155,8 +157,10 @@ async def test_same_image_uploaded_concurrently_is_stored_once(api, node_dir: Pa
 
 
 async def test_token_uploads_share_one_user_source(api):
-    """jupyter_server invents a random user per cookie-less token request; they are one source."""
+    """jupyter_server invents a random user per cookie-less token request; they are one source, named after
+    the server's owner (by default $JUPYTERHUB_USER, else the login name: tests/handlers/test_owner_name.py)."""
     for n in range(3):
         assert (await upload(api, ct_bytes(PatientID=f"S{n}"))).code == 201
     sources = body_json(await api("sources"))
-    assert [(s["source_type"], s["source_name"]) for s in sources] == [("user", "anonymous")]
+    owner = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    assert [(s["source_type"], s["source_name"]) for s in sources] == [("user", owner)]

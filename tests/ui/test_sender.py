@@ -100,7 +100,7 @@ def test_send_to_an_scu_follows_the_job(pair: dict[str, Any]):
     scp = client_b.add_scp("ui-scp", "UISCP", 0)
     scu = client_a.add_scu("b-scp", "UISCP", "127.0.0.1", int(scp["port"]))
     sender = Sender(client_a)
-    assert sender.selection_label.value == "nothing selected" and sender.send_button.disabled
+    assert sender.selection_label.value == "No series chosen to send yet" and sender.send_button.disabled
     browser = Browser(client_a)
     sender.set_selection(browser)  # follows the browser from now on
     browser.select([pair["series_id"]])
