@@ -490,8 +490,8 @@ def _recognize(
     best: tuple[str, float] | None = None
     images = (_line_image(view, area, bright, margin, scale) for view in views)
     for image in itertools.chain(images, [None]):
-        if image is None:  # none read as text: the frame binarized after a median (text on speckle or noise)
-            if best is not None:
+        if image is None:  # none read as text: the frame binarized after a median (text on speckle or noise),
+            if best is not None or glyphs < 3:  # for lines of three glyphs or more (two are mostly speckle)
                 break
             image = _binarized(_line_image(views[0], area, bright, margin, scale))
         api.SetImage(image)

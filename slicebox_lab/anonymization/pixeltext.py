@@ -68,11 +68,12 @@ _HOW_TO_SEND = (
 
 
 def mask_rectangle(box: ocr.TextBox) -> Rectangle:
-    """The rectangle that blacks out ``box``: padded by a quarter of its height (at least 2 pixels), so
-    the anti-aliased edges of its glyphs go too."""
-    pad = max(2, box.height // 4)
-    x, y = max(0, box.x - pad), max(0, box.y - pad)
-    return Rectangle(x, y, box.x + box.width + pad - x, box.y + box.height + pad - y)
+    """The rectangle that blacks out ``box``: padded by a quarter of its height above and below (at least 2
+    pixels), so the anti-aliased edges of its glyphs go too, and by half its height (at least 3) at its
+    ends, where the first and last letters' serifs and fringes are fainter than their stems."""
+    pad, end = max(2, box.height // 4), max(3, box.height // 2)
+    x, y = max(0, box.x - end), max(0, box.y - pad)
+    return Rectangle(x, y, box.x + box.width + end - x, box.y + box.height + pad - y)
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ def test_every_image_is_read_when_the_node_scans_all():
 def test_the_mask_of_a_box_is_padded():
     box = ocr.TextBox(1, 1, 30, 100, 20, "x", 90.0)
     rectangle = mask_rectangle(box)
-    assert (rectangle.x, rectangle.y, rectangle.width, rectangle.height) == (0, 25, 106, 30)
+    assert (rectangle.x, rectangle.y, rectangle.width, rectangle.height) == (0, 25, 111, 30)
 
 
 # ------------------------------------------------------------------------------------------- without Tesseract
