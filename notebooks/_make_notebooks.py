@@ -34,8 +34,11 @@ def md(text: str) -> nbformat.NotebookNode:
     return new_markdown_cell(text.strip("\n"))
 
 
-def code(text: str) -> nbformat.NotebookNode:
-    return new_code_cell(text.strip("\n"))
+def code(text: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
 
 
 TUTORIALS: dict[str, list[nbformat.NotebookNode]] = {}
@@ -401,6 +404,103 @@ chosen.untag("training-set")
 sbx.delete_series_type(int(ct_body["id"]))"""),
 ]
 
+TUTORIALS["06-writing-an-app"] = [
+    md("""
+# 6 · Writing an app: your code on every series, results back as DICOM
+
+An *app* is a Python function (or a notebook) that the node runs on series: on demand, on a cohort, or
+by itself on every new series of a type once it is complete. It gets the series as files, a volume and a
+DataFrame, and hands back plain values, DICOM datasets (a Segmentation, a Structured Report, ...) or both;
+DICOM results are stored in the same study, with the app as their source, and are classified and
+forwarded like any other image.
+
+**An app is code that runs with the server's rights**: it can read every image and file the server can.
+Only administrators register apps (a USER lists and runs them); read an app before you register it.
+"""),
+    code(CONNECT),
+    code(ENSURE_SAMPLE),
+    md("""
+## 1. Write a function
+
+`inputs` is an `AppInputs`: `inputs.volume()` (the series as a numpy volume in Hounsfield units, sorted
+along the slice normal), `inputs.series` (a DataFrame of its attributes), `inputs.datasets()` (pydicom),
+`inputs.files` (paths), `inputs.log` (what it logs is kept with the run). Parameters are keyword arguments
+with defaults. Import what the function needs inside it: the node runs it in a process of its own.
+"""),
+    code("""
+def lung_share(inputs, lung_hu=-400.0):
+    \"\"\"The share of the body's voxels darker than lung_hu: a plain value, no DICOM.\"\"\"
+    volume = inputs.volume()
+    body = volume.array > -500
+    lungs = (volume.array > -950) & (volume.array < lung_hu)
+    inputs.log.info("%d slices of %s", volume.array.shape[0], inputs.series.PatientName[0])
+    return {"slices": int(volume.array.shape[0]), "lung_share": round(float(lungs.sum() / max(body.sum(), 1)), 3)}"""),
+    md("""
+## 2. Register it
+
+`register_app` sends the function's source to the node. `series_types=["CT"]` would run it by itself on
+every CT series once no image has arrived for `stable_seconds` (30 s by default, a trait of the node);
+without it, the app runs when asked.
+"""),
+    code("""
+for name in ("lung-share", "body-and-lungs"):  # this tutorial run again: register afresh
+    if name in set(sbx.apps()["name"]):
+        sbx.delete_app(name)
+sbx.register_app("lung-share", lung_share, version="1", parameters={"lung_hu": -400.0})
+sbx.apps()[["name", "version", "kind", "level", "enabled", "parameters"]]"""),
+    md("## 3. Send it a series, see the result"),
+    code("""
+ct = sbx.flat_series(PatientName="Andersson^Anna", Modality="CT")
+ct_series_id = int(ct.series_id[0])
+job = sbx.run_app("lung-share", [ct_series_id], wait=True, progress=False)
+run = sbx.app_run(job["result"]["run_ids"][-1])  # the job's run on the series
+job["state"], run["values"]"""),
+    md("Every run is kept with its provenance: app and version, parameters, the series and SOP instances it ran on, "
+       "start, end, state, log, outputs."),
+    code("""
+runs = sbx.app_runs("lung-share")
+print(sbx.app_run(int(runs.id[0]))["log"])
+runs[["app", "version", "subject_id", "state", "started", "finished", "values"]]"""),
+    md("""
+## 4. A DICOM result: the example app
+
+`slicebox_lab.apps.examples.body_and_lungs` finds the body and the lungs of a CT by thresholds and returns
+a DICOM Segmentation made with highdicom. Registered by its name (`module:function`), it runs like the
+function above; its SEG lands in the CT's study with source `app:body-and-lungs`.
+"""),
+    code("""
+sbx.register_app("body-and-lungs", "slicebox_lab.apps.examples.body_and_lungs:segment", version="1.0")
+job = sbx.run_app("body-and-lungs", [ct_series_id], wait=True, progress=False)
+(output,) = sbx.app_run(job["result"]["run_ids"][-1])["outputs"]
+seg_series_id = output["series_id"]
+sbx.source_of(seg_series_id)"""),
+    md("The Viewer draws the segmentation over the CT (tick *segmentation* to hide it, drag *opacity*):"),
+    code("""
+from slicebox_lab.ui import Viewer
+
+Viewer(sbx, series_id=ct_series_id)"""),
+    md("""
+## 5. A cohort, and what else an app can be
+
+`run_app` takes a list of series, a DataFrame of series or a flat-series query: one job, with progress per
+series, that can be cancelled and resumed (series already done are not run again).
+
+An app can also be a notebook: the node runs it headless with papermill (the cell tagged `parameters` gets
+`files`, `series`, `output_dir` and the app's parameters; DICOM files left in `output_dir` are the results),
+and keeps the executed notebook with the run (`sbx.app_run_notebook(run_id)`). The example ships as one:
+`sbx.register_app("body-and-lungs-notebook", notebook="body_and_lungs.ipynb", series_types=["CT"])`.
+The *App runs* dashboard lists the runs and opens their results.
+"""),
+    code("""
+cohort = sbx.flat_series(Modality="CT")
+job = sbx.run_app("lung-share", cohort, wait=True, progress=False)
+job["progress_done"], job["progress_total"], job["state"]"""),
+    md("## Clean up (the runs and the segmentation stay, with the apps' names and versions)"),
+    code("""
+sbx.delete_app("lung-share")
+sbx.delete_app("body-and-lungs")"""),
+]
+
 # ---------------------------------------------------------------------------------------- dashboards
 
 DASHBOARD_CONNECT = """\
@@ -571,6 +671,183 @@ if sbx is not None:
 ]
 
 
+DASHBOARDS["app-runs"] = [
+    md("# App runs\n\nWhat the node's apps ran, on which patient's series, how it went, and their results."),
+    code(DASHBOARD_CONNECT),
+    code("""
+import pandas as pd
+
+from slicebox_lab.ui import Viewer
+from slicebox_lab.ui.present import human_time, table
+
+status = widgets.HTML()
+runs_panel = widgets.HTML()
+refresh = widgets.Button(description="Refresh", icon="refresh")
+results = widgets.Dropdown(description="Result", options=[], layout=widgets.Layout(width="38em"))
+open_result = widgets.Button(description="Open the result", icon="eye", disabled=True)
+detail = widgets.HTML()
+viewer = Viewer(sbx) if sbx is not None else None
+if viewer is not None:
+    viewer.layout.display = "none"  # until a result is opened
+
+
+def took(run):
+    if pd.isna(run["started"]) or pd.isna(run["finished"]) or not run["finished"]:
+        return ""
+    seconds = (pd.Timestamp(run["finished"]) - pd.Timestamp(run["started"])).total_seconds()
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def result_of(run):
+    outputs = run["outputs"] or []
+    if outputs:
+        return f"{len(outputs)} DICOM object{'s' if len(outputs) != 1 else ''} stored"
+    values = run["values"] or {}
+    if values:
+        return ", ".join(f"{str(k).replace('_', ' ')}: {v}" for k, v in values.items())
+    return str(run["error"]).splitlines()[0][:200] if isinstance(run["error"], str) and run["error"] else ""
+
+
+def show(_=None):
+    if sbx is None:
+        return
+    try:
+        runs = sbx.app_runs(limit=100)
+        series = sbx.flat_series(details=False)
+    except ClientError as e:
+        status.value = problem(f"The node answered: {e.message}").value
+        return
+    names = {int(r.series_id): f"{r.PatientName} · {r.Modality} {r.SeriesDescription or ''}".strip()
+             for r in series.itertuples()}
+    rows, choices = [], []
+    for run in runs.to_dict("records"):
+        on = names.get(int(run["subject_id"]), f"series {run['subject_id']} (deleted)") \\
+            if run["level"] == "series" else f"study {run['subject_id']}"
+        rows.append({"app": f"{run['app']} {run['version']}", "on": on, "state": run["state"],
+                     "trigger": "new series" if run["trigger"] == "stable" else run["trigger"],
+                     "started": run["started"], "took": took(run), "result": result_of(run)})
+        for output in run["outputs"] or []:
+            if int(output["series_id"]) in names:
+                choices.append((f"{run['app']} on {on} · {human_time(run['started'])}", int(output["series_id"])))
+    count = "1 run" if len(runs) == 1 else f"{len(runs)} runs"
+    failed = int((runs["state"] == "FAILED").sum()) if len(runs) else 0
+    status.value = f"<b>{count}</b>" + (f", {failed} failed" if failed else "")
+    runs_panel.value = "<h3>Runs, newest first</h3>" + table(
+        rows, ["app", "on", "state", "trigger", "started", "took", "result"],
+        labels={"app": "App", "on": "Ran on", "trigger": "Why", "took": "Took", "result": "Result"},
+        empty="No app has run on this node yet. An administrator registers one "
+              "(tutorial 06, writing an app); its runs appear here.")
+    results.options = choices
+    if choices:
+        results.value = choices[0][1]  # the newest result is chosen
+    open_result.disabled = not choices
+    if not choices:
+        detail.value = "<p class='sbx-empty' style='color:#52606d'>No stored result to open yet.</p>"
+    else:
+        detail.value = ""
+
+
+def show_result(_=None):
+    if results.value is not None:
+        viewer.layout.display = None
+        viewer.show(results.value)  # a segmentation: its series, with the segmentation drawn over it
+
+
+refresh.on_click(show)
+open_result.on_click(show_result)
+show()
+if sbx is not None:
+    status.layout.margin = "0 0 0 12px"  # ipywidgets' Layout has no gap
+    display(widgets.VBox([widgets.HBox([refresh, status], layout=widgets.Layout(align_items="center")),
+                          runs_panel, widgets.HBox([results, open_result]), detail, viewer]))"""),
+]
+
+
+# ---------------------------------------------------------------------------------------- example app
+
+#: the notebook version of the example app (slicebox_lab/apps/examples/body_and_lungs.py), shipped in the package
+EXAMPLE_APP = [
+    md("""
+# Body and lungs (notebook app)
+
+The node runs this notebook headless (papermill) on each CT series it is registered for, with the cell
+tagged `parameters` replaced: `files` (the series' DICOM files), `series` (its attributes), `output_dir`
+(where DICOM results go), `app_name`, `app_version`, and the app's own parameters. The executed notebook,
+with its figures, is kept with the run.
+"""),
+    code("""
+# parameters (replaced by the node for each run)
+files = []
+series = []
+output_dir = "."
+app_name = "body-and-lungs-notebook"
+app_version = "1"
+body_hu = -500.0
+lung_hu = -400.0""", tags=["parameters"]),
+    code("""
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from slicebox_lab.apps.examples.body_and_lungs import masks
+
+images = [pydicom.dcmread(f) for f in files]
+normal = np.cross(*np.array(images[0].ImageOrientationPatient, dtype=float).reshape(2, 3))
+images.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal)))
+for ds in images:  # type 2 attributes a Segmentation copies: empty when the CT lacks them
+    for keyword in ("StudyTime", "StudyDate", "ReferringPhysicianName", "AccessionNumber", "StudyID"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+hu = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in images])
+body, lungs = masks(hu, body_hu, lung_hu)
+print(f"{len(images)} slices of {series[0]['PatientName'] if series else '?'}: "
+      f"body {int(body.sum())} voxels, lungs {int(lungs.sum())} voxels")"""),
+    code("""
+import matplotlib.pyplot as plt
+
+middle = len(images) // 2
+plt.imshow(hu[middle], cmap="gray", vmin=-1000, vmax=400)
+plt.contour(body[middle], colors="yellow", linewidths=0.8)
+plt.contour(lungs[middle], colors="cyan", linewidths=0.8)
+plt.title("body (yellow) and lungs (cyan), middle slice")
+plt.axis("off");"""),
+    code("""
+import hashlib
+
+import highdicom as hd
+from pydicom.sr.codedict import codes
+
+
+def uid(*parts):
+    # the same run again gives the same UIDs: its result replaces the earlier one
+    text = "|".join([app_name, app_version, *(s["SeriesInstanceUID"] for s in series), *map(str, parts)])
+    return "2.25." + str(int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big"))
+
+
+algorithm = hd.AlgorithmIdentificationSequence(name=app_name, version=app_version,
+                                               family=codes.cid7162.ArtificialIntelligence)
+segments = [
+    hd.seg.SegmentDescription(
+        segment_number=n, segment_label=label, segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm)
+    for n, label, kind in ((1, "Body", codes.SCT.EntireBody), (2, "Lungs", codes.SCT.Lung))
+]
+seg = hd.seg.Segmentation(
+    source_images=images, pixel_array=np.stack([body, lungs], axis=-1).astype(np.uint8),
+    segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
+    series_instance_uid=uid("series"), series_number=901, sop_instance_uid=uid("instance"), instance_number=1,
+    manufacturer="slicebox_lab", manufacturer_model_name=app_name, software_versions=app_version,
+    device_serial_number="1", series_description=f"{app_name} {app_version}: body and lungs",
+)
+seg.save_as(Path(output_dir) / "body-and-lungs.dcm")
+values = {"body_voxels": int(body.sum()), "lungs_voxels": int(lungs.sum())}
+(Path(output_dir) / "values.json").write_text(json.dumps(values))"""),
+]
+
+
 def write(folder: Path, name: str, cells: list[nbformat.NotebookNode]) -> Path:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -587,6 +864,7 @@ def main() -> None:
         print(write(HERE, name, cells))
     for name, cells in DASHBOARDS.items():
         print(write(HERE / "dashboards", name, cells))
+    print(write(HERE.parent / "slicebox_lab" / "apps" / "examples", "body_and_lungs", EXAMPLE_APP))
 
 
 if __name__ == "__main__":

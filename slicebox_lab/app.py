@@ -13,6 +13,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth.identity import IdentityProvider
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets import Dict as DictTrait
 
@@ -27,7 +28,7 @@ from .model import SOURCE_TYPES
 from .server.asyncio_bridge import run_blocking, shutdown
 from .server.auth import SliceboxAuthorizer, SliceboxIdentityProvider
 from .server.memory import tune_malloc
-from .server.services import Service, register_job_runners, start_services, stop_services
+from .server.services import Service, register_job_runners, service_factories, start_services, stop_services
 from .workers.pool import default_workers
 
 
@@ -260,6 +261,31 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         ),
     ).tag(config=True)
 
+    stable_seconds = Float(
+        30.0,
+        help=(
+            "Seconds without a new image after which a series (or study) counts as stable and the apps of its "
+            "type run on it (as Orthanc's StableAge), whatever the source."
+        ),
+    ).tag(config=True)
+
+    app_executor = AnyTrait(
+        "local",
+        help=(
+            "Where app runs execute: 'local' (worker processes of this node, app_workers of them), "
+            "'dask://host:port' (a Dask scheduler; its workers must see the storage folder), or a "
+            "distributed.Client. An app is code that runs with the node's rights: only administrators register it."
+        ),
+    ).tag(config=True)
+
+    app_workers = Int(
+        1,
+        help=(
+            "Worker processes for app runs (a pool of their own: long runs never hold up the ingest's workers), "
+            "and runs at once on any executor. 0 runs apps in the server process (debugging)."
+        ),
+    ).tag(config=True)
+
     audit: AuditTrail | None = None
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
@@ -342,10 +368,36 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
                 ", ".join(self.context.other_servers),
             )
         else:
-            self.services = start_services(self.context)
+            self.services = start_services(self.context, self._service_factories())
         self.settings["slicebox_services"] = tuple(self.services)
         self.context.announce_reindexed()  # images a power cut had left without rows, now that forwarding listens
         self.log.info("slicebox: data in %s, index %s", self.data_dir, self.context.index.engine.url)
+
+    def _service_factories(self) -> list[Any]:
+        """The node's services, the apps service built with this app's settings."""
+        from .apps.executors import executor_for
+        from .apps.service import AppService, apps_service_factory
+
+        def apps(context: SliceboxContext) -> AppService:
+            executor = executor_for(self.app_executor, self.app_workers)
+            return AppService(
+                context, executor, self.stable_seconds, secrets=self._secrets, lanes=max(1, self.app_workers)
+            )
+
+        return [apps if factory is apps_service_factory else factory for factory in service_factories()]
+
+    def _secrets(self) -> list[str]:
+        """What no app run may hand back: the server's token, and credentials in the server's environment."""
+        import re
+
+        found = []
+        serverapp = self.serverapp
+        token = getattr(getattr(serverapp, "identity_provider", None), "token", "") if serverapp else ""
+        if token:
+            found.append(str(token))
+        credential = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY", re.IGNORECASE)
+        found += [v for k, v in os.environ.items() if credential.search(k) and len(v) >= 8]
+        return found
 
     def _stop_cleanly_on_sigint(self) -> None:
         """SIGINT stops the server as SIGTERM does, through stop_extension (the next start then needs no repair).

@@ -65,8 +65,9 @@ SERIES_ATTRIBUTES: tuple[str, ...] = (
 )
 IMAGE_ATTRIBUTES: tuple[str, ...] = ("SOPInstanceUID", "SOPClassUID", "ImageType", "InstanceNumber")
 
-#: Source types, as in Slicebox (``directory`` is a watched folder).
-SOURCE_TYPES: tuple[str, ...] = ("user", "import", "scp", "directory", "box", "unknown")
+#: Source types, as in Slicebox (``directory`` is a watched folder; ``app`` the results of a registered app,
+#: ``apps/``, named ``app:<name>``).
+SOURCE_TYPES: tuple[str, ...] = ("user", "import", "scp", "directory", "box", "app", "unknown")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ SERVICES = frozenset(
         "slicebox_lab.box.service",
         "slicebox_lab.routing.forwarding",
         "slicebox_lab.organize.seriestypes",
+        "slicebox_lab.apps.service",
         "slicebox_lab.server.services",
     }
 )
@@ -46,7 +47,9 @@ class Part:
     only_internal: tuple[str, ...] | None = None
 
 
-_DOMAIN = ("storage", "index", "dicom", "anonymization", "net", "dicomweb", "watch", "box", "routing", "organize")
+_DOMAIN = (
+    "storage", "index", "dicom", "anonymization", "net", "dicomweb", "watch", "box", "routing", "organize", "apps",
+)  # fmt: skip
 PARTS = (
     Part("core", ("__init__", "_version", "errors", "events", "model", "context"), SERVER_SIDE),
     Part("jobs", ("jobs",), SERVER_SIDE),

@@ -5,16 +5,22 @@
 // through a window/level lookup table. Scrolling (wheel, slider, keys), window/level (drag, presets)
 // and zoom never ask the kernel or the server for pixels.
 //
+// A segmentation (an app's SEG) arrives the same way: one uint8 label map (segment numbers, 0 none) per
+// slice, keyed by the slice's image id and frame; it is blended over the slice in the segments' colours
+// (toggle, opacity, choice of SEG in the toolbar).
+//
 // For tests and benchmarks the root element carries data-draw-count, data-drawn-index,
-// data-drawn-at (performance.now() of the last draw), data-drawn-window and data-loaded.
+// data-drawn-at (performance.now() of the last draw), data-drawn-window, data-loaded, and
+// data-overlay-pixels (pixels coloured by the overlay in the last draw) and data-overlay-id.
 
-const states = new Map(); // model uid -> {generation, slices: Map(index -> slice), views: Set}
+// model uid -> {generation, slices: Map(index -> slice), overlays: Map("image:frame" -> labels), overlayId, views}
+const states = new Map();
 
 function stateOf(model) {
   const uid = model.get("_uid");
   let state = states.get(uid);
   if (!state) {
-    state = { generation: model.get("generation"), slices: new Map(), views: new Set() };
+    state = { generation: model.get("generation"), slices: new Map(), overlays: new Map(), overlayId: null, views: new Set() };
     states.set(uid, state);
   }
   return state;
@@ -40,6 +46,7 @@ function onMessage(model, state, msg, buffers) {
   if (state.generation !== msg.generation) {
     state.generation = msg.generation;
     state.slices.clear();
+    state.overlays.clear();
   }
   if (msg.type === "slice") {
     state.slices.set(msg.index, {
@@ -47,6 +54,14 @@ function onMessage(model, state, msg, buffers) {
       imageId: msg.image_id, frame: msg.frame, data: typed(msg.dtype, toArrayBuffer(buffers[0])),
     });
     for (const view of state.views) view.sliceArrived(msg.index);
+  } else if (msg.type === "overlay") {
+    if (msg.overlay !== model.get("overlay_series_id")) return;
+    if (state.overlayId !== msg.overlay) {
+      state.overlays.clear();
+      state.overlayId = msg.overlay;
+    }
+    state.overlays.set(`${msg.image_id}:${msg.frame}`, new Uint8Array(toArrayBuffer(buffers[0])));
+    for (const view of state.views) view.overlayArrived(msg.image_id, msg.frame);
   } else if (msg.type === "order") {
     const old = state.slices;
     state.slices = new Map();
@@ -61,14 +76,22 @@ function initialize({ model }) {
   const reset = () => {
     state.generation = model.get("generation");
     state.slices.clear();
+    state.overlays.clear();
+    for (const view of state.views) view.redraw();
+  };
+  const overlayChanged = () => {
+    state.overlays.clear();
+    state.overlayId = null;
     for (const view of state.views) view.redraw();
   };
   model.on("msg:custom", handler);
   model.on("change:generation", reset);
+  model.on("change:overlay_series_id", overlayChanged);
   model.send({ type: "ready" });
   return () => {
     model.off("msg:custom", handler);
     model.off("change:generation", reset);
+    model.off("change:overlay_series_id", overlayChanged);
     states.delete(model.get("_uid"));
   };
 }
@@ -116,6 +139,31 @@ function paint(slice, center, width, imageData) {
   }
 }
 
+// "#rrggbb" of each segment number (index = segment number), from the model's overlay_segments
+function segmentColors(segments) {
+  const colors = [];
+  for (const s of segments || []) {
+    const hex = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(s.color || "");
+    if (hex && s.number > 0 && s.number < 256) colors[s.number] = hex.slice(1).map((h) => parseInt(h, 16));
+  }
+  return colors;
+}
+
+// Blend the label map over the painted slice: each labelled pixel moves towards its segment's colour.
+function blend(imageData, labels, colors, alpha) {
+  const px = imageData.data;
+  let count = 0;
+  for (let i = 0, j = 0; i < labels.length; i++, j += 4) {
+    const color = labels[i] ? colors[labels[i]] : undefined;
+    if (!color) continue;
+    px[j] += (color[0] - px[j]) * alpha;
+    px[j + 1] += (color[1] - px[j + 1]) * alpha;
+    px[j + 2] += (color[2] - px[j + 2]) * alpha;
+    count++;
+  }
+  return count;
+}
+
 function element(tag, className, parent, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -142,6 +190,21 @@ function render({ model, el }) {
   const zoomFit = element("button", "sbx-zoom-fit", zoomBar, "fit");
   const zoomIn = element("button", "sbx-zoom-in", zoomBar, "+");
   zoomOut.title = "zoom out"; zoomIn.title = "zoom in"; zoomFit.title = "fit";
+  // the segmentation over the series: which one, shown or not, how opaque, its segments' colours
+  const overlayBar = element("span", "sbx-overlay", toolbar);
+  const overlayToggleLabel = element("label", "sbx-overlay-toggle-label", overlayBar);
+  const overlayToggle = element("input", "sbx-overlay-toggle", overlayToggleLabel);
+  overlayToggle.type = "checkbox";
+  element("span", "", overlayToggleLabel, "segmentation");
+  const overlaySelect = element("select", "sbx-overlay-select", overlayBar);
+  overlaySelect.title = "segmentation drawn over the images";
+  const opacityLabel = element("label", "sbx-overlay-opacity-label", overlayBar, "opacity ");
+  const overlayOpacity = element("input", "sbx-overlay-opacity", opacityLabel);
+  overlayOpacity.type = "range";
+  overlayOpacity.min = "0";
+  overlayOpacity.max = "100";
+  const overlayLegend = element("span", "sbx-overlay-legend", overlayBar);
+  const overlayStatus = element("span", "sbx-overlay-status", overlayBar);
 
   const main = element("div", "sbx-main", root);
   const stage = element("div", "sbx-stage", main);
@@ -214,7 +277,15 @@ function render({ model, el }) {
     }
     if (!imageData) imageData = ctx.createImageData(slice.columns, slice.rows);
     paint(slice, center, width, imageData);
+    let overlaid = 0;
+    const labels = model.get("overlay_visible") ? state.overlays.get(`${slice.imageId}:${slice.frame}`) : undefined;
+    if (labels && labels.length === slice.rows * slice.columns) {
+      const alpha = Math.max(0, Math.min(1, model.get("overlay_opacity")));
+      overlaid = blend(imageData, labels, segmentColors(model.get("overlay_segments")), alpha);
+    }
     ctx.putImageData(imageData, 0, 0);
+    root.dataset.overlayPixels = String(overlaid);
+    root.dataset.overlayId = state.overlayId === null ? "" : String(state.overlayId);
     layout();
     root.dataset.drawCount = String(Number(root.dataset.drawCount) + 1);
     root.dataset.drawnIndex = String(index);
@@ -244,6 +315,31 @@ function render({ model, el }) {
       button.title = `center ${center}, width ${width}`;
       button.addEventListener("click", () => { setWindow(center, width); model.save_changes(); });
     }
+  }
+
+  function renderOverlay() {
+    const overlays = model.get("overlays") || [];
+    overlayBar.style.display = overlays.length ? "" : "none";
+    const chosen = model.get("overlay_series_id");
+    overlaySelect.replaceChildren();
+    element("option", "", overlaySelect, "none").value = "";
+    for (const o of overlays) {
+      const option = element("option", "", overlaySelect, o.label);
+      option.value = String(o.series_id);
+    }
+    overlaySelect.value = chosen === null ? "" : String(chosen);
+    overlayToggle.checked = Boolean(model.get("overlay_visible"));
+    overlayOpacity.value = String(Math.round(100 * model.get("overlay_opacity")));
+    overlayLegend.replaceChildren();
+    if (chosen !== null) {
+      for (const s of model.get("overlay_segments") || []) {
+        const chip = element("span", "sbx-overlay-segment", overlayLegend);
+        const swatch = element("span", "sbx-overlay-swatch", chip);
+        swatch.style.background = s.color;
+        element("span", "", chip, s.label);
+      }
+    }
+    overlayStatus.textContent = model.get("overlay_status") || "";
   }
 
   function renderAttributes() {
@@ -315,6 +411,12 @@ function render({ model, el }) {
   zoomOut.addEventListener("click", () => { model.set("zoom", Math.max(0.25, model.get("zoom") * 0.8)); model.save_changes(); });
   zoomFit.addEventListener("click", () => { model.set("zoom", 1); model.save_changes(); });
   filter.addEventListener("input", renderAttributes);
+  overlayToggle.addEventListener("change", () => { model.set("overlay_visible", overlayToggle.checked); model.save_changes(); });
+  overlayOpacity.addEventListener("input", () => { model.set("overlay_opacity", Number(overlayOpacity.value) / 100); model.save_changes(); });
+  overlaySelect.addEventListener("change", () => {
+    model.set("overlay_series_id", overlaySelect.value === "" ? null : Number(overlaySelect.value));
+    model.save_changes();
+  });
 
   const onDraw = () => redraw();
   model.on("change:index", onDraw);
@@ -327,12 +429,22 @@ function render({ model, el }) {
   model.on("change:title", renderStatus);
   model.on("change:presets", renderPresets);
   model.on("change:attributes", renderAttributes);
+  for (const name of ["overlays", "overlay_series_id", "overlay_segments", "overlay_visible", "overlay_opacity", "overlay_status"]) {
+    model.on(`change:${name}`, renderOverlay);
+  }
+  for (const name of ["overlay_series_id", "overlay_segments", "overlay_visible", "overlay_opacity"]) {
+    model.on(`change:${name}`, onDraw);
+  }
 
   view = {
     redraw,
     sliceArrived(index) {
       if (index === model.get("index")) redraw();
       else root.dataset.loaded = String(state.slices.size);
+    },
+    overlayArrived(imageId, frame) {
+      const shown = state.slices.get(model.get("index"));
+      if (shown && shown.imageId === imageId && shown.frame === frame) redraw();
     },
   };
   state.views.add(view);
@@ -342,6 +454,7 @@ function render({ model, el }) {
   renderStatus();
   renderPresets();
   renderAttributes();
+  renderOverlay();
   redraw();
   return () => {
     state.views.delete(view);

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from .anonymization import AnonymizationMixin
+from .apps import AppsMixin
 from .boxes import BoxesMixin
 from .configuration import ConfigurationMixin
 from .errors import NodeUnreachable
@@ -24,7 +22,7 @@ from .jobs import JobsMixin
 from .metadata import MetadataMixin
 from .networking import NetworkingMixin
 from .organizing import OrganizingMixin
-from .selection import Selection, Series
+from .selection import Selection, Series, series_ids_of
 
 __all__ = ["SliceboxClient", "UploadSummary", "connect"]
 
@@ -38,6 +36,7 @@ class SliceboxClient(
     NetworkingMixin,
     ConfigurationMixin,
     JobsMixin,
+    AppsMixin,
 ):
     """A slicebox_lab node over HTTP; see the module docstring of :mod:`slicebox_lab.client`."""
 
@@ -45,25 +44,10 @@ class SliceboxClient(
 
     def select(self, frame_or_series_ids: Any) -> Selection:
         """A selection of series from a DataFrame (``series_id`` or ``id`` column of series) or ids."""
-        return Selection(self, _series_ids_of(frame_or_series_ids))
+        return Selection(self, series_ids_of(frame_or_series_ids))
 
     def series_obj(self, series_id: int) -> Series:
         return Series(self, int(series_id))
-
-
-def _series_ids_of(value: Any) -> list[int]:
-    if isinstance(value, pd.DataFrame):
-        column = "series_id" if "series_id" in value.columns else "id"
-        if column not in value.columns:
-            raise ValueError("the DataFrame needs a series_id or id column of series")
-        ids = [int(i) for i in value[column]]
-    elif isinstance(value, pd.Series):
-        ids = [int(i) for i in value]
-    elif isinstance(value, int | np.integer):
-        ids = [int(value)]
-    else:
-        ids = [int(getattr(i, "id", i)) for i in value]
-    return list(dict.fromkeys(ids))
 
 
 def connect(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState, TransactionStatus
@@ -16,7 +17,7 @@ from .errors import Conflict, NotFound
 from .metadata import FLAT_SERIES_COLUMNS
 from .volume import Volume
 
-__all__ = ["Selection", "SelectionClient", "Series", "Transfer"]
+__all__ = ["Selection", "SelectionClient", "Series", "Transfer", "series_ids_of"]
 
 
 class SelectionClient(Protocol):
@@ -245,3 +246,19 @@ class Selection:
 
     def to_numpy(self, *, progress: bool = False) -> list[Volume]:
         return [self.client.series_volume(i, progress=progress) for i in self.series_ids]
+
+
+def series_ids_of(value: Any) -> list[int]:
+    """Series ids of a DataFrame of series (``series_id`` or ``id``), ids, or objects with an ``id``; once each."""
+    if isinstance(value, pd.DataFrame):
+        column = "series_id" if "series_id" in value.columns else "id"
+        if column not in value.columns:
+            raise ValueError("the DataFrame needs a series_id or id column of series")
+        ids = [int(i) for i in value[column]]
+    elif isinstance(value, pd.Series):
+        ids = [int(i) for i in value]
+    elif isinstance(value, int | np.integer):
+        ids = [int(value)]
+    else:
+        ids = [int(getattr(i, "id", i)) for i in value]
+    return list(dict.fromkeys(ids))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import (
     anonymization,
     anonymization_report,
+    apps,
     boxes,
     dicomweb,
     filtering,
@@ -35,6 +36,7 @@ default_handlers += seriestags.default_handlers
 default_handlers += seriestypes.default_handlers
 default_handlers += users.default_handlers
 default_handlers += dicomweb.default_handlers
+default_handlers += apps.default_handlers
 # the pages for people, the API's own description, then the API's JSON 404 for every other path (last)
 default_handlers += pages.api_handlers + pages.default_handlers + pages.not_found_handlers
 

@@ -589,3 +589,81 @@ audit = sa.Table(
     sa.Index(None, "user"),
     sqlite_autoincrement=True,
 )
+
+# ---------------------------------------------------------------------------------------------- apps
+# Apps (slicebox_lab/apps/): a group's own code, a Python function or a notebook, run on every stable series
+# (or study) of a type, or on demand; every run is recorded with its provenance, its results come back in.
+
+apps = sa.Table(
+    "apps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("version", sa.String(), nullable=False, server_default=""),
+    #: "function" or "notebook"
+    sa.Column("kind", sa.String(), nullable=False),
+    #: "module:function" or "/path/file.py:function" of a function; the entry's name for inline code; a notebook's path
+    sa.Column("target", sa.Text, nullable=False, server_default=""),
+    #: inline Python source or notebook JSON, when the app was registered with its code
+    sa.Column("code", sa.Text, nullable=False, server_default=""),
+    #: JSON: the names of the series types that trigger the app, and a rule (conditions as series types have)
+    sa.Column("series_types", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("rule", sa.Text, nullable=False, server_default="[]"),
+    #: "series" or "study"
+    sa.Column("level", sa.String(), nullable=False, server_default="series"),
+    sa.Column("parameters", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("rerun_on_growth", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="2"),
+    sa.Column("retry_seconds", sa.Float, nullable=False, server_default="10"),
+    sa.Column("timeout_seconds", sa.Float, nullable=True),
+    _timestamp("created"),
+    _timestamp("updated"),
+    sa.UniqueConstraint("name"),
+    sqlite_autoincrement=True,
+)
+
+#: one attempt of an app on one series or study: its provenance, log, outputs and error
+app_runs = sa.Table(
+    "app_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    #: the first job of an on-demand batch (its resumes carry it on), None for a triggered run
+    sa.Column("batch_id", sa.Integer, nullable=True),
+    sa.Column("app_id", sa.Integer, sa.ForeignKey("apps.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("app_name", sa.String(), nullable=False),
+    sa.Column("app_version", sa.String(), nullable=False),
+    sa.Column("level", sa.String(), nullable=False),
+    #: the series (or study) run on
+    sa.Column("subject_id", sa.Integer, nullable=False),
+    #: JSON: the input series ids and SOPInstanceUIDs, the parameters, the outputs and plain values
+    sa.Column("series_ids", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("sop_instance_uids", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("image_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("parameters", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("trigger", sa.String(), nullable=False, server_default=""),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("state", sa.String(), nullable=False),
+    _timestamp("started"),
+    sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("log", sa.Text, nullable=False, server_default=""),
+    #: the executed notebook of a notebook app (JSON)
+    sa.Column("notebook", sa.Text, nullable=False, server_default=""),
+    sa.Column("outputs", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("result_values", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Index(None, "app_id", "subject_id"),
+    sa.Index(None, "job_id"),
+    sa.Index(None, "batch_id"),
+    sqlite_autoincrement=True,
+)
+
+#: series and studies that received an image and are not stable yet (a restart keeps them)
+app_pending = sa.Table(
+    "app_pending",
+    metadata,
+    sa.Column("level", sa.String(), primary_key=True),
+    sa.Column("subject_id", sa.Integer, primary_key=True),
+    _timestamp("added"),
+)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, SliceboxError
 from ..model import FINISHED_STATES, JobState
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,14 @@ _MAX_ID = 2**31 - 1
 
 class JobCancelled(Exception):
     """Raised by :meth:`JobContext.check_cancelled` in a job that was asked to stop."""
+
+
+class JobFailed(SliceboxError):
+    """A runner's failure that keeps a result (what was tried, its log): the job is FAILED with both."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = dict(result or {})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ Several servers, one database (``servers.py``, ``recovery.py``).  A heartbeat th
 jobs of gone servers.  Listing shows the jobs of all servers; a cancel of a job running on another
 server is stored (``cancel_requested``) and acted on by that server at its next heartbeat.
 
+Lanes.  A kind may run in a lane of its own (``register(kind, runner, lane="apps", threads=1)``): its
+jobs wait for that lane's threads only, so long app runs never hold up a C-STORE send or a
+re-classification, which share the default lane.
+
 Threads.  Jobs run on a bounded pool of daemon threads of their own (never the request pool), so
 a runner that ignores cancellation cannot hold up the process's exit; :meth:`JobManager.shutdown`
 asks running jobs to stop, waits up to a timeout and marks the ones still running ``FAILED``
@@ -108,26 +112,47 @@ class JobManager:
         self._changed = threading.Condition(self._lock)
         #: jobs of this process not yet finished: queued or running
         self._contexts: dict[int, JobContext] = {}
-        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        #: the queue of each lane (the default lane: ""), and the lane of each kind not in the default one
+        self._queues: dict[str, queue.SimpleQueue[int | None]] = {}
+        self._lanes: dict[str, str] = {}
+        self._threads: builtins.list[threading.Thread] = []
         self._closing = False
         servers.register(self._index, self.server)
         self.recover()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"slicebox-job-{n}", daemon=True) for n in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._add_lane("", workers)
         self._heartbeat_thread = threading.Thread(target=self._heartbeats, name="slicebox-job-heartbeat", daemon=True)
         self._heartbeat_thread.start()
 
     # ------------------------------------------------------------------ registration and submission
 
-    def register(self, kind: str, runner: Runner) -> None:
-        """The runner of jobs of ``kind`` (registering again replaces it)."""
+    def register(self, kind: str, runner: Runner, lane: str = "", threads: int = 1) -> None:
+        """The runner of jobs of ``kind`` (registering again replaces it); ``lane``: run them on that lane's
+        ``threads`` threads (made on first use) instead of the default lane's."""
         if not isinstance(kind, str) or not kind:
             raise InvalidInput("a job kind must be a non-empty string")
         with self._lock:
             self._runners[kind] = runner
+            self._lanes[kind] = lane
+            new_lane = lane not in self._queues
+        if new_lane:
+            self._add_lane(lane, threads)
+
+    def _add_lane(self, lane: str, threads: int) -> None:
+        with self._lock:
+            if lane in self._queues:
+                return
+            lane_queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+            self._queues[lane] = lane_queue
+            started = [
+                threading.Thread(
+                    target=self._work, args=(lane_queue,), name=f"slicebox-job{'-' + lane if lane else ''}-{n}",
+                    daemon=True,
+                )
+                for n in range(max(1, threads))
+            ]  # fmt: skip
+            self._threads.extend(started)
+        for thread in started:
+            thread.start()
 
     def kinds(self) -> builtins.list[str]:
         with self._lock:
@@ -173,7 +198,7 @@ class JobManager:
             else:
                 closing = False
                 self._contexts[job_id] = context
-                self._queue.put(job_id)
+                self._queues[self._lanes.get(kind, "")].put(job_id)
         if closing:
             self._finish_if(job_id, (JobState.PENDING,), JobState.FAILED, error=INTERRUPTED_BY_SHUTDOWN)
         return self.get(job_id)
@@ -274,8 +299,11 @@ class JobManager:
         for context in contexts.values():
             context._request_cancel(by_user=False)
         # jobs still in the queue never start: the workers skip them once closing
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._lock:
+            lanes = builtins.list(self._queues.values())
+        for lane_queue in lanes:
+            for _ in self._threads:  # one stop for each thread, whichever lane it serves
+                lane_queue.put(None)
         deadline = time.monotonic() + max(0.0, timeout)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -335,9 +363,9 @@ class JobManager:
 
     # ------------------------------------------------------------------ running
 
-    def _work(self) -> None:
+    def _work(self, lane_queue: queue.SimpleQueue[int | None]) -> None:
         while True:
-            key = self._queue.get()
+            key = lane_queue.get()
             if key is None:
                 return
             with self._lock:
@@ -378,6 +406,7 @@ class JobManager:
                 state, error = JobState.FAILED, INTERRUPTED_BY_SHUTDOWN
         except SliceboxError as e:
             state, error = JobState.FAILED, e.message
+            result = dict(getattr(e, "result", None) or {})
             log.info("job %d (%s) failed: %s", key, row.kind, e.message)
         except Exception as e:
             state, error = JobState.FAILED, f"{type(e).__name__}: {e}"

@@ -66,6 +66,7 @@ __all__ = [
     "SeriesType",
     "SeriesTypeClassifier",
     "classifier",
+    "conditions_of",
     "create_rule",
     "create_type",
     "delete_rule",
@@ -76,6 +77,7 @@ __all__ = [
     "list_types",
     "rule_matches",
     "series_type_service_factory",
+    "stored_conditions",
     "types_of_series",
     "update_rule",
     "update_type",
@@ -173,6 +175,17 @@ def _conditions(body: Any) -> tuple[Condition, ...]:
     if len(value) > MAX_CONDITIONS:
         raise InvalidInput(f"a rule has at most {MAX_CONDITIONS} attributes")
     return tuple(_condition(v) for v in value)
+
+
+def conditions_of(value: Any) -> tuple[Condition, ...]:
+    """Conditions from their JSON (``[{"tag": "Modality", "values": ["CT"]}]``), as a rule has them: what
+    other parts that select series by attribute values (apps) validate their rules with."""
+    return _conditions(value)
+
+
+def stored_conditions(text: str) -> tuple[Condition, ...]:
+    """Conditions from the JSON text :meth:`Condition.to_json` values were stored as."""
+    return _stored_conditions(text)
 
 
 def _stored_conditions(text: str) -> tuple[Condition, ...]:

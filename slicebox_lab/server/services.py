@@ -35,15 +35,16 @@ ServiceFactory = Callable[["SliceboxContext"], Service]
 
 def service_factories() -> list[ServiceFactory]:
     """The node's services, in start order (stopped in reverse); imported here, in one place."""
+    from ..apps.service import apps_service_factory
     from ..box.service import box_service_factory
     from ..net.scp import scp_service_factory
     from ..organize.seriestypes import series_type_service_factory
     from ..routing.forwarding import forwarding_service_factory
     from ..watch.service import create_watch_service
 
-    # series types and forwarding first: listening before any source can deliver an image
-    return [series_type_service_factory, forwarding_service_factory, scp_service_factory, create_watch_service,
-            box_service_factory]  # fmt: skip
+    # series types, forwarding and apps first: listening before any source can deliver an image
+    return [series_type_service_factory, forwarding_service_factory, apps_service_factory, scp_service_factory,
+            create_watch_service, box_service_factory]  # fmt: skip
 
 
 def register_job_runners(context: SliceboxContext) -> None:

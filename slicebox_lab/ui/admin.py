@@ -32,7 +32,7 @@ __all__ = [
     "KeysPanel",
 ]
 
-SOURCE_TYPES = ("scp", "directory", "box", "user", "import")
+SOURCE_TYPES = ("scp", "directory", "box", "user", "import", "app")
 
 
 def _text(description: str, placeholder: str = "") -> widgets.Text:

@@ -8,6 +8,11 @@ with a lookup table on canvas ImageData); the server is never asked again while 
 
 The front end asks for the pixels with a ``ready`` message once its model exists, so a reloaded
 page or a second front end gets them too, and nothing is sent into the void before a browser listens.
+
+Segmentations (an app's DICOM SEG results, slicebox_lab/apps) are drawn over the series they were made
+from (``ui/overlay.py``): the viewer lists the SEGs of the study that reference the shown series, shows
+the newest, and the browser blends its label maps over the slices (toggle, opacity, choice of SEG).
+Showing a SEG series itself shows its source series with that SEG over it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import traitlets
 
 from slicebox_lab.client import ClientError
 from slicebox_lab.client.volume import read_dataset, slices_of, window_of
+
+from . import overlay
 
 __all__ = ["PRESETS", "Viewer"]
 
@@ -158,6 +165,14 @@ class Viewer(anywidget.AnyWidget):
     current_image_id = traitlets.Int(None, allow_none=True).tag(sync=True)
     current_frame = traitlets.Int(1).tag(sync=True)
     attributes = traitlets.List(traitlets.Dict()).tag(sync=True)  # of the shown image: [{tag, name, vr, value, depth}]
+    #: segmentations of the shown series ([{series_id, label}]), the one drawn over it, its segments
+    #: ([{number, label, color}]), whether it is drawn and how opaque
+    overlays = traitlets.List(traitlets.Dict()).tag(sync=True)
+    overlay_series_id = traitlets.Int(None, allow_none=True).tag(sync=True)
+    overlay_segments = traitlets.List(traitlets.Dict()).tag(sync=True)
+    overlay_visible = traitlets.Bool(True).tag(sync=True)
+    overlay_opacity = traitlets.Float(0.35).tag(sync=True)
+    overlay_status = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, client: Any, series_id: int | None = None, image_id: int | None = None, **kwargs: Any) -> None:
         super().__init__(_uid=uuid.uuid4().hex, presets={k: list(v) for k, v in PRESETS.items()}, **kwargs)
@@ -169,6 +184,10 @@ class Viewer(anywidget.AnyWidget):
         self._cancel = threading.Event()
         self._attribute_timer: threading.Timer | None = None
         self._attribute_cache: dict[int, list[dict[str, Any]]] = {}
+        self._sop_of: dict[int, str] = {}  # image id → SOPInstanceUID of the shown series (SEG frames name them)
+        self._overlay_maps: dict[tuple[int, int], np.ndarray] = {}
+        self._overlay_id: int | None = None  # the SEG whose maps _overlay_maps holds
+        self._quiet_overlay = False  # the kernel sets overlay_series_id itself: no load from the observer
         self.on_msg(self._on_frontend_msg)
         if series_id is not None or image_id is not None:
             self.show(series_id, image_id=image_id)
@@ -187,16 +206,33 @@ class Viewer(anywidget.AnyWidget):
             generation = self.generation
         self.error = ""
         self.attributes = []
+        with self._lock:
+            self._overlay_maps, self._overlay_id = {}, None
         with self.hold_sync():
             self.series_id, self.image_id = series_id, image_id
             self.n_slices = self.n_loaded = 0
             self.index = 0
             self.current_image_id = None
             self.status = f"loading {subject}…"
+            self._set_overlay(None)
+            self.overlays, self.overlay_segments, self.overlay_status = [], [], ""
+        record: dict[str, Any] = {}
+        wanted_overlay = None
         try:
             if series_id is not None:
                 record = self._client.series_record(int(series_id))
+                if overlay.is_segmentation(record):  # a SEG: its source series, with the SEG over it
+                    source = overlay.source_of(self._client, record)
+                    if source is not None:
+                        wanted_overlay, series_id = int(series_id), source
+                        self.series_id = source
+                        record = self._client.series_record(source)
                 images = self._client.images(series_id)
+                self._sop_of = (
+                    dict(zip(images["id"].tolist(), images["SOPInstanceUID"].tolist(), strict=True))
+                    if "SOPInstanceUID" in images
+                    else {}
+                )
                 if len(images) == 0:
                     self._fail(f"series {series_id} has no images")
                     return
@@ -252,6 +288,19 @@ class Viewer(anywidget.AnyWidget):
             self._loader.start()
         else:
             self.status = self._loaded_status()
+        if series_id is not None:
+            threading.Thread(target=self._find_overlays, args=(generation, record, wanted_overlay), daemon=True).start()
+
+    def show_overlay(self, seg_series_id: int | None) -> None:
+        """Draw this segmentation series over the shown series (None: none); blocks until it is read."""
+        self._set_overlay(None if seg_series_id is None else int(seg_series_id))
+        if seg_series_id is not None:
+            self._load_overlay(self.generation, int(seg_series_id))
+
+    def overlay_map(self, image_id: int, frame: int = 1) -> np.ndarray | None:
+        """The label map (segment numbers, 0: none) drawn over a slice, as sent to the browser."""
+        with self._lock:
+            return self._overlay_maps.get((int(image_id), int(frame)))
 
     def set_window(self, center: float, width: float) -> None:
         """Window/level in modality units (HU for CT); the browser re-draws, nothing goes to the server."""
@@ -307,6 +356,17 @@ class Viewer(anywidget.AnyWidget):
     def _index_changed(self, _change: Any) -> None:
         self._current_changed()
 
+    @traitlets.observe("overlay_series_id")
+    def _overlay_chosen(self, change: Any) -> None:
+        """The user chose another segmentation in the browser: read it off the kernel's main thread."""
+        if self._quiet_overlay:
+            return
+        with self._lock:
+            self._overlay_maps, self._overlay_id = {}, None
+        if change["new"] is not None:
+            args = (self.generation, int(change["new"]))
+            threading.Thread(target=self._load_overlay, args=args, daemon=True).start()
+
     # -- internals ----------------------------------------------------------------------------
 
     def _fail(self, message: str) -> None:
@@ -336,6 +396,97 @@ class Viewer(anywidget.AnyWidget):
         start = self.index
         loaded.sort(key=lambda i: (abs(i - start), i))
         self._publish(generation, loaded, force=True)
+        with self._lock:
+            seg, keys = self._overlay_id, list(self._overlay_maps)
+        if seg is not None:
+            self._publish_overlay(generation, seg, keys, force=True)
+
+    # -- segmentations over the series ---------------------------------------------------------
+
+    def _set_overlay(self, seg_series_id: int | None) -> None:
+        """Choose the SEG drawn (from the kernel): the maps of another one are dropped at once."""
+        with self._lock:
+            if self._overlay_id != seg_series_id:
+                self._overlay_maps, self._overlay_id = {}, None
+        self._quiet_overlay = True
+        try:
+            self.overlay_series_id = seg_series_id
+        finally:
+            self._quiet_overlay = False
+
+    def _find_overlays(self, generation: int, record: dict[str, Any], wanted: int | None) -> None:
+        """Background: the SEGs of the study that reference the series; draw the wanted one, else the newest."""
+        try:
+            found = overlay.segmentations_of(self._client, record)
+        except Exception as e:  # noqa: BLE001  the images are shown all the same: say why there is no overlay
+            self.overlay_status = f"segmentations could not be listed: {getattr(e, 'message', None) or e}"
+            return
+        if generation != self.generation:
+            return
+        self.overlays = found
+        ids = [o["series_id"] for o in found]
+        choice = wanted if wanted in ids else (ids[-1] if ids else None)
+        if choice is not None:
+            self._set_overlay(choice)
+            self._load_overlay(generation, choice)
+
+    def _load_overlay(self, generation: int, seg_series_id: int) -> None:
+        """Read the SEG, map its frames to the (loaded) slices, send the label maps to the browser."""
+        label = next((o["label"] for o in self.overlays if o["series_id"] == seg_series_id), "")
+        self.overlay_status = f"loading {label or f'segmentation {seg_series_id}'}…"
+        try:
+            segmentation = overlay.read_segmentation(self._client, seg_series_id, label)
+        except ClientError as e:
+            self.overlay_status = f"segmentation {seg_series_id}: {e.message or e}"
+            return
+        except Exception as e:  # noqa: BLE001  an unreadable SEG: say so beside the images
+            self.overlay_status = f"segmentation {seg_series_id} cannot be shown: {e}"
+            return
+        self.wait()  # every slice loaded: positions known, frames can find their slice
+        with self._lock:
+            if generation != self.generation or self.overlay_series_id != seg_series_id:
+                return
+            keys = [
+                overlay.SliceKey(s.image_id, s.frame, s.position, (int(s.array.shape[0]), int(s.array.shape[1])))
+                for s in self._slices
+                if s is not None
+            ]
+        maps, unmatched = overlay.label_maps(segmentation, keys, self._sop_of)
+        with self._lock:
+            if generation != self.generation or self.overlay_series_id != seg_series_id:
+                return
+            self._overlay_maps, self._overlay_id = maps, seg_series_id
+        status = f"on {len(maps)} of {len(keys)} slices"
+        if unmatched:
+            status += f"; {unmatched} frame(s) match no slice of this series"
+        with self.hold_sync():
+            self.overlay_segments = [s.to_json() for s in segmentation.segments]
+            self.overlay_status = status
+        self._publish_overlay(generation, seg_series_id, list(maps))
+
+    def _publish_overlay(
+        self, generation: int, seg_series_id: int, keys: Sequence[tuple[int, int]], *, force: bool = False
+    ) -> None:
+        current = self.index
+        shown = self.slice_image(current)
+        keys = sorted(keys, key=lambda k: (k != shown, k))  # the shown slice's map first
+        for key in keys:
+            with self._lock:
+                if not (self._ready or force) or generation != self.generation or self._overlay_id != seg_series_id:
+                    return
+                labels = self._overlay_maps.get(key)
+            if labels is None:
+                continue
+            header = {
+                "type": "overlay",
+                "generation": generation,
+                "overlay": seg_series_id,
+                "image_id": key[0],
+                "frame": key[1],
+                "rows": int(labels.shape[0]),
+                "columns": int(labels.shape[1]),
+            }
+            self.send(header, buffers=[np.ascontiguousarray(labels).tobytes()])
 
     def _publish(self, generation: int, indices: Sequence[int], *, force: bool = False) -> None:
         """Send slices to the browser (only once a front end said ready, and only of the current series)."""

@@ -118,6 +118,29 @@ class Call(Generic[T]):
         except BaseException:  # noqa: S110 - the caller's own error is the one it reports
             pass
 
+    def wait(self, timeout: float) -> bool:
+        """Whether the answer is there (or the worker died) within ``timeout`` seconds; a call without
+        workers is always ready (it runs in :meth:`result`)."""
+        worker = self._worker
+        if worker is None:
+            return True
+        try:
+            return bool(worker.conn.poll(timeout))
+        except (OSError, EOFError, ValueError):
+            return True
+
+    def terminate(self) -> None:
+        """Kill the worker doing this call (a cancelled app run): :meth:`result` then raises
+        :class:`WorkerFailed`, and the pool replaces the worker."""
+        worker = self._worker
+        if worker is not None and worker.process.is_alive():
+            worker.process.kill()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the worker doing this call (None without workers)."""
+        return None if self._worker is None else self._worker.process.pid
+
     def result(self) -> T:
         if self._local is not None:
             return self._local()

@@ -6,10 +6,11 @@ folder under /tmp (tests/e2e/wheelenv.py), with the sample data loaded by the wh
 
 *Send to partner* sends a patient to a second node through a box and waits for FINISHED on the page;
 *Incoming* on that partner then lists the transfer; *Node status* shows the SCP and the partner online;
-*Viewer* draws a series. Then every page is shot at 1280×800 and 1920×1080 (tests/e2e/screenshots/latest/,
-tests/e2e/shots.py). Every request the pages make must go to 127.0.0.1 (a CDN request fails the test), and
-any console error or warning fails it too (``pages_are_clean``; the proof that it does:
-``test_a_console_warning_or_error_fails_the_check``).
+*Viewer* draws a series; *App runs* lists the example app's run and opens its segmentation over the CT,
+as the *Viewer* then shows it too. Then every page is shot at 1280×800 and 1920×1080
+(tests/e2e/screenshots/latest/, tests/e2e/shots.py). Every request the pages make must go to 127.0.0.1
+(a CDN request fails the test), and any console error or warning fails it too (``pages_are_clean``; the
+proof that it does: ``test_a_console_warning_or_error_fails_the_check``).
 
 One chromium and one pair of nodes serve the whole module; each page is loaded once and shot at both sizes.
 """
@@ -39,7 +40,7 @@ pytestmark = [
     pytest.mark.timeout(1500),
 ]
 
-DASHBOARDS = ("send-to-partner", "incoming", "node-status", "viewer")
+DASHBOARDS = ("send-to-partner", "incoming", "node-status", "viewer", "app-runs")
 #: what a clinician must never read on a page: API column names, Python booleans, microsecond timestamps
 RAW = re.compile(
     r"send_method|progress_done|progress_total|last_contact|last_error|received_image_count|total_image_count"
@@ -314,6 +315,61 @@ def test_api_docs_render_the_openapi_document_from_the_node(browser: Any, nodes:
     page.wait_for_selector(".opblock", timeout=60_000)
     assert page.locator(".opblock").count() > 100  # every route with its method
     assert "slicebox_lab REST API" in page.inner_text("body")
+    close(page)
+
+
+#: canvas pixels that are not grey: only a segmentation's colour makes them
+#: (read from a copy made for reading: reading the viewer's own canvas twice makes Chromium warn in the console)
+COLOURED = """c => { const copy = document.createElement('canvas'); copy.width = c.width; copy.height = c.height;
+  const x = copy.getContext('2d', {willReadFrequently: true}); x.drawImage(c, 0, 0);
+  const d = x.getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++; return n; }"""
+
+
+def wait_overlay(page: Any) -> int:
+    """Wait until the viewer drew a slice with the segmentation over it; the coloured pixels of its canvas."""
+    page.wait_for_function(
+        "() => { const d = document.querySelector('.sbx-viewer')?.dataset;"
+        " return d && Number(d.drawCount) >= 1 && Number(d.overlayPixels) > 0; }",
+        timeout=180_000,
+    )
+    return int(page.eval_on_selector(".sbx-viewer canvas", COLOURED))
+
+
+def test_app_runs_lists_the_example_apps_run_and_opens_its_segmentation_over_the_ct(browser: Any, nodes: Nodes):
+    """Issue 19: what ran, on what, how it went; "Open the result" shows the SEG over its CT; so does the Viewer."""
+    sbx = slicebox_lab.connect(nodes.hospital.url, token=nodes.hospital.token)
+    thorax = sbx.flat_series(SeriesDescription="Thorax 5 mm*")
+    if "body-and-lungs" not in set(sbx.apps()["name"]):
+        sbx.register_app("body-and-lungs", "slicebox_lab.apps.examples.body_and_lungs:segment", version="1.0")
+    job = sbx.run_app("body-and-lungs", thorax, wait=True, progress=False, timeout=300)
+    assert job["state"] == "SUCCEEDED", job
+    page = open_dashboard(browser, nodes, nodes.hospital, "app-runs")
+    no_problem_shown(page)
+    text = page.inner_text("body")
+    for expected in ("body-and-lungs 1.0", "Andersson^Anna", "SUCCEEDED", "1 DICOM object stored", "Ran on"):
+        assert expected in text, expected
+    assert not RAW.search(text), RAW.search(text)
+    page.get_by_role("button", name="Open the result").click()
+    coloured = wait_overlay(page)
+    assert coloured > 1000, coloured  # a 256×256 chest: the body and the lungs, in colour
+    page.locator(".sbx-viewer").scroll_into_view_if_needed()
+    legend = page.inner_text(".sbx-viewer .sbx-overlay")
+    assert "Body" in legend and "Lungs" in legend, legend
+    no_problem_shown(page)
+    shoot(page, "app-runs-result")
+    close(page)
+
+    # the viewer dashboard: the CT chosen in the table comes with its segmentation over it, which can be hidden
+    page = open_dashboard(browser, nodes, nodes.hospital, "viewer")
+    row_checkbox(page, "Thorax 5 mm").check()
+    assert wait_overlay(page) > 1000
+    page.locator(".sbx-viewer").scroll_into_view_if_needed()
+    shoot(page, "viewer-segmentation")
+    page.locator(".sbx-viewer .sbx-overlay-toggle").uncheck()
+    page.wait_for_function("() => document.querySelector('.sbx-viewer').dataset.overlayPixels === '0'",
+                           timeout=30_000)  # fmt: skip
+    assert int(page.eval_on_selector(".sbx-viewer canvas", COLOURED)) == 0
     close(page)
 
 

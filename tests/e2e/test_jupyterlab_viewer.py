@@ -12,6 +12,7 @@ loaded without a single request beyond 127.0.0.1.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ def test_browse_view_scroll_and_window_in_jupyterlab(lab: LabProcess):
         shoot(page, "1-browser")
 
         # pick the series in the browser's series table: the checkbox of its row
-        checkboxes = page.locator(".jp-Cell").nth(1).locator("input[type=checkbox]")
+        # (the browser's table rows: ipywidgets checkboxes; the viewer's segmentation toggle is not one of them)
+        checkboxes = page.locator(".jp-Cell").nth(1).locator(".widget-checkbox input[type=checkbox]")
         checkboxes.first.wait_for(timeout=30_000)
         assert checkboxes.count() == 1, "one series, one row checkbox"
         checkboxes.first.check()
@@ -153,4 +155,71 @@ def test_browse_view_scroll_and_window_in_jupyterlab(lab: LabProcess):
         assert f"{SLICES} of {SLICES} slices loaded" in status, status
         assert page.locator(f"{VIEWER} .sbx-status.sbx-error").count() == 0
         assert page.locator(f"{VIEWER} .sbx-attributes tr").count() > 10  # the attribute list beside the image
+        assert not browser.blocked, f"requests beyond 127.0.0.1: {browser.blocked}"
+
+
+#: pixels of the viewer's canvas that are not grey (r, g, b not all equal): the overlay's colour, nothing else
+#: (read from a copy made for reading: reading the viewer's own canvas twice makes Chromium warn in the console)
+COLOURED = """c => { const copy = document.createElement('canvas'); copy.width = c.width; copy.height = c.height;
+  const x = copy.getContext('2d', {willReadFrequently: true}); x.drawImage(c, 0, 0);
+  const d = x.getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) n++; return n; }"""
+
+
+@pytest.mark.timeout(600)
+def test_an_apps_segmentation_is_drawn_over_its_series_with_toggle_and_opacity(lab: LabProcess):
+    """Acceptance of issue 19: the example app's SEG over the CT it was made from, in the notebook Viewer."""
+    pytest.importorskip("highdicom", reason="the example app makes its SEG with highdicom: pip install -e '.[apps]'")
+    s = lab.session()
+    series_id = upload_series(lab.api, s, phantom_series(SLICES, 128, PatientName="Lab^Overlay", PatientID="LAB-SEG"))
+    function = "slicebox_lab.apps.examples.body_and_lungs:segment"
+    app = s.post(lab.api + "/apps", json={"name": "body-and-lungs", "version": "1.0", "function": function})
+    assert app.status_code == 201, app.text
+    job = s.post(f"{lab.api}/apps/{app.json()['id']}/runs", json={"series_ids": [series_id]}).json()
+    while (job := s.get(f"{lab.api}/jobs/{job['id']}").json())["state"] not in ("SUCCEEDED", "FAILED"):
+        time.sleep(0.2)
+    assert job["state"] == "SUCCEEDED", job
+    write_notebook(
+        lab.root_dir / "overlay.ipynb",
+        ["import slicebox_lab\nfrom slicebox_lab.ui import Viewer\n"
+         f"viewer = Viewer(slicebox_lab.connect(), series_id={series_id})\nviewer"],
+    )  # fmt: skip
+    with chromium() as browser:
+        page = browser.page
+        open_notebook(page, lab, "overlay.ipynb")
+        run_all_cells(page)
+        wait_kernel_idle(page)
+        page.wait_for_selector(f"{VIEWER} canvas", timeout=60_000)
+        wait_drawn(page, f"Number(d.loaded) === {SLICES} && Number(d.overlayPixels) > 0", timeout=60_000)
+        page.locator(VIEWER).scroll_into_view_if_needed()
+        # scroll to the middle, where the lungs are widest
+        canvas = page.locator(f"{VIEWER} canvas")
+        canvas.hover()
+        for _ in range(SLICES // 2):
+            page.mouse.wheel(0, 100)
+            page.wait_for_timeout(30)
+        wait_drawn(page, f"d.drawnIndex === '{SLICES // 2}' && Number(d.overlayPixels) > 0")
+        bar = page.locator(f"{VIEWER} .sbx-overlay")
+        assert bar.is_visible()
+        assert "body-and-lungs 1.0: body and lungs" in bar.locator("select").inner_text()
+        assert "Body" in bar.inner_text() and "Lungs" in bar.inner_text()
+        coloured = int(page.eval_on_selector(f"{VIEWER} canvas", COLOURED))
+        drawn = int(viewer_state(page)["overlayPixels"])
+        assert coloured > 0.2 * 128 * 128 and coloured <= drawn, (coloured, drawn)
+        shoot(page, "6-segmentation")
+        with_overlay = canvas_data_url(page)
+
+        # opacity: more of the segments' colour
+        bar.locator(".sbx-overlay-opacity").fill("90")
+        wait_drawn(page, "Number(d.drawCount) > 0")
+        page.wait_for_function(
+            f"(before) => document.querySelector('{VIEWER} canvas').toDataURL('image/png') !== before",
+            arg=with_overlay, timeout=30_000,
+        )  # fmt: skip
+        shoot(page, "7-segmentation-opaque")
+        # toggle off: the grey image alone, not one coloured pixel
+        bar.locator(".sbx-overlay-toggle").uncheck()
+        wait_drawn(page, "d.overlayPixels === '0'")
+        assert int(page.eval_on_selector(f"{VIEWER} canvas", COLOURED)) == 0
+        shoot(page, "8-segmentation-off")
         assert not browser.blocked, f"requests beyond 127.0.0.1: {browser.blocked}"

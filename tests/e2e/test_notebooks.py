@@ -52,6 +52,8 @@ def test_every_notebook_is_collected():
         "dashboards/incoming.ipynb",
         "dashboards/node-status.ipynb",
         "dashboards/viewer.ipynb",
+        "06-writing-an-app.ipynb",
+        "dashboards/app-runs.ipynb",
     } <= names
 
 
@@ -103,6 +105,13 @@ def test_notebook_runs_top_to_bottom(
         assert "scp:tutorial-store" in _outputs(nbformat.from_dict({"cells": [back]}))
     if name.startswith("05-"):
         assert "(40, 256, 256)" in text  # both CT volumes as arrays
+    if name.startswith("06-"):
+        # the function's value, the example app's segmentation stored as its result, a cohort of two CTs
+        assert "'lung_share'" in text and "'source_type': 'app'" in text and "'source_name': 'body-and-lungs'" in text
+        assert "(2, 2, 'SUCCEEDED')" in text
+    if name == "app-runs.ipynb":  # after tutorial 06 (in name order): its runs, in words
+        shown = json.dumps(nb)
+        assert "lung-share 1" in shown and "body-and-lungs 1.0" in shown and "Andersson^Anna" in shown
 
 
 DASHBOARDS = [p for p in ALL if p.parts[0] == "dashboards"]

@@ -4,8 +4,9 @@ Why: a node run from the checkout finds notebooks/, server_extension/ and widget
 so it cannot show that the wheel ships them.  The venv is a new one, without the machine's
 site-packages: ``pip install <wheel>`` resolves the package's own dependency pins there, as it does for
 a user (so the browser tests see the Voila, ipywidgets and jupyterlab_widgets the pins choose, whatever
-this machine has installed), plus JupyterLab and Notebook 7 as the test extra names them (the dashboards
-must work inside both).  Everything the venv has comes from PyPI (or pip's cache), nothing from the
+this machine has installed), with its ``apps`` extra (the App runs dashboard's test runs the example app,
+which makes its segmentation with highdicom), plus JupyterLab and Notebook 7 as the test extra names them
+(the dashboards must work inside both).  Everything the venv has comes from PyPI (or pip's cache), nothing from the
 checkout: ``jupyter slicebox`` then runs from a folder under /tmp with no ``PYTHONPATH``.
 
 Built and installed once per test session (tests/e2e/conftest.py): about a minute with a warm pip cache.
@@ -77,7 +78,7 @@ def install(work: Path) -> Installed:
     python = env_dir / "bin" / "python"
     extras = _requirements_of_the_test_extra("jupyterlab", "notebook")
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(wheel), *extras],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", f"{wheel}[apps]", *extras],
         capture_output=True,
         text=True,
         timeout=1200,

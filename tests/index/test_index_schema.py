@@ -57,7 +57,7 @@ def test_upgrade_is_idempotent_and_at_head(engine: sa.Engine) -> None:
     upgrade(engine)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == head == "0010_job_servers"
+        assert MigrationContext.configure(conn).get_current_revision() == head == "0011_apps"
 
 
 def test_sqlite_engine_settings(tmp_path: Path) -> None:
