@@ -527,7 +527,10 @@ DASHBOARDS["send-to-partner"] = [
 # Send to partner
 
 Find the patient's study, look at it, review what de-identification will do, and send it to the
-partner. The progress bar follows the transfer until the partner has every image.
+partner. The review also shows the text the node finds burned into the pixels (ultrasound, captures,
+documents), masked, with a thumbnail; choose under *Text in pixels* whether such images are refused or
+leave with that text blacked out. The progress bar follows the transfer until the partner has every
+image.
 """),
     code(DASHBOARD_CONNECT),
     code("""

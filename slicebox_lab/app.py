@@ -197,10 +197,27 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         Unicode(),
         default_value=sorted(SCANNED_MODALITIES),
         help=(
-            "Modalities whose pixels commonly carry names, IDs and dates: their images count as burned-in whatever "
-            "their BurnedInAnnotation says, and leave the node de-identified only when a pixel mask matches them or "
-            'the profile says "burnedInAnnotation": "keep". Empty: trust the flag.'
+            "Modalities whose pixels commonly carry names, IDs and dates: their images are read for text whatever "
+            'their BurnedInAnnotation says, and leave the node as the "burnedInText" policy says (refused when '
+            "text is found, by default). Empty: only flagged images and Secondary Captures."
         ),
+    ).tag(config=True)
+
+    burned_in_text_detection = Bool(
+        True,
+        help=(
+            "Read the pixels of the images that may carry burned-in text (flagged, Secondary Captures, "
+            "burned_in_modalities) with Tesseract OCR: an image in which no text is found may leave, text found "
+            'is refused or masked ("burnedInText"). Needs the [ocr] extra and Debian tesseract-ocr-eng; where '
+            "they are missing such images are refused. Off: refuse them unless a pixel mask matches or the "
+            "profile keeps them."
+        ),
+    ).tag(config=True)
+
+    burned_in_scan_all = Bool(
+        False,
+        help="Read every image's pixels for burned-in text, not only flagged ones, Secondary Captures and "
+        "burned_in_modalities (slower: about a second per frame).",
     ).tag(config=True)
 
     user_roles = DictTrait(
@@ -324,6 +341,8 @@ jupyter slicebox --help-all                      # every option (--SliceboxApp.<
         self.context.pixel_masks = load_pixel_masks(self.anonymization_pixel_masks)
         self.context.secondary_capture_burned_in = self.secondary_capture_burned_in
         self.context.burned_in_modalities = frozenset(m.strip().upper() for m in self.burned_in_modalities)
+        self.context.burned_in_text_detection = self.burned_in_text_detection
+        self.context.burned_in_scan_all = self.burned_in_scan_all
         self.settings["slicebox_context"] = self.context
         self.settings["slicebox_node_name"] = self.node_name
         self.settings["slicebox_owner_name"] = self.owner_name

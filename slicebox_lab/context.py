@@ -45,7 +45,7 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 
 from . import dicom
-from .anonymization import PixelMask, Profile, PseudonymKeys, keystore
+from .anonymization import PixelMask, Profile, PseudonymKeys, keystore, report
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
@@ -59,6 +59,7 @@ from .routing import filtering
 from .storage import BlobWriter, FileSystemStorage, StorageArea
 from .storage.running import RunningMarkers
 from .workers import WorkerPool, tasks
+from .workers.pool import Call
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,10 @@ class SliceboxContext:
         self.secondary_capture_burned_in = True
         #: images of these modalities count as burned-in (``SliceboxApp.burned_in_modalities``)
         self.burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
+        #: read the pixels of those images with Tesseract (``SliceboxApp.burned_in_text_detection``)
+        self.burned_in_text_detection = True
+        #: read every image's pixels, whatever its modality (``SliceboxApp.burned_in_scan_all``)
+        self.burned_in_scan_all = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -413,6 +418,27 @@ class SliceboxContext:
         """The stored file as a pydicom dataset (pixel data included)."""
         return dicom.parse_part10(self.image_bytes(image_id)).dataset
 
+    def read_pixels(self, image_ids: Sequence[int], profile: Profile) -> Iterator[tuple[int, report.PixelReading]]:
+        """Each image's pixels read as the anonymizer will read them under ``profile`` (the node's, see
+        :meth:`node_profile`), in order: Tesseract in the worker processes, as many images at a time as
+        there are workers."""
+        pending: list[tuple[int, Call[report.PixelReading]]] = []
+        try:
+            for image_id in image_ids:
+                key = self.index.get_image(image_id).storage_key
+                path = self.storage.local_path(key)
+                if len(pending) >= max(1, self.workers.workers):
+                    done, call = pending.pop(0)
+                    yield done, call.result()
+                data = None if path else self.storage.read(key)
+                pending.append((image_id, self.workers.start(tasks.read_pixels, path, data, profile)))
+            while pending:
+                done, call = pending.pop(0)
+                yield done, call.result()
+        finally:
+            for _, call in pending:  # the consumer stopped or a call failed: free the others' workers
+                call.settle()
+
     def attributes(self, image_id: int) -> list[dict[str, object]]:
         return dicom.attribute_listing(self.dataset(image_id))
 
@@ -502,11 +528,14 @@ class SliceboxContext:
         return result
 
     def node_profile(self, profile: Profile) -> Profile:
-        """``profile`` with this node's burned-in settings: its configured masks added, its scanned modalities."""
+        """``profile`` with this node's burned-in settings: its configured masks added, its scanned images,
+        text detection."""
         return dataclasses.replace(
             profile.with_pixel_masks(self.pixel_masks),
             secondary_capture_burned_in=profile.secondary_capture_burned_in and self.secondary_capture_burned_in,
             burned_in_modalities=self.burned_in_modalities,
+            detect_text=self.burned_in_text_detection,
+            scan_all=self.burned_in_scan_all,
         )
 
     def anonymized_file(

@@ -42,7 +42,8 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from .clean import clean_text, identifying_tokens, known_code, known_context_group
 from .keys import PseudonymKeys
-from .pixels import CLEAN_PIXEL_DATA_CODE, CLEAN_PIXEL_DATA_TITLE, check_burned_in, clean_pixels
+from .pixels import CLEAN_PIXEL_DATA_CODE, CLEAN_PIXEL_DATA_TITLE, clean_pixels
+from .pixeltext import check_pixels
 from .profile import (
     BASIC_PROFILE_CODE,
     BASIC_PROFILE_TITLE,
@@ -83,10 +84,11 @@ class _Run:
 def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
     """A de-identified copy of ``ds`` (with file meta if ``ds`` has it); ``ds`` is left untouched.
 
-    Burned-in images are refused (:class:`~slicebox_lab.errors.AnonymizationRefused`) unless a pixel
-    mask of the profile matches them (then cleaned) or the profile keeps them: see pixels.py.
+    Images that may carry text in their pixels are read, then masked, refused
+    (:class:`~slicebox_lab.errors.AnonymizationRefused`) or kept by the profile's burned-in policy:
+    see pixeltext.py.
     """
-    masks = check_burned_in(ds, profile)
+    pixels = check_pixels(ds, profile)
     real_name = element_text(ds.get(Tag(0x0010, 0x0010)))
     real_id = element_text(ds.get(Tag(0x0010, 0x0020)))
     offset = None
@@ -97,8 +99,8 @@ def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
 
     out.PatientName, out.PatientID = keys.patient_pseudonym(real_name, real_id)
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = deidentification_method(profile, pixels_cleaned=bool(masks))
-    out.DeidentificationMethodCodeSequence = _method_codes(profile, pixels_cleaned=bool(masks))
+    out.DeidentificationMethod = deidentification_method(profile, pixels_cleaned=pixels.cleans)
+    out.DeidentificationMethodCodeSequence = _method_codes(profile, pixels_cleaned=pixels.cleans)
     if Option.RETAIN_LONGITUDINAL_FULL_DATES in profile.options:
         out.LongitudinalTemporalInformationModified = "UNMODIFIED"
     elif offset is not None:
@@ -112,8 +114,8 @@ def anonymize(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> Dataset:
     implicit, little = ds.original_encoding
     if implicit is not None and little is not None:
         out.set_original_encoding(implicit, little, ds.original_character_set)
-    if masks:
-        clean_pixels(ds, out, masks)  # after file meta and encoding: it makes both Explicit VR Little Endian
+    if pixels.cleans:  # after file meta and encoding: it writes the pixel data anew
+        clean_pixels(ds, out, pixels.masks, pixels.rectangles)
     return out
 
 

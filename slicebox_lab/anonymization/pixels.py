@@ -1,21 +1,21 @@
-"""Burned-in annotation: refuse it, or clean it with a pixel mask (PS3.15 E.3.1, Clean Pixel Data Option).
+"""Burned-in annotation: pixel masks, the refusal, and blacking out (PS3.15 E.3.1, Clean Pixel Data Option).
 
 Text burned into the pixels (names, dates, IDs on ultrasound, screenshots, scanned documents) is
-not touched by the attribute profile, so an image that says it has some is refused unless the
-caller says how to deal with it:
+not touched by the attribute profile. Which images may carry it (:func:`burned_in_reason`): those that
+say so (``BurnedInAnnotation=YES``), and, whatever their flag says, images of a modality that commonly
+carries text in its pixels (:data:`SCANNED_MODALITIES`: ultrasound, secondary and other captures,
+external-camera photographs, documents, endoscopy) or of a Secondary Capture SOP class, because the
+flag is absent or wrong on exactly those images.
+
+What leaves of such an image is decided in pixeltext.py (the ``burnedInText`` policy: refuse, mask
+the text Tesseract finds, mask only the identifying text, or keep); here are its tools:
 
 * a :class:`PixelMask` that matches the image (like CTP's DicomPixelAnonymizer: criteria on a few
-  attributes, then rectangles to blank) — the rectangles are set to zero in every frame and sample,
-  the pixel data is written uncompressed (Explicit VR Little Endian), ``BurnedInAnnotation`` becomes
-  ``NO`` and the Clean Pixel Data Option (CID 7050 113101) is recorded; or
-* ``burned_in="keep"`` on the profile: the caller accepts the pixels as they are (the output keeps
-  ``BurnedInAnnotation=YES``).
-
-Burned-in means ``BurnedInAnnotation=YES``; an image of a modality that commonly carries text in
-its pixels (:data:`SCANNED_MODALITIES`: ultrasound, secondary and other captures, external-camera
-photographs, documents, endoscopy) or of a Secondary Capture SOP class counts as burned-in whatever
-its flag says, because that flag is absent or wrong on exactly those images: an unflagged ultrasound
-frame with the patient's name in its pixels must not leave the node as it is.
+  attributes, then rectangles to blank), applied before anything is read;
+* :func:`clean_pixels`: rectangles set to zero (a mask's in every frame, a detected text's in its
+  frame, every sample), the pixel data written anew (re-encoded in the source's lossless transfer
+  syntax when an encoder is installed, else Explicit VR Little Endian), ``BurnedInAnnotation`` set to
+  ``NO`` only then; the anonymizer records the Clean Pixel Data Option (CID 7050 113101).
 """
 
 from __future__ import annotations
@@ -24,12 +24,20 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.pixels import get_decoder, pack_bits
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.pixels import get_decoder, get_encoder, pack_bits
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from ..errors import AnonymizationRefused, InvalidInput
 
@@ -42,7 +50,6 @@ __all__ = [
     "PixelMask",
     "Rectangle",
     "burned_in_reason",
-    "check_burned_in",
     "header_burned_in_reason",
     "clean_pixels",
     "load_pixel_masks",
@@ -51,8 +58,10 @@ __all__ = [
 CLEAN_PIXEL_DATA_CODE = "113101"
 CLEAN_PIXEL_DATA_TITLE = "Clean Pixel Data Option"
 
-#: ``refuse``: a burned-in image no mask matches is not anonymized; ``keep``: the caller accepts its pixels
-BURNED_IN_POLICIES = ("refuse", "keep")
+#: the ``burnedInText`` policy (pixeltext.py): ``refuse`` an image flagged or in which text is found (the
+#: default), ``mask-detected`` (black out all text found), ``mask-detected-phi`` (only identifying text),
+#: ``keep`` (the caller accepts its pixels)
+BURNED_IN_POLICIES = ("refuse", "mask-detected", "mask-detected-phi", "keep")
 
 #: Secondary Capture Image Storage and the four multi-frame SC classes (PS3.4 B.5)
 SECONDARY_CAPTURE_SOP_CLASSES = frozenset(
@@ -72,6 +81,7 @@ SCANNED_MODALITIES = frozenset({"US", "SC", "OT", "XC", "DOC", "ES"})
 #: the attributes a mask can select images by (all given ones must match)
 _TEXT_CRITERIA = ("SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName")
 _INT_CRITERIA = ("Rows", "Columns")
+_TEXT_CRITERIA_NAMES = ", ".join(_TEXT_CRITERIA + _INT_CRITERIA)
 #: meaningful only for the encapsulated or the old pixel data, or no longer true after cleaning
 _STALE_AFTER_CLEANING = (
     "ExtendedOffsetTable",
@@ -265,48 +275,18 @@ def header_burned_in_reason(
     return None
 
 
-class BurnedInSettings(Protocol):
-    """What :func:`check_burned_in` reads of a profile (``profile.Profile`` has it; a Protocol, so this
-    module, which the profile imports, does not import the profile back)."""
+def clean_pixels(
+    src: Dataset,
+    out: Dataset,
+    masks: Iterable[PixelMask] = (),
+    rectangles: Mapping[int, Iterable[Rectangle]] | None = None,
+) -> None:
+    """Write ``src``'s pixels into ``out`` with the masks' rectangles (every frame) and ``rectangles``
+    (by 1-based frame; 0: every frame) set to zero.
 
-    @property
-    def burned_in(self) -> str: ...
-    @property
-    def secondary_capture_burned_in(self) -> bool: ...
-    @property
-    def burned_in_modalities(self) -> frozenset[str]: ...
-    @property
-    def pixel_masks(self) -> tuple[PixelMask, ...]: ...
-
-
-def check_burned_in(ds: Dataset, profile: BurnedInSettings) -> tuple[PixelMask, ...]:
-    """The masks to apply to ``ds`` (empty: nothing to clean); raises :class:`AnonymizationRefused`."""
-    reason = burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
-    if reason is None:
-        return ()
-    masks = tuple(mask for mask in profile.pixel_masks if mask.matches(ds))
-    if masks:
-        if "PixelData" not in ds:
-            raise AnonymizationRefused(
-                f"{_describe(ds)} may show burned-in text ({reason}) and its float pixel data "
-                'cannot be masked; send "burnedInAnnotation": "keep" to accept its pixels'
-            )
-        return masks
-    if profile.burned_in == "keep":
-        return ()
-    raise AnonymizationRefused(
-        f"{_describe(ds)} was not anonymized: its pixels may show identifying text ({reason}). Configure a "
-        f"pixel mask that matches it (by {', '.join(_TEXT_CRITERIA + _INT_CRITERIA)}; in a request's "
-        '"pixelMasks" or SliceboxApp.anonymization_pixel_masks) to blank that text, or '
-        'send "burnedInAnnotation": "keep" (in the request or the box\'s profile) to accept its pixels as they are'
-    )
-
-
-def clean_pixels(src: Dataset, out: Dataset, masks: Iterable[PixelMask]) -> None:
-    """Write ``src``'s pixels into ``out`` with the masks' rectangles set to zero, uncompressed.
-
-    ``src`` is only read. ``out`` gets Explicit VR Little Endian, the photometric interpretation of
-    the decoded pixels (YBR decoded to RGB), interleaved samples, ``BurnedInAnnotation`` NO.
+    ``src`` is only read. ``out`` gets the photometric interpretation of the decoded pixels (YBR
+    decoded to RGB), interleaved samples, ``BurnedInAnnotation`` NO, and the source's transfer syntax
+    when it is one of :data:`REENCODED_SYNTAXES` and can be encoded here, else Explicit VR Little Endian.
     """
     syntax = _transfer_syntax(src)
     decoder = get_decoder(syntax)
@@ -326,10 +306,16 @@ def clean_pixels(src: Dataset, out: Dataset, masks: Iterable[PixelMask]) -> None
     samples = int(properties.get("samples_per_pixel") or 1)
     rows, columns = int(properties["rows"]), int(properties["columns"])
     view = arr.reshape((frames, rows, columns, samples))  # whatever shape the decoder gave
-    for mask in masks:
-        for r in mask.rectangles:
+    by_frame: dict[int, list[Rectangle]] = {0: [r for mask in masks for r in mask.rectangles]}
+    for frame, found in (rectangles or {}).items():
+        by_frame.setdefault(frame, []).extend(found)
+    for frame, found in by_frame.items():
+        if frame > frames:
+            continue
+        target = view if frame == 0 else view[frame - 1 : frame]
+        for r in found:
             if r.x < columns and r.y < rows:
-                view[:, r.y : min(r.y + r.height, rows), r.x : min(r.x + r.width, columns), :] = 0
+                target[:, r.y : min(r.y + r.height, rows), r.x : min(r.x + r.width, columns), :] = 0
 
     bits_allocated = int(properties.get("bits_allocated") or src.get("BitsAllocated") or 8)
     if bits_allocated == 1:
@@ -358,6 +344,30 @@ def clean_pixels(src: Dataset, out: Dataset, masks: Iterable[PixelMask]) -> None
     if meta is not None:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
     out.set_original_encoding(False, True, src.original_character_set)
+    if meta is not None and syntax in REENCODED_SYNTAXES and bits_allocated > 1:
+        _reencode(out, syntax, view[0] if frames == 1 else view)
+
+
+#: compressed sources whose masked pixels are compressed again in the same transfer syntax (when its
+#: encoder is installed: RLE always, JPEG 2000 through pylibjpeg-openjpeg, JPEG-LS through pyjpegls).
+#: Lossy sources (JPEG baseline, JPEG 2000 and JPEG-LS lossy) and JPEG Lossless, which pydicom cannot
+#: encode, are written uncompressed: compressing lossy again would lose more, and no value is invented.
+REENCODED_SYNTAXES = frozenset({RLELossless, JPEG2000Lossless, JPEGLSLossless})
+
+
+def _reencode(out: Dataset, syntax: UID, pixels: Any) -> None:
+    """Compress ``out``'s fresh native pixel data in ``syntax``; leave it native when that cannot be done."""
+    encoder = get_encoder(syntax)
+    if not encoder.is_available:
+        return
+    array = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+    native = out["PixelData"], out.PhotometricInterpretation
+    try:
+        out.compress(syntax, array, generate_instance_uid=False)
+    except Exception:  # an encoder that refuses these pixels (bit depth, size): the native data stays
+        out["PixelData"], out.PhotometricInterpretation = native
+        out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        out.set_original_encoding(False, True, out.original_character_set)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

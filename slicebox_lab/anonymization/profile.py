@@ -251,14 +251,20 @@ class Profile:
     """The basic profile plus a set of options; :meth:`action` says what to do with one attribute."""
 
     options: frozenset[Option] = frozenset()
-    #: what to do with burned-in images no mask matches: "refuse" them, or "keep" their pixels (see pixels.py)
+    #: the burnedInText policy for the images that may carry text in their pixels: "refuse" those flagged
+    #: or in which text is found, "mask-detected", "mask-detected-phi", or "keep" (see pixeltext.py)
     burned_in: str = "refuse"
     #: Secondary Capture images count as burned-in, whatever their BurnedInAnnotation says
     secondary_capture_burned_in: bool = True
     #: images of these modalities count as burned-in, whatever their BurnedInAnnotation says
     burned_in_modalities: frozenset[str] = SCANNED_MODALITIES
-    #: masks that blank burned-in text; an image one matches is cleaned instead of refused
+    #: masks that blank burned-in text; they apply before the text is read
     pixel_masks: tuple[PixelMask, ...] = ()
+    #: read the pixels of those images with Tesseract (SliceboxApp.burned_in_text_detection); off: refuse
+    #: them unless a mask matches or the policy keeps them
+    detect_text: bool = True
+    #: read every image with pixels, not only flagged ones, Secondary Captures and burned_in_modalities
+    scan_all: bool = False
     _actions: Mapping[str, Action] = field(init=False, repr=False, compare=False)
     _not_dates: Mapping[str, Action] = field(init=False, repr=False, compare=False)
 
@@ -313,8 +319,12 @@ class Profile:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Profile:
-        """The profile a REST body asks for: ``{"options": [...], "burnedInAnnotation": "refuse"|"keep",
-        "pixelMasks": [...]}``, every key optional; raises :class:`InvalidInput` with what to fix."""
+        """The profile a REST body asks for: ``{"options": [...], "burnedInText": "refuse"|"mask-detected"|
+        "mask-detected-phi"|"keep", "pixelMasks": [...]}``, every key optional; raises :class:`InvalidInput`
+        with what to fix.
+
+        ``burnedInAnnotation`` is the older name of ``burnedInText`` (it took "refuse" and "keep") and
+        takes the same values; a body that gives both must give one value."""
         if not isinstance(body, Mapping):
             raise InvalidInput('the body must be a JSON object like {"options": ["RETAIN_UIDS"]}')
         names = body.get("options", [])
@@ -324,12 +334,17 @@ class Profile:
         if unknown:
             known = ", ".join(Option.__members__)
             raise InvalidInput(f"unknown anonymization option(s) {', '.join(unknown)}; known options: {known}")
-        burned_in = body.get("burnedInAnnotation", "refuse")
-        if burned_in not in BURNED_IN_POLICIES:
-            raise InvalidInput(
-                f'"burnedInAnnotation" must be "refuse" (the default) or "keep" (accept burned-in pixels), '
-                f"not {json.dumps(burned_in)}"
-            )
+        given = {key: body[key] for key in ("burnedInText", "burnedInAnnotation") if key in body}
+        for key, value in given.items():
+            if value not in BURNED_IN_POLICIES:
+                raise InvalidInput(
+                    f'"{key}" must be "refuse" (the default: refuse images flagged burned-in or in which text is '
+                    'found), "mask-detected" (black out all text found), "mask-detected-phi" (only identifying '
+                    f'text) or "keep" (accept the pixels), not {json.dumps(value)}'
+                )
+        if len(set(given.values())) > 1:
+            raise InvalidInput('"burnedInText" and "burnedInAnnotation" (its older name) disagree: give one of them')
+        burned_in = next(iter(given.values()), "refuse")
         masks = pixel_masks_from_json(body.get("pixelMasks", []))
         try:
             return cls(frozenset(Option[name] for name in names), burned_in=burned_in, pixel_masks=masks)

@@ -13,16 +13,19 @@ One row per path; a path gets a second row only when its fate differs between oc
 element whose private creator is missing in one image, a creator whose block keeps nothing).
 
 Items of a sequence the profile cleans are walked in the anonymizer's cleaning mode (unnamed text
-cleaned, unnamed PN/AE/UR emptied). Pixels are not read: burned-in images (BurnedInAnnotation YES,
-secondary captures, images of the modalities the profile scans) are counted by what the profile's burned-in policy and
-pixel masks do with them (pixels.py), and named as risks with RecognizableVisualFeatures YES.
+cleaned, unnamed PN/AE/UR emptied). :func:`review` reads no pixels: burned-in images (BurnedInAnnotation
+YES, secondary captures, images of the modalities the profile scans) are counted by what the profile's
+burned-in policy and pixel masks do with them judged from the header (:func:`header_pixel_fate`), and
+named as risks with RecognizableVisualFeatures YES. :func:`review_pixels` reads the pixels of those
+images as the anonymizer will (pixeltext.py): the text found (shown masked), what happens to each, a
+thumbnail with the boxes drawn; :meth:`Report.with_pixels` puts both together (the REST report does).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pydicom.datadict import dictionary_has_tag, get_private_entry, keyword_for_tag, repeater_has_tag
@@ -30,13 +33,29 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
+from . import pixeltext
 from .pixels import SECONDARY_CAPTURE_SOP_CLASSES, header_burned_in_reason
+from .pixeltext import PixelDecision
 from .profile import Action, Option, Profile, element_text, private_creator, resolve_basic, table_row
 
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["COLUMNS", "OUTCOMES", "Report", "ReportRow", "element_name", "report_frame", "review"]
+__all__ = [
+    "COLUMNS",
+    "OUTCOMES",
+    "PixelReading",
+    "PixelReview",
+    "Report",
+    "ReportRow",
+    "element_name",
+    "header_pixel_fate",
+    "pixel_review",
+    "read_pixels",
+    "report_frame",
+    "review",
+    "review_pixels",
+]
 
 #: what the anonymizer writes for an attribute, as reported in ``outcome``
 OUTCOMES = (
@@ -101,6 +120,20 @@ class Report:
     #: burned-in images (flagged YES, or secondary captures the profile counts) by what the profile does
     #: with their pixels: "refused" (the anonymizer refuses them), "masked" (a pixel mask matches), "kept"
     burned_in: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(("refused", "masked", "kept"), 0))
+    #: the text found in the pixels (the REST report reads them; review() alone reads headers)
+    pixels: PixelReview | None = None
+
+    def with_pixels(self, pixels: PixelReview) -> Report:
+        """This report with what reading the pixels found; the burned-in counts of the images read follow
+        the decisions instead of their headers."""
+        fates = Counter(self.burned_in)
+        for header, decision in pixels.decisions.values():
+            if header is not None:
+                fates[header] -= 1
+            if decision.fate is not None:
+                fates[decision.fate] += 1
+        counts = {fate: max(0, fates.get(fate, 0)) for fate in ("refused", "masked", "kept")}
+        return replace(self, burned_in=counts, pixels=pixels)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -125,6 +158,7 @@ class Report:
                 "risks": self.risks,
             },
             "attributes": [asdict(row) for row in self.rows],
+            **({"pixel_text": self.pixels.to_json()} if self.pixels is not None else {}),
         }
 
     def to_dataframe(self) -> pandas.DataFrame:
@@ -310,10 +344,7 @@ class _Review:
             self.pixel_fates[self.pixel_fate(ds)] += 1
 
     def pixel_fate(self, ds: Dataset) -> str:
-        """What the anonymizer does with a burned-in image's pixels under the profile (see pixels.py)."""
-        if any(mask.matches(ds) for mask in self.profile.pixel_masks):
-            return "masked"
-        return "kept" if self.profile.burned_in == "keep" else "refused"
+        return header_pixel_fate(ds, self.profile)
 
     def file_meta(self, image: int, meta: Dataset) -> None:
         for elem in meta:
@@ -518,6 +549,93 @@ class _Review:
             for entry in self.entries.values():
                 if entry.path == name:
                     entry.risks.add(risk)
+
+
+def header_pixel_fate(ds: Dataset, profile: Profile) -> str:
+    """What the anonymizer does with a burned-in image's pixels under the profile, judged from the header
+    alone (pixeltext.py reads the pixels): masked when a mask matches, kept under keep, else refused
+    (the pessimistic reading: an image of a scanned modality in which no text is found leaves)."""
+    if any(mask.matches(ds) for mask in profile.pixel_masks):
+        return "masked"
+    return "kept" if profile.burned_in == "keep" else "refused"
+
+
+@dataclass(frozen=True)
+class PixelReview:
+    """The text found in the pixels of the scanned images of a selection, and what leaves of it."""
+
+    #: image id → (what the header alone says, what reading the pixels decided)
+    decisions: Mapping[int, tuple[str | None, PixelDecision]]
+    #: image id → (frame, base64 PNG) of the images with text found (at most MAX_THUMBNAILS)
+    thumbnails: Mapping[int, tuple[int, str]]
+    #: scanned images whose pixels were not read (over the limit of one review)
+    not_read: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        counts = pixeltext.summary(decision for _, decision in self.decisions.values())
+        rows = [
+            {"image_id": image_id, **text.to_json()}
+            for image_id, (_, decision) in self.decisions.items()
+            for text in decision.texts
+        ]
+        images = []
+        for image_id, (_, decision) in self.decisions.items():
+            thumbnail = self.thumbnails.get(image_id)
+            images.append(
+                {
+                    "image_id": image_id,
+                    "fate": decision.fate,
+                    "scanned": decision.scanned,
+                    "detection": decision.detection,
+                    "texts": len(decision.texts),
+                    "refusal": decision.refusal,
+                    "thumbnail": {"frame": thumbnail[0], "png": thumbnail[1]} if thumbnail else None,
+                }
+            )
+        return {"summary": {**counts, "images_not_read": self.not_read}, "rows": rows, "images": images}
+
+
+#: scanned images whose pixels one review reads (about a second each), and thumbnails it returns
+MAX_PIXEL_REVIEW = 50
+MAX_THUMBNAILS = 24
+
+
+@dataclass(frozen=True)
+class PixelReading:
+    """One scanned image's pixels read as the anonymizer will read them: what the header alone says (None
+    when the header does not flag it), what reading the pixels decided, and its thumbnail when asked for."""
+
+    header_fate: str | None
+    decision: PixelDecision
+    thumbnail: tuple[int, str] | None = None
+
+
+def read_pixels(ds: Dataset, profile: Profile, thumbnail: bool = True) -> PixelReading:
+    """Read ``ds``'s pixels as the anonymizer will (pixeltext.decide): Tesseract's work, so the node runs
+    it in a worker process (``workers.tasks.read_pixels``)."""
+    decision = pixeltext.decide(ds, profile)
+    flagged = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
+    found = pixeltext.thumbnail_png(ds, decision) if thumbnail and decision.texts else None
+    return PixelReading(header_pixel_fate(ds, profile) if flagged else None, decision, found)
+
+
+def pixel_review(readings: Iterable[tuple[int, PixelReading]], total: int | None = None) -> PixelReview:
+    """The review of ``readings`` (image id, :func:`read_pixels`), in order; ``total`` scanned images in the
+    selection (the rest were not read). At most :data:`MAX_THUMBNAILS` thumbnails are kept."""
+    decisions: dict[int, tuple[str | None, PixelDecision]] = {}
+    thumbnails: dict[int, tuple[int, str]] = {}
+    for image_id, reading in readings:
+        decisions[image_id] = (reading.header_fate, reading.decision)
+        if reading.thumbnail is not None and len(thumbnails) < MAX_THUMBNAILS:
+            thumbnails[image_id] = reading.thumbnail
+    read = len(decisions)
+    return PixelReview(decisions, thumbnails, max(0, (total if total is not None else read) - read))
+
+
+def review_pixels(images: Iterable[tuple[int, Dataset]], profile: Profile, total: int | None = None) -> PixelReview:
+    """Read the pixels of ``images`` (id, full dataset) in this process, for the review; ``total`` scanned
+    images in the selection (the rest were not read)."""
+    return pixel_review(((image_id, read_pixels(ds, profile)) for image_id, ds in images), total)
 
 
 def review(datasets: Iterable[Dataset], profile: Profile) -> Report:

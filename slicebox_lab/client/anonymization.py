@@ -40,7 +40,8 @@ class AnonymizationMixin(ClientBase):
         self, image_ids: Iterable[int] = (), options: Any = None, *, series_ids: Iterable[int] = ()
     ) -> pd.DataFrame:
         """What the profile would do to each attribute path of the selection (values never included);
-        the report's summary is in ``df.attrs["summary"]``."""
+        the report's summary is in ``df.attrs["summary"]``, the text found in the pixels (rows shown masked,
+        thumbnails) in ``df.attrs["pixel_text"]``."""
         body = {
             **profile_body(options),
             "imageIds": [int(i) for i in image_ids],
@@ -49,6 +50,7 @@ class AnonymizationMixin(ClientBase):
         report = self.post("anonymization/report", json=body)
         df = frame(report.get("attributes", []), REPORT_COLUMNS)
         df.attrs["summary"] = report.get("summary", {})
+        df.attrs["pixel_text"] = report.get("pixel_text") or {}
         return df
 
     def anonymize_images(self, image_ids: Iterable[int], options: Any = None) -> dict[str, Any]:

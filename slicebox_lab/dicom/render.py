@@ -28,7 +28,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from slicebox_lab.errors import InvalidDicom, InvalidInput, RenderingFailed, SliceboxError
 
-__all__ = ["image_information", "render_png"]
+__all__ = ["image_information", "render_frame", "render_png"]
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: Copied into a per-frame view so functional-group values can override them.
@@ -106,6 +106,26 @@ def render_png(
         raise RenderingFailed(f"image cannot be rendered: {type(exc).__name__}: {exc}") from exc
 
 
+def render_frame(
+    ds: Dataset, frame_number: int = 1, window: tuple[float, float] | None = None, full_range: bool = False
+) -> Image.Image:
+    """One frame as an 8-bit PIL image ("L" or "RGB"), as :func:`render_png` draws it (no scaling).
+
+    For those who look at the pixels the way a person sees them (text detection). ``window``
+    (low, high) as in :func:`render_png`; ``full_range``: grey-scale values stretched from the
+    frame's minimum to its maximum, ignoring the file's window (text outside the window shows).
+    Raises :class:`RenderingFailed` for an image that cannot be rendered.
+    """
+    if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
+        raise RenderingFailed("image has no pixel data")
+    try:
+        return _render(ds, frame_number - 1, window, full_range)
+    except SliceboxError:
+        raise
+    except Exception as exc:  # decoders and numpy raise anything on broken data
+        raise RenderingFailed(f"image cannot be rendered: {type(exc).__name__}: {exc}") from exc
+
+
 def verify_pixel_data(ds: Dataset) -> None:
     """Refuse, at ingest, pixel data that no installed decoder can read.
 
@@ -145,7 +165,7 @@ def _check_arguments(frame_number: int, window_min: float | None, window_max: fl
             raise InvalidInput(f"{name} must be a finite number, got {value!r}")
 
 
-def _render(ds: Dataset, index: int, user_window: tuple[float, float] | None) -> Image.Image:
+def _render(ds: Dataset, index: int, user_window: tuple[float, float] | None, full_range: bool = False) -> Image.Image:
     arr, properties = _decode_frame(ds, index)
     photometric = str(properties.get("photometric_interpretation") or ds.get("PhotometricInterpretation", ""))
     photometric = photometric.strip().upper()
@@ -157,7 +177,7 @@ def _render(ds: Dataset, index: int, user_window: tuple[float, float] | None) ->
         raise RenderingFailed(f"cannot render pixel data of shape {arr.shape}")
     view = _frame_view(ds, index)
     values = apply_modality_lut(arr, view)
-    grey = _window(values, view, user_window)
+    grey = _stretch(values) if full_range else _window(values, view, user_window)
     if photometric == "MONOCHROME1":
         grey = 255 - grey
     return Image.fromarray(grey)

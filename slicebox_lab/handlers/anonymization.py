@@ -2,8 +2,8 @@
 
 Thin adapters over ``SliceboxContext.anonymized_bytes`` / ``anonymize_in_place`` (the one way to
 anonymize).  The body names the options of the basic profile: ``{"options": ["RETAIN_UIDS"]}``;
-an empty body or ``{}`` is the basic profile alone.  Burned-in images answer 422 unless the body has
-``"burnedInAnnotation": "keep"`` or ``"pixelMasks"`` matching them (``anonymization/pixels.py``).
+an empty body or ``{}`` is the basic profile alone.  Images that may carry text in their pixels are
+read and refused (422) or masked as ``"burnedInText"`` says (``anonymization/pixeltext.py``).
 """
 
 from __future__ import annotations

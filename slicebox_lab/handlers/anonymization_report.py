@@ -1,8 +1,11 @@
 """POST /slicebox/api/anonymization/report: what a profile would do to a selection, before anything is sent.
 
-A thin adapter over :func:`slicebox_lab.anonymization.report.review`: the body names the selection
-(``imageIds`` and/or ``seriesIds``) and the profile (``options`` and the rest), parsed exactly as the
-other anonymization routes parse them. Headers only are read (no pixel data), off the event loop, one file at a time.
+A thin adapter over :func:`slicebox_lab.anonymization.report.review` and ``pixel_review``: the body
+names the selection (``imageIds`` and/or ``seriesIds``) and the profile (``options`` and the rest), parsed
+exactly as the other anonymization routes parse them. Headers are read, off the event loop, one file at
+a time; then the pixels of the images that may carry burned-in text (at most
+``MAX_PIXEL_REVIEW``), read by Tesseract as the anonymizer will read them, in the worker processes
+(``SliceboxContext.read_pixels``), never in the server's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pydicom.dataset import Dataset
 from tornado import web
 
 from ..anonymization import Profile
-from ..anonymization.report import Report, review
+from ..anonymization.pixels import header_burned_in_reason
+from ..anonymization.report import MAX_PIXEL_REVIEW, Report, pixel_review, review
 from ..errors import InvalidInput
 from .anonymization import _ProfileHandler
 from .base import API
@@ -68,13 +72,25 @@ class AnonymizationReportHandler(_ProfileHandler):
         return list(selected)
 
     def _review(self, image_ids: list[int], profile: Profile) -> Report:
-        return review(self._read_headers(image_ids), self.context.node_profile(profile))
+        profile = self.context.node_profile(profile)
+        scanned: list[int] = []
+        report = review(self._read_headers(image_ids, profile, scanned), profile)
+        read = scanned[:MAX_PIXEL_REVIEW]
+        pixels = pixel_review(self.context.read_pixels(read, profile), total=len(scanned))  # in the workers
+        return report.with_pixels(pixels)
 
-    def _read_headers(self, image_ids: list[int]) -> Iterator[Dataset]:
+    def _read_headers(self, image_ids: list[int], profile: Profile, scanned: list[int]) -> Iterator[Dataset]:
+        """The headers; the ids of the images whose pixels the anonymizer reads go to ``scanned``."""
         for image_id in image_ids:
             _, file = self.context.open_image(image_id)
             with file:
-                yield pydicom.dcmread(file, stop_before_pixels=True)
+                header = pydicom.dcmread(file, stop_before_pixels=True)
+            if "Rows" in header and (
+                profile.scan_all
+                or header_burned_in_reason(header, profile.secondary_capture_burned_in, profile.burned_in_modalities)
+            ):
+                scanned.append(image_id)
+            yield header
 
 
 default_handlers = [(rf"{API}/anonymization/report", AnonymizationReportHandler)]

@@ -2,7 +2,9 @@
 
 The review comes first on purpose: for a box the Send button is enabled only once the report of the
 chosen profile for exactly this selection is on screen, so nobody sends without having seen which
-attributes are kept and what residual risk remains. Sends run on the node; the widget polls the
+attributes are kept and what residual risk remains, and what text the node found in the pixels
+(shown masked, with a thumbnail where the boxes are drawn) and what the chosen ``burnedInText``
+policy does with it. Sends run on the node; the widget polls the
 transaction (box) or job (SCU) from a background thread into a progress bar until it ends.
 """
 
@@ -18,10 +20,21 @@ from traitlets import Bool, Unicode
 from ..model import FINISHED_STATES, TRANSACTION_ENDED, JobState
 from ._common import Progress, ProgressWatcher, StatusLine, reporting
 from ._common import records as _records
-from .present import review_table
+from .present import review_table, table
 
 __all__ = ["Sender"]
 
+#: the pixel-text rows' columns, in this order
+_TEXT_COLUMNS = ("image_id", "frame", "x", "y", "width", "height", "text", "confidence", "decision", "why")
+#: the burnedInText choices: (label, value); "" leaves it to the box's profile (a None value would show
+#: as no selection in the browser)
+TEXT_POLICIES = (
+    ("the box's profile (default: refuse)", ""),
+    ("refuse images with text", "refuse"),
+    ("mask all text found", "mask-detected"),
+    ("mask identifying text only", "mask-detected-phi"),
+    ("keep the pixels as they are", "keep"),
+)
 
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
     done = int(transaction.get("sent_image_count") or 0) + int(transaction.get("failed_image_count") or 0)
@@ -60,6 +73,9 @@ class Sender(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.option_boxes: dict[str, widgets.Checkbox] = {}
         self.options_box = widgets.VBox([])
+        self.text_policy = widgets.Dropdown(options=list(TEXT_POLICIES), value="", description="Text in pixels",
+                                            style={"description_width": "initial"},
+                                            layout=widgets.Layout(width="420px"))  # fmt: skip
         self.review_button = widgets.Button(description="Review de-identification", icon="eye",
                                             layout=widgets.Layout(width="auto"))  # fmt: skip
         self.review_html = widgets.HTML("")
@@ -69,6 +85,7 @@ class Sender(widgets.VBox):
         self.selection_label = widgets.Label("")
 
         self.destination.observe(self._inputs_changed, "value")
+        self.text_policy.observe(self._inputs_changed, "value")
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.review_button.on_click(lambda _b: self.review())
         self.send_button.on_click(lambda _b: self.send())
@@ -78,6 +95,7 @@ class Sender(widgets.VBox):
             widgets.HBox([self.destination, self.refresh_button]),
             widgets.HTML("<b>De-identification options</b> (added to the basic profile)"),
             self.options_box,
+            self.text_policy,
             self.review_button,
             self.review_html,
             widgets.HBox([self.send_button, self.progress, self.state_line]),
@@ -138,6 +156,17 @@ class Sender(widgets.VBox):
         """The names of the ticked profile options (RETAIN_UIDS ...)."""
         return [name for name, box in self.option_boxes.items() if box.value]
 
+    @property
+    def profile(self) -> dict[str, Any] | None:
+        """The profile body sent for review and send: the options and the burnedInText policy (None: the
+        box's default profile)."""
+        if not self.options and not self.text_policy.value:
+            return None
+        body: dict[str, Any] = {"options": self.options}
+        if self.text_policy.value:
+            body["burnedInText"] = self.text_policy.value
+        return body
+
     def select_destination(self, kind: str, name_or_id: str | int) -> None:
         """Choose the box or SCU by name or id (as a click in the dropdown would)."""
         for label, (k, i) in self.destination.options:
@@ -150,6 +179,7 @@ class Sender(widgets.VBox):
         to_scu = bool(self.destination.value) and self.destination.value[0] == "scu"
         for box in self.option_boxes.values():
             box.disabled = to_scu  # a C-STORE sends the images as stored: no profile applies
+        self.text_policy.disabled = to_scu
         self.reviewed = False
         self.review_frame = None
         self.review_html.value = ""
@@ -175,12 +205,13 @@ class Sender(widgets.VBox):
             return None
         self.status.info("reviewing…")
         with reporting(self.status, "reviewing") as outcome:
-            frame = self._selection.review(options=self.options or None)
+            frame = self._selection.review(options=self.profile)
         if outcome.failed:
             return None
         self.review_frame = frame
         self.review_html.value = (
             f'<div class="slicebox-review"><p><b>De-identification review:</b> {html.escape(_summary(frame))}</p>'
+            f"{_pixel_text_html(frame.attrs.get('pixel_text') or {})}"
             f'<div style="max-height:300px;overflow:auto">{review_table(frame)}</div></div>'
         )
         self.reviewed = True
@@ -203,7 +234,7 @@ class Sender(widgets.VBox):
         with reporting(self.status, "sending") as outcome:
             image_ids = [int(i) for i in self._selection.image_ids()]
             if kind == "box":
-                started = self.client.send_to_box(target, image_ids, options=self.options or None)
+                started = self.client.send_to_box(target, image_ids, options=self.profile)
                 transaction_id = _transaction_id(started)
                 if transaction_id is None:  # the node answered the job only: follow the job
                     poll = self._job_poll(int(started["job_id"]))
@@ -264,7 +295,50 @@ def _summary(frame: pd.DataFrame) -> str:
     refused = (summary.get("burned_in") or {}).get("refused")
     if refused:
         parts.append(f"{refused} images with burned-in annotation will be refused")
+    masked = (summary.get("burned_in") or {}).get("masked")
+    if masked:
+        parts.append(f"{masked} images will have text masked in their pixels")
     return "; ".join(parts)
+
+
+def _pixel_text_html(pixel_text: dict[str, Any]) -> str:
+    """The text found in the pixels: a line of counts, thumbnails with the boxes drawn, one row per text
+    (shown masked by the node), and the refusals."""
+    summary = pixel_text.get("summary") or {}
+    if not summary.get("images_read") and not summary.get("images_unreadable") and not summary.get("images_not_read"):
+        return ""
+    counts = (
+        f"{summary.get('images_read', 0)} images read for text in their pixels: {summary.get('texts', 0)} texts "
+        f"found, {summary.get('masked', 0)} to be masked, {summary.get('kept', 0)} kept, "
+        f"{summary.get('refused', 0)} in refused images"
+    )
+    if summary.get("images_unreadable"):
+        counts += f"; {summary['images_unreadable']} images cannot be read here (Tesseract is missing): refused"
+    if summary.get("images_not_read"):
+        counts += f"; {summary['images_not_read']} more are read when sent"
+    pictures = []
+    for image in pixel_text.get("images") or []:
+        thumbnail = image.get("thumbnail")
+        if thumbnail:
+            caption = html.escape(f"image {image['image_id']}, frame {thumbnail['frame']}: {image.get('fate')}")
+            pictures.append(
+                '<figure style="display:inline-block;margin:4px">'
+                f'<img alt="{caption}" src="data:image/png;base64,{html.escape(str(thumbnail["png"]))}"/>'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    refusals = [
+        f"<li>{html.escape(str(image['refusal']))}</li>"
+        for image in pixel_text.get("images") or []
+        if image.get("refusal")
+    ]
+    rows = pd.DataFrame(pixel_text.get("rows") or [], columns=list(_TEXT_COLUMNS))
+    return (
+        f'<div class="slicebox-pixel-text"><p><b>Text in the pixels:</b> {html.escape(counts)}</p>'
+        f"<div>{''.join(pictures)}</div>"
+        + (f"<ul>{''.join(refusals)}</ul>" if refusals else "")
+        + (f'<div style="max-height:200px;overflow:auto">{table(rows, _TEXT_COLUMNS)}</div>' if len(rows) else "")
+        + "</div>"
+    )
 
 
 def _transaction_id(started: dict[str, Any]) -> int | None:

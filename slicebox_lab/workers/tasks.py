@@ -16,11 +16,20 @@ from pathlib import Path
 import xxhash
 
 from .. import dicom
-from ..anonymization import Profile, PseudonymKeys, anonymize, keystore
+from ..anonymization import Profile, PseudonymKeys, anonymize, keystore, report
 from ..dicom.tagpath import TagValue, apply_tag_values
 from ..model import IndexedAttributes
 
-__all__ = ["Anonymized", "AnonymizedBlob", "Inspected", "anonymize_file", "anonymize_into", "blob_digest", "inspect"]
+__all__ = [
+    "Anonymized",
+    "AnonymizedBlob",
+    "Inspected",
+    "anonymize_file",
+    "anonymize_into",
+    "blob_digest",
+    "inspect",
+    "read_pixels",
+]
 
 
 def blob_digest() -> xxhash.xxh3_128:
@@ -126,3 +135,9 @@ def anonymize_into(
     digest = blob_digest()
     digest.update(written)
     return AnonymizedBlob(len(written), digest.hexdigest(), inspected, record)
+
+
+def read_pixels(path: str | None, data: bytes | None, profile: Profile) -> report.PixelReading:
+    """A stored image's pixels read as the anonymizer will read them, for the review report: Tesseract's
+    work (about a second a frame), done here so that it never holds the server process."""
+    return report.read_pixels(dicom.parse_part10(_read(path, data)).dataset, profile)

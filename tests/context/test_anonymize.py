@@ -108,6 +108,7 @@ def test_the_nodes_pixel_masks_and_burned_in_settings_apply_to_every_anonymizati
 
     sc = ct_bytes(PatientID="SC", SOPClassUID="1.2.840.10008.5.1.4.1.1.7", Modality="OT")
     sc_image = context.ingest(sc, WATCH).image
+    context.burned_in_text_detection = False  # unread, as a node without OCR (what reading does: test_burned_in_text)
     with pytest.raises(AnonymizationRefused):
         context.anonymized_bytes(sc_image.id, BASIC)
     context.secondary_capture_burned_in = False

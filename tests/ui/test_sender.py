@@ -155,3 +155,51 @@ def test_an_offline_partner_shows_why_the_transaction_waits(pair: dict[str, Any]
     assert watcher.last.message in sender.state_line.message
     node: NodeProcess = c
     assert node.process.poll() is not None
+
+
+def test_the_review_shows_the_text_in_the_pixels_and_the_chosen_policy_masks_it(pair: dict[str, Any]):
+    """An unflagged ultrasound series with a name in its pixels: the review lists the text (masked) with a
+    thumbnail; with "mask all text found" it arrives at the partner with nothing readable in its pixels."""
+    from generators import to_bytes, ultrasound_with_burned_name
+
+    from slicebox_lab.anonymization import ocr
+
+    if ocr.ocr_unavailable_reason() is not None:
+        pytest.skip(f"OCR unavailable: {ocr.ocr_unavailable_reason()}")
+    client_a, client_b, a = pair["client_a"], pair["client_b"], pair["a"]
+    study, series = generate_uid(), generate_uid()
+    s = a.session()
+    for n in range(2):
+        ds = ultrasound_with_burned_name(
+            PatientName="Ultra^Sound", StudyInstanceUID=study, SeriesInstanceUID=series, InstanceNumber=n + 1
+        )
+        r = s.post(a.api + "/images", data=to_bytes(ds), headers=DICOM, timeout=30)
+        assert r.status_code == 201, r.text
+    flat = client_a.flat_series()
+    series_id = int(flat[flat["SeriesInstanceUID"] == series].iloc[0]["series_id"])
+    before = len(client_b.images())
+
+    sender = Sender(client_a, selection=[series_id])
+    assert sender.profile is None  # nothing chosen: the box's own profile applies
+    sender.select_destination("box", "partner")
+    sender.review_button.click()
+    shown = sender.review_html.value
+    assert "Text in the pixels" in shown and "2 images read" in shown, shown[:500]
+    assert "data:image/png;base64," in shown and "U**** S****" in shown and "Ultra" not in shown
+    assert "refused" in shown
+
+    sender.text_policy.value = "mask-detected"  # another profile: review again before sending
+    assert sender.profile == {"options": [], "burnedInText": "mask-detected"}
+    assert not sender.reviewed and sender.send_button.disabled
+    sender.review_button.click()
+    assert "2 images will have text masked" in sender.review_html.value
+    sender.send_button.click()
+    result = sender.wait(120)
+    assert result is not None and result["status"] == "FINISHED", (sender.state, sender.status.message)
+    images = client_b.images()
+    assert len(images) == before + 2
+    for image_id in images["id"]:
+        ds = pydicom.dcmread(io.BytesIO(client_b.image_bytes(int(image_id))))
+        if ds.Modality == "US":
+            assert ds.BurnedInAnnotation == "NO"
+            assert not any("ULTRA" in box.text.upper() for box in ocr.detect_text(ds))
