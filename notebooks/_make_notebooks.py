@@ -7,6 +7,7 @@ same kernel). Edit the cells here and run it again; tests/e2e/test_notebooks.py 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import nbformat
@@ -455,8 +456,10 @@ ct_series_id = int(ct.series_id[0])
 job = sbx.run_app("lung-share", [ct_series_id], wait=True, progress=False)
 run = sbx.app_run(job["result"]["run_ids"][-1])  # the job's run on the series
 job["state"], run["values"]"""),
-    md("Every run is kept with its provenance: app and version, parameters, the series and SOP instances it ran on, "
-       "start, end, state, log, outputs."),
+    md(
+        "Every run is kept with its provenance: app and version, parameters, the series and SOP instances it ran on, "
+        "start, end, state, log, outputs."
+    ),
     code("""
 runs = sbx.app_runs("lung-share")
 print(sbx.app_run(int(runs.id[0]))["log"])
@@ -775,7 +778,8 @@ tagged `parameters` replaced: `files` (the series' DICOM files), `series` (its a
 (where DICOM results go), `app_name`, `app_version`, and the app's own parameters. The executed notebook,
 with its figures, is kept with the run.
 """),
-    code("""
+    code(
+        """
 # parameters (replaced by the node for each run)
 files = []
 series = []
@@ -783,7 +787,9 @@ output_dir = "."
 app_name = "body-and-lungs-notebook"
 app_version = "1"
 body_hu = -500.0
-lung_hu = -400.0""", tags=["parameters"]),
+lung_hu = -400.0""",
+        tags=["parameters"],
+    ),
     code("""
 import json
 from pathlib import Path
@@ -849,6 +855,10 @@ values = {"body_voxels": int(body.sum()), "lungs_voxels": int(lungs.sum())}
 
 
 def write(folder: Path, name: str, cells: list[nbformat.NotebookNode]) -> Path:
+    """Write one notebook; its cells' ids follow from its name and their place, so running this again
+    changes no file when nothing changed (nbformat makes random ones)."""
+    for number, cell in enumerate(cells):
+        cell.id = hashlib.sha256(f"{name}/{number}".encode()).hexdigest()[:8]
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

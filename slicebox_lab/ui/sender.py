@@ -36,6 +36,7 @@ TEXT_POLICIES = (
     ("keep the pixels as they are", "keep"),
 )
 
+
 def transaction_progress(transaction: dict[str, Any]) -> Progress:
     done = int(transaction.get("sent_image_count") or 0) + int(transaction.get("failed_image_count") or 0)
     status = str(transaction.get("status", ""))

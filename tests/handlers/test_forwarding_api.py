@@ -124,8 +124,6 @@ async def test_the_node_forwards_uploads_to_a_remote_node_and_deletes_them_after
     for image_id in ids:
         assert (await api("images", image_id)).code == 404
     # the images are marked deleted once the deletion is complete (blobs durably gone, then rows)
-    while (images := body_json(await api("forwarding", "rules", rule["id"], "batches"))[0]["images"]) != {
-        "DELETED": 3
-    }:
+    while (images := body_json(await api("forwarding", "rules", rule["id"], "batches"))[0]["images"]) != {"DELETED": 3}:
         assert time.monotonic() < deadline, images
         await asyncio.sleep(0.1)
