@@ -75,6 +75,23 @@ class Anonymized:
     sha256: str = ""
 
 
+def _anonymized(
+    path: str | None,
+    data: bytes | None,
+    profile: Profile,
+    keys: PseudonymKeys,
+    tag_values: Sequence[TagValue],
+    key_attributes: Sequence[keystore.KeyAttribute],
+) -> tuple[bytes, keystore.KeyRecord]:
+    """The one way to anonymize a stored file (house rule 3): parse, de-identify, apply ``tag_values``; the
+    Part-10 bytes and what the key records. Raises ``AnonymizationRefused`` as ``anonymize`` does."""
+    real = dicom.parse_part10(_read(path, data)).dataset
+    out = anonymize(real, profile, keys)
+    if tag_values:
+        apply_tag_values(out, tag_values)
+    return dicom.write_part10(out), keystore.key_record(real, out, profile, key_attributes)
+
+
 def anonymize_file(
     path: str | None,
     data: bytes | None,
@@ -85,14 +102,8 @@ def anonymize_file(
     spool: str,
     sha256: bool = False,
 ) -> Anonymized:
-    """The one way to anonymize a stored file (house rule 3): parse, de-identify, apply ``tag_values``,
-    write Part 10 into ``spool``; raises ``AnonymizationRefused`` as ``anonymize`` does."""
-    real = dicom.parse_part10(_read(path, data)).dataset
-    out = anonymize(real, profile, keys)
-    if tag_values:
-        apply_tag_values(out, tag_values)
-    record = keystore.key_record(real, out, profile, key_attributes)
-    written = dicom.write_part10(out)
+    """A stored file anonymized (:func:`_anonymized`) into a new file in ``spool``."""
+    written, record = _anonymized(path, data, profile, keys, tag_values, key_attributes)
     target = os.path.join(spool, f"{uuid.uuid4().hex}.dcm")
     with open(target, "wb") as f:
         f.write(written)
@@ -121,12 +132,7 @@ def anonymize_into(
 ) -> AnonymizedBlob:
     """Anonymize a stored file into the (already created) file of a new blob: anonymization in place
     costs one parse and one write, and the server only renames, flushes and indexes."""
-    real = dicom.parse_part10(_read(path, data)).dataset
-    out = anonymize(real, profile, keys)
-    if tag_values:
-        apply_tag_values(out, tag_values)
-    record = keystore.key_record(real, out, profile, key_attributes)
-    written = dicom.write_part10(out)
+    written, record = _anonymized(path, data, profile, keys, tag_values, key_attributes)
     parsed = dicom.parse_part10(written)  # the validation every stored file passes (house rule 3)
     dicom.verify_pixel_data(parsed.dataset)
     inspected = Inspected(dicom.extract_attributes(parsed), keystore.is_anonymous(parsed.dataset))

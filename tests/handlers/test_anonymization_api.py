@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import re
 import stat
+import time
 from pathlib import Path
 
 import pydicom
@@ -63,6 +65,9 @@ async def test_a_large_anonymized_copy_is_streamed_from_the_spool_and_released(a
     assert streamed.code == 200 and streamed.body == whole
     assert int(streamed.headers["Content-Length"]) == len(whole)
     spool = jp_serverapp.web_app.settings["slicebox_context"].spool
+    deadline = time.monotonic() + 10  # the handler releases the file once the last chunk is sent
+    while list(spool.iterdir()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert list(spool.iterdir()) == []
 
 
