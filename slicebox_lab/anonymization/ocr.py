@@ -14,8 +14,9 @@ work is split in two:
    connected components of glyph size, and components side by side at the same height into lines;
    then, once more, at twice the margin (text over speckle or texture, whose strokes merge with the
    ground into blobs at the first margin, stands apart there). Besides the frame: the full range of a
-   windowed one, a 3x3 median of a noisy one, and the chroma of a colour one (:func:`_chroma`: coloured
-   text on grey speckle or noise);
+   windowed one, a 3x3 median of a noisy one, the chroma of a colour one (:func:`_chroma`: coloured
+   text on grey speckle or noise), and where a frame has a ground of wide pixel noise, the frame with
+   that noise lifted out (:func:`.noisetext.lifted_views`: dark text on full-range noise);
 2. **recognition** — each line is cut out with a margin (restored where the frame's edge cuts it),
    scaled so its glyphs are about :data:`TARGET_HEIGHT` pixels high, made dark-on-light, and read by
    Tesseract as a block (``PSM.SINGLE_BLOCK``: lines whose glyphs touch make one candidate), as it is,
@@ -51,6 +52,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from ..dicom.render import render_frame
+from .noisetext import lifted_views
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -74,6 +76,8 @@ _SMOOTH_CONTRAST = 28.0
 _BACKGROUND = 15
 #: faint glyphs a found line grows over (see _extend): contrast to the ground, and how far (line heights)
 _FAINT_CONTRAST, _FAINT_REACH = 12.0, 3
+#: how many times a found line grows by that reach at most (see _extend)
+_FAINT_STEPS = 3
 #: the widest gap (line heights) between a line and faint glyphs it grows over: ": " in a monospaced font
 _FAINT_GAP = 1.5
 #: glyph components: height range (pixels) and fewest pixels
@@ -218,7 +222,7 @@ def detect_text(
         if denoised is not None:
             greys.append(denoised)
         chroma = _chroma(rendered)
-        if chroma is not None:  # read for bright text only: grey grounds have none
+        if chroma is not None:
             greys.append(chroma)
         for grey in greys:
             for x, y, width, height in rectangles:
@@ -227,9 +231,14 @@ def detect_text(
         if key in seen:  # an identical frame of a cine loop: the same text
             boxes.extend(dataclasses.replace(b, frame=frame) for b in seen[key])
             continue
+        # each view with the polarities read in it: the chroma for bright text only (grey grounds have
+        # none); the frame with its noise lifted out (text over a panel of pixel noise) where it has some
+        views: list[tuple[NDArray[np.float32], tuple[float, ...]]] = [
+            (grey, (1.0,) if grey is chroma else (1.0, -1.0)) for grey in greys
+        ]
+        views.extend((view, (polarity,)) for view, polarity in lifted_views(greys[0]) or [])
         found: list[TextBox] = []
-        for grey in greys:
-            polarities = (1.0,) if grey is chroma else (1.0, -1.0)
+        for grey, polarities in views:
             for box in _read_frame(grey, frame, known, polarities):
                 found = _merged(found, box)
         seen[key] = found
@@ -307,7 +316,11 @@ def _read_frame(
                 line = _recognize(shown, (x0, y0, x1, y1), polarity > 0, glyph_count, known)
                 if line is not None:
                     x0, y0, x1, y1 = _complete((x0, y0, x1, y1), parts, known_lines)
-                    x0, y0, x1, y1 = _extend((x0, y0, x1, y1), contrast, polarity * grey, faint)
+                    for _ in range(_FAINT_STEPS):  # a long line read in part grows step by step
+                        grown = _extend((x0, y0, x1, y1), contrast, polarity * grey, faint)
+                        if grown == (x0, y0, x1, y1):
+                            break
+                        x0, y0, x1, y1 = grown
                     yield TextBox(frame, x0, y0, x1 - x0, y1 - y0, *line)
 
 
@@ -407,20 +420,26 @@ def _extend(
     left, right = max(0, x0 - reach), min(columns, x1 + reach)
     near, raised = signed[top:bottom, left:right], contrast[top:bottom, left:right]
     # on a noisy ground, three times its noise: the ground's own grain is no glyph
-    faint = max(faint, 3.0 * 1.4826 * float(np.median(np.abs(raised - np.median(raised)))))
-    inked = (raised > faint) | (near - np.median(near) > 2 * faint)
-    labels, count = ndimage.label(inked, structure=np.ones((3, 3), bool))
-    if not count:
-        return box
+    grain = 3.0 * 1.4826 * float(np.median(np.abs(raised - np.median(raised))))
+    faint = max(faint, grain)
+    ground = float(np.median(near))
+    masks = [(raised > faint) | (near - ground > 2 * faint)]
+    # and, apart, pixels nearly as inked as the line's own glyphs (its brightest tenth, for bright text):
+    # text of one colour whose ground darkens or brightens along the line, where contrast falls short
+    ink = float(np.percentile(signed[y0:y1, x0:x1], 90))
+    if ink - ground > 2 * _FAINT_CONTRAST:
+        masks.append(near >= ink - 0.5 * (ink - ground))
     band_top, band_bottom = y0 - 0.35 * height - top, y1 + 0.35 * height - top
     inky = np.zeros(right - left, dtype=bool)
-    for found in ndimage.find_objects(labels):
-        if found is None:
-            continue
-        ys, xs = found
-        tall, wide = ys.stop - ys.start, xs.stop - xs.start
-        if ys.start >= band_top and ys.stop <= band_bottom and tall >= 0.3 * height and wide <= 2 * height:
-            inky[xs] = True
+    for inked in masks:
+        labels, _ = ndimage.label(inked, structure=np.ones((3, 3), bool))
+        for found in ndimage.find_objects(labels):
+            if found is None:
+                continue
+            ys, xs = found
+            tall, wide = ys.stop - ys.start, xs.stop - xs.start
+            if ys.start >= band_top and ys.stop <= band_bottom and tall >= 0.3 * height and wide <= 2 * height:
+                inky[xs] = True
     gap = max(2, round(_FAINT_GAP * height))
     new_x0, new_x1 = x0, x1
     column, last = x0 - 1 - left, x0 - left
