@@ -24,7 +24,10 @@ from labproc import phantom_series
 from nodeproc import NodeProcess, start_node
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "net"))
-from netutil import DCMTK_ENV, dcmtk, free_port, run_dcmtk, wait_listening  # noqa: E402
+import netutil  # noqa: E402
+from netutil import run_dcmtk  # noqa: E402
+
+storescp = netutil.storescp  # dcmtk storescp (AE STORESCP) writing into a folder: (port, folder)
 
 pytest.importorskip("highdicom", reason="the example app needs highdicom: pip install -e '.[apps]'")
 pytest.importorskip("papermill", reason="notebook apps need papermill: pip install -e '.[apps]'")
@@ -107,21 +110,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         node.stop()
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    out = tmp_path / "received"
-    out.mkdir()
-    port = free_port()
-    process = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "-od", str(out), str(port)], env=DCMTK_ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        wait_listening(port)
-        yield port, out
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 @pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy is not installed (apt-get install dicom3tools)")
 @pytest.mark.timeout(600)
 def test_the_example_apps_segment_a_stable_ct_series_sent_by_storescu(
@@ -143,7 +131,7 @@ def test_the_example_apps_segment_a_stable_ct_series_sent_by_storescu(
     register(node, {"name": NOTEBOOK_APP, "version": "1.0", "series_types": ["CT"], "notebook": "body_and_lungs.ipynb"})
     # the results go on to a PACS (dcmtk storescp) by forwarding rules, as any image would
     port, received = storescp
-    pacs = s.post(node.api + "/scus", json={"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port})
+    pacs = s.post(node.api + "/scus", json={"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port})
     assert pacs.status_code == 201, pacs.text
     for app in (FUNCTION_APP, NOTEBOOK_APP):
         destination = {"type": "scu", "id": pacs.json()["id"]}
