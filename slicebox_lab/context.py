@@ -488,14 +488,7 @@ class SliceboxContext:
             return self._replace(image, self._anonymized(image, profile, tag_values), delete_original)
         try:
             done = self.workers.run(
-                tasks.anonymize_into,
-                source_path,
-                None,
-                self.node_profile(profile),
-                self.pseudonym_keys,
-                tuple(tag_values),
-                self.key_attributes,
-                blob_path,
+                tasks.anonymize_into, source_path, None, self._deidentification(profile, tag_values), blob_path
             )
             keystore.store_key_record(self.index, done.key, image.id)
             upload.adopt(done.size, done.digest)
@@ -527,6 +520,13 @@ class SliceboxContext:
             self.delete_images([image.id])
         return result
 
+    def _deidentification(self, profile: Profile, tag_values: Sequence[TagValue]) -> tasks.Deidentification:
+        """What a worker needs to de-identify an image as this node does: ``profile`` with the node's settings
+        (:meth:`node_profile`), its pseudonym keys, the tag values, its key attributes."""
+        return tasks.Deidentification(
+            self.node_profile(profile), self.pseudonym_keys, tuple(tag_values), tuple(self.key_attributes)
+        )
+
     def node_profile(self, profile: Profile) -> Profile:
         """``profile`` with this node's burned-in settings: its configured masks added, its scanned images,
         text detection."""
@@ -544,16 +544,12 @@ class SliceboxContext:
         """The image de-identified (in a worker process) into a spool file, once its key is durable.
 
         The caller streams the file and removes it (:meth:`release`)."""
-        profile = self.node_profile(profile)
         path = self.storage.local_path(image.storage_key)
         result = self.workers.run(
             tasks.anonymize_file,
             path,
             None if path else self.storage.read(image.storage_key),
-            profile,
-            self.pseudonym_keys,
-            tuple(tag_values),
-            self.key_attributes,
+            self._deidentification(profile, tag_values),
             str(self.spool),
             sha256,
         )

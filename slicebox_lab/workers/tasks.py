@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,35 +74,31 @@ class Anonymized:
     sha256: str = ""
 
 
-def _anonymized(
-    path: str | None,
-    data: bytes | None,
-    profile: Profile,
-    keys: PseudonymKeys,
-    tag_values: Sequence[TagValue],
-    key_attributes: Sequence[keystore.KeyAttribute],
-) -> tuple[bytes, keystore.KeyRecord]:
-    """The one way to anonymize a stored file (house rule 3): parse, de-identify, apply ``tag_values``; the
-    Part-10 bytes and what the key records. Raises ``AnonymizationRefused`` as ``anonymize`` does."""
-    real = dicom.parse_part10(_read(path, data)).dataset
-    out = anonymize(real, profile, keys)
-    if tag_values:
-        apply_tag_values(out, tag_values)
-    return dicom.write_part10(out), keystore.key_record(real, out, profile, key_attributes)
+@dataclass(frozen=True)
+class Deidentification:
+    """How the node de-identifies: the profile, its pseudonym keys, tag values written after the profile, and
+    what each key records (the same for every image of a request; one picklable argument for the workers)."""
+
+    profile: Profile
+    keys: PseudonymKeys
+    tag_values: tuple[TagValue, ...]
+    key_attributes: tuple[keystore.KeyAttribute, ...]
+
+    def apply(self, path: str | None, data: bytes | None) -> tuple[bytes, keystore.KeyRecord]:
+        """The one way to anonymize a stored file (house rule 3): parse, de-identify, apply the tag values; the
+        Part-10 bytes and what the key records. Raises ``AnonymizationRefused`` as ``anonymize`` does."""
+        real = dicom.parse_part10(_read(path, data)).dataset
+        out = anonymize(real, self.profile, self.keys)
+        if self.tag_values:
+            apply_tag_values(out, self.tag_values)
+        return dicom.write_part10(out), keystore.key_record(real, out, self.profile, self.key_attributes)
 
 
 def anonymize_file(
-    path: str | None,
-    data: bytes | None,
-    profile: Profile,
-    keys: PseudonymKeys,
-    tag_values: Sequence[TagValue],
-    key_attributes: Sequence[keystore.KeyAttribute],
-    spool: str,
-    sha256: bool = False,
+    path: str | None, data: bytes | None, how: Deidentification, spool: str, sha256: bool = False
 ) -> Anonymized:
-    """A stored file anonymized (:func:`_anonymized`) into a new file in ``spool``."""
-    written, record = _anonymized(path, data, profile, keys, tag_values, key_attributes)
+    """A stored file anonymized (:meth:`Deidentification.apply`) into a new file in ``spool``."""
+    written, record = how.apply(path, data)
     target = os.path.join(spool, f"{uuid.uuid4().hex}.dcm")
     with open(target, "wb") as f:
         f.write(written)
@@ -121,18 +116,10 @@ class AnonymizedBlob:
     key: keystore.KeyRecord
 
 
-def anonymize_into(
-    path: str | None,
-    data: bytes | None,
-    profile: Profile,
-    keys: PseudonymKeys,
-    tag_values: Sequence[TagValue],
-    key_attributes: Sequence[keystore.KeyAttribute],
-    blob_path: str,
-) -> AnonymizedBlob:
+def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, blob_path: str) -> AnonymizedBlob:
     """Anonymize a stored file into the (already created) file of a new blob: anonymization in place
     costs one parse and one write, and the server only renames, flushes and indexes."""
-    written, record = _anonymized(path, data, profile, keys, tag_values, key_attributes)
+    written, record = how.apply(path, data)
     parsed = dicom.parse_part10(written)  # the validation every stored file passes (house rule 3)
     dicom.verify_pixel_data(parsed.dataset)
     inspected = Inspected(dicom.extract_attributes(parsed), keystore.is_anonymous(parsed.dataset))
