@@ -102,8 +102,9 @@ class FileParts(BodySink):
         self._files = 0
         self._lock = threading.Lock()
         self._parser: MultipartParser | None = None
+        #: a whole-body file is opened with its first bytes, in the writer thread (never on the event loop)
+        self._whole = boundary is None
         if boundary is None:
-            self._open = _FileWriter(context, source, fix_preamble)
             return
         self._headers: dict[str, str] = {}
         self._header_field = b""
@@ -175,14 +176,19 @@ class FileParts(BodySink):
                         raise
                     except Exception as error:  # python-multipart's own errors: a malformed body
                         raise InvalidInput(f"the multipart body is malformed: {error}") from error
-                elif self._open is not None:
-                    self._open.write(piece)
+                elif self._whole:
+                    self._whole_file().write(piece)
+
+    def _whole_file(self) -> _FileWriter:
+        if self._open is None:
+            self._open = _FileWriter(self._context, self._source, self._fix)
+        return self._open
 
     def finish(self) -> None:
         with self._lock:
             if self._parser is None:
-                writer, self._open = self._open, None
-                if writer is not None:
+                if self._whole:
+                    writer, self._open, self._whole = self._whole_file(), None, False
                     self._files += 1
                     self._on_file(writer.close(), {})
                 return
@@ -192,7 +198,7 @@ class FileParts(BodySink):
 
     def discard(self) -> None:
         with self._lock:
-            writer, self._open = self._open, None
+            writer, self._open, self._whole = self._open, None, False
         if writer is not None:
             writer.upload.discard()
 
@@ -251,11 +257,12 @@ class StreamingHandler(SliceboxHandler):
                 self._failure = error
 
     async def body_complete(self) -> None:
-        """In the route's method: feed what is left and close the body; raises what went wrong on the way."""
-        await self._drain()
+        """In the route's method: feed what is left and close the body, in one trip off the event loop (a
+        body under ``BATCH_BYTES``, most single images, makes no other); raises what went wrong on the way."""
+        pieces, self._pending, self._pending_bytes = self._pending, [], 0
         if self._failure is None and self._sink is not None:
             try:
-                await self.blocking(self._sink.finish)
+                await self.blocking(_feed_and_finish, self._sink, pieces)
             except BaseException as error:
                 self._failure = error
         if self._failure is not None:
@@ -281,6 +288,12 @@ class StreamingHandler(SliceboxHandler):
         if not self._completed and self._sink is not None:  # refused before the body was complete
             sink, self._sink = self._sink, None
             asyncio.ensure_future(self.blocking(sink.discard))
+
+
+def _feed_and_finish(sink: BodySink, pieces: list[bytes]) -> None:
+    if pieces:
+        sink.feed(pieces)
+    sink.finish()
 
 
 def form_boundary(content_type: str) -> str:
