@@ -39,7 +39,7 @@ from pydicom.multival import MultiValue
 
 from ..errors import AnonymizationRefused, SliceboxError
 from . import ocr
-from .pixels import _TEXT_CRITERIA_NAMES, PixelMask, Rectangle, _describe, burned_in_reason
+from .pixels import _TEXT_CRITERIA_NAMES, PixelMask, Rectangle, _describe, header_burned_in_reason
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -52,6 +52,7 @@ __all__ = [
     "decide",
     "identifying_reason",
     "mask_rectangle",
+    "scan_reason",
     "thumbnail_png",
 ]
 
@@ -127,12 +128,20 @@ def check_pixels(ds: Dataset, profile: Profile) -> PixelDecision:
     return decision
 
 
+def scan_reason(ds: Dataset, profile: Profile, has_pixels: bool | None = None) -> str | None:
+    """Why the profile's burned-in policy reads (and may clean or refuse) ``ds``'s pixels, or None: it leaves
+    them as they are.  ``has_pixels=True``: ``ds`` is a header read without its pixels, which it has."""
+    if has_pixels is None:
+        has_pixels = any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels:
+        return None
+    scanned = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
+    return _SCAN_ALL if scanned is None and profile.scan_all else scanned
+
+
 def decide(ds: Dataset, profile: Profile) -> PixelDecision:
     """What the profile's burned-in policy does with ``ds``'s pixels (reads them when it has to)."""
-    scanned = burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
-    has_pixels = any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if scanned is None and profile.scan_all and has_pixels:
-        scanned = _SCAN_ALL
+    scanned = scan_reason(ds, profile)
     if scanned is None:
         return PixelDecision()
     policy = profile.burned_in

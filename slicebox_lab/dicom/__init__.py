@@ -11,8 +11,10 @@ from slicebox_lab.dicom.listing import attribute_listing
 from slicebox_lab.dicom.reading import (
     ACCEPTED_TRANSFER_SYNTAXES,
     ParsedDicom,
+    TrailingPixels,
     extract_attributes,
     parse_part10,
+    read_until_pixels,
     transfer_syntax_of,
     write_part10,
 )
@@ -21,12 +23,14 @@ from slicebox_lab.dicom.render import image_information, render_png, verify_pixe
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
     "ParsedDicom",
+    "TrailingPixels",
     "attribute_listing",
     "extract_attributes",
     "image_information",
     "keyword",
     "keywords",
     "parse_part10",
+    "read_until_pixels",
     "render_png",
     "tag",
     "transfer_syntax_of",

@@ -15,10 +15,11 @@ encapsulated Pixel Data must consist of whole items.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
@@ -55,7 +56,14 @@ from slicebox_lab.model import (
     IndexedAttributes,
 )
 
-__all__ = ["ACCEPTED_TRANSFER_SYNTAXES", "ParsedDicom", "parse_part10", "extract_attributes"]
+__all__ = [
+    "ACCEPTED_TRANSFER_SYNTAXES",
+    "ParsedDicom",
+    "TrailingPixels",
+    "extract_attributes",
+    "parse_part10",
+    "read_until_pixels",
+]
 
 #: Transfer syntaxes whose pixel data the installed decoders can render.  HTJ2K is
 #: included because pylibjpeg-openjpeg decodes it (tests/dicom proves it).
@@ -457,6 +465,58 @@ def write_part10(dataset: Dataset) -> bytes:
 _PIXEL_DATA = 0x7FE00010
 #: (implicit VR, the pixel element header before its 4-byte length) per transfer syntax
 _NATIVE_LITTLE_ENDIAN = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
+
+
+@dataclass(frozen=True)
+class TrailingPixels:
+    """Where a stored file's Pixel Data element lies when it is the file's last element: from its tag at
+    ``offset`` to the end of the file, ``length`` bytes (element header included)."""
+
+    offset: int
+    length: int
+
+
+def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
+    """The dataset of a stored Part-10 file up to its Pixel Data, and where that element lies, when it ends
+    the file in a little-endian, not deflated syntax (native, or encapsulated fragments up to their
+    delimiter): its bytes may then follow a rewritten header as they are.  None otherwise (no Pixel Data,
+    anything after it, a syntax where the header's encoding and the pixels' differ)."""
+    size = os.fstat(file.fileno()).st_size
+    dataset = pydicom.dcmread(file, stop_before_pixels=True)
+    offset = file.tell()  # pydicom rewinds to the tag of the element it stopped at
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is None or not UID(syntax).is_little_endian or UID(syntax).is_deflated:
+        return None
+    head = file.read(12)
+    if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":  # (7FE0,0010) little-endian
+        return None
+    if UID(syntax).is_implicit_VR:
+        (length,) = struct.unpack("<I", head[4:8])
+        start = offset + 8
+    elif head[4:6] in (b"OB", b"OW") and len(head) == 12:
+        (length,) = struct.unpack("<I", head[8:12])
+        start = offset + 12
+    else:
+        return None
+    end = start + length if length != 0xFFFFFFFF else _fragments_end(file, start)
+    if end != size:
+        return None
+    return dataset, TrailingPixels(offset, size - offset)
+
+
+def _fragments_end(file: BinaryIO, position: int) -> int | None:
+    """Where the items of encapsulated Pixel Data starting at ``position`` end (after their delimiter)."""
+    while True:
+        file.seek(position)
+        item = file.read(8)
+        if len(item) < 8:
+            return None
+        group, element, length = struct.unpack("<HHI", item)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return position + 8
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return None
+        position += 8 + length
 
 
 def _trailing_native_pixels(dataset: Dataset) -> tuple[bytes, bytes] | None:

@@ -11,13 +11,19 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import xxhash
 
 from .. import dicom
-from ..anonymization import Profile, PseudonymKeys, anonymize, keystore, report
+from ..anonymization import Action, Profile, PseudonymKeys, anonymize, keystore, report
+from ..anonymization.pixeltext import scan_reason
 from ..dicom.tagpath import TagValue, apply_tag_values
+from ..errors import SliceboxError
 from ..model import IndexedAttributes
+
+#: (7FE0,0010) Pixel Data
+_PIXEL_DATA = 0x7FE00010
 
 __all__ = [
     "Anonymized",
@@ -58,7 +64,12 @@ def inspect(path: str | None, data: bytes | None = None) -> Inspected:
 
     Raises :class:`~slicebox_lab.errors.InvalidDicom` with the reason, as ``dicom.parse_part10`` does.
     """
-    parsed = dicom.parse_part10(_read(path, data))
+    return _inspected(_read(path, data))
+
+
+def _inspected(data: bytes) -> Inspected:
+    """The validation every stored file passes (house rule 3), and what the index keeps of it."""
+    parsed = dicom.parse_part10(data)
     dicom.verify_pixel_data(parsed.dataset)
     return Inspected(dicom.extract_attributes(parsed), keystore.is_anonymous(parsed.dataset))
 
@@ -93,16 +104,69 @@ class Deidentification:
             apply_tag_values(out, self.tag_values)
         return dicom.write_part10(out), keystore.key_record(real, out, self.profile, self.key_attributes)
 
+    def apply_to_header(self, file: BinaryIO) -> tuple[bytes, dicom.TrailingPixels, keystore.KeyRecord] | None:
+        """:meth:`apply` to the header alone, when the pixels leave as they are: the de-identified file is the
+        new header followed by the stored file's Pixel Data element, bytes as they are (copied by the kernel,
+        never parsed nor held).  None where that would not give :meth:`apply`'s file: Pixel Data that does not
+        end the file, a syntax other than little-endian, pixels the burned-in policy reads or cleans, tag
+        values that remove Pixel Data."""
+        split = dicom.read_until_pixels(file)
+        if split is None:
+            return None
+        real, pixels = split
+        if scan_reason(real, self.profile, has_pixels=True) is not None:
+            return None
+        if self.profile.action(_PIXEL_DATA) is not Action.K:
+            return None
+        if any(not value.path.steps and value.path.tag == _PIXEL_DATA for value in self.tag_values):
+            return None  # a tag value removes (or would write) the pixels
+        out = anonymize(real, self.profile, self.keys)
+        if self.tag_values:
+            apply_tag_values(out, self.tag_values)
+        record = keystore.key_record(real, out, self.profile, self.key_attributes)
+        return dicom.write_part10(out), pixels, record
+
 
 def anonymize_file(
     path: str | None, data: bytes | None, how: Deidentification, spool: str, sha256: bool = False
 ) -> Anonymized:
     """A stored file anonymized (:meth:`Deidentification.apply`) into a new file in ``spool``."""
-    written, record = how.apply(path, data)
     target = os.path.join(spool, f"{uuid.uuid4().hex}.dcm")
+    if path is not None:
+        with open(path, "rb") as source:
+            split = how.apply_to_header(source)
+            if split is not None:
+                header, pixels, record = split
+                digest = hashlib.sha256(header) if sha256 else None
+                with open(target, "wb") as f:
+                    f.write(header)
+                    _copy_pixels(source, f, pixels, digest)
+                return Anonymized(target, len(header) + pixels.length, record, digest.hexdigest() if digest else "")
+    written, record = how.apply(path, data)
     with open(target, "wb") as f:
         f.write(written)
     return Anonymized(target, len(written), record, hashlib.sha256(written).hexdigest() if sha256 else "")
+
+
+def _copy_pixels(source: BinaryIO, target: BinaryIO, pixels: dicom.TrailingPixels, digest: Any = None) -> None:
+    """The stored Pixel Data element appended to ``target``: by the kernel (``sendfile``, page cache to
+    page cache) or, when ``digest`` must see the bytes, a megabyte at a time."""
+    target.flush()
+    position, left = pixels.offset, pixels.length
+    while left:
+        if digest is None:
+            sent = os.sendfile(target.fileno(), source.fileno(), position, left)
+        else:
+            source.seek(position)
+            chunk = source.read(min(left, 1 << 20))
+            digest.update(chunk)
+            target.write(chunk)
+            sent = len(chunk)
+        if not sent:
+            raise SliceboxError("the stored file ended before its pixel data did: it changed while being read")
+        position += sent
+        left -= sent
+    target.flush()
 
 
 @dataclass(frozen=True)
@@ -119,15 +183,25 @@ class AnonymizedBlob:
 def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, blob_path: str) -> AnonymizedBlob:
     """Anonymize a stored file into the (already created) file of a new blob: anonymization in place
     costs one parse and one write, and the server only renames, flushes and indexes."""
-    written, record = how.apply(path, data)
-    parsed = dicom.parse_part10(written)  # the validation every stored file passes (house rule 3)
-    dicom.verify_pixel_data(parsed.dataset)
-    inspected = Inspected(dicom.extract_attributes(parsed), keystore.is_anonymous(parsed.dataset))
+    written, record = _anonymized_bytes(path, data, how)
+    inspected = _inspected(written)
     with open(blob_path, "r+b") as f:
         f.write(written)
     digest = blob_digest()
     digest.update(written)
     return AnonymizedBlob(len(written), digest.hexdigest(), inspected, record)
+
+
+def _anonymized_bytes(path: str | None, data: bytes | None, how: Deidentification) -> tuple[bytes, keystore.KeyRecord]:
+    """:meth:`Deidentification.apply`'s file, the header alone de-identified where it may be."""
+    if path is not None:
+        with open(path, "rb") as source:
+            split = how.apply_to_header(source)
+            if split is not None:
+                header, pixels, record = split
+                source.seek(pixels.offset)
+                return header + source.read(pixels.length), record
+    return how.apply(path, data)
 
 
 def read_pixels(path: str | None, data: bytes | None, profile: Profile) -> report.PixelReading:
