@@ -86,6 +86,30 @@ def py_spy(pid: int, out: Path, rate: int = PY_SPY_RATE) -> Iterator[None]:
 _HANDED_OUT: set[int] = set()
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of every live descendant (Linux ``/proc``): a server and
+    its worker processes.  Children that have exited and been waited for are counted in their parent's
+    ``cutime``/``cstime``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        todo.extend(children.get(current, []))
+    return total
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now and that this run has not handed out before.
 

@@ -142,7 +142,10 @@ def run_one(
 ) -> dict[str, float]:
     total_bytes = sum(len(b) for b in blobs)
     with started(name, work_dir, node_args) as target:
+        server_cpu, client_cpu = harness.tree_cpu_seconds(target.pid), time.process_time()
         seconds = timed_ingest(target, blobs, clients)
+        server_cpu = harness.tree_cpu_seconds(target.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
         stored = target.count_instances()
     if stored != len(blobs) + 1:  # the warm-up image is one instance however often it is posted
         raise RuntimeError(f"{name} holds {stored} instances, expected {len(blobs) + 1}")
@@ -150,6 +153,10 @@ def run_one(
         "seconds": seconds,
         "inst_per_s": len(blobs) / seconds,
         "mb_per_s": total_bytes / seconds / 1e6,
+        # CPU of the server and every process it started (workers), and of this client, per image: on a
+        # machine of N cores no system can take more than N / (its CPU + the client's) images a second
+        "server_cpu_ms": server_cpu / len(blobs) * 1000,
+        "client_cpu_ms": client_cpu / len(blobs) * 1000,
     }
 
 
@@ -252,14 +259,16 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work_dir, ignore_errors=True)
                 print(
                     f"round {r + 1} {name:>12}: {result[name]['seconds']:7.2f} s  "
-                    f"{result[name]['inst_per_s']:7.1f} inst/s  {result[name]['mb_per_s']:6.1f} MB/s",
+                    f"{result[name]['inst_per_s']:7.1f} inst/s  {result[name]['mb_per_s']:6.1f} MB/s  "
+                    f"CPU per image: server {result[name]['server_cpu_ms']:.2f} ms, "
+                    f"client {result[name]['client_cpu_ms']:.2f} ms",
                     flush=True,
                 )
             rounds.append(result)
         if args.profile:
             profile_ours(blobs, Path(tmp) / "profile", args.profile, args.node_arg)
 
-    keys = ("seconds", "inst_per_s", "mb_per_s")
+    keys = ("seconds", "inst_per_s", "mb_per_s", "server_cpu_ms", "client_cpu_ms")
     medians = {name: {k: statistics.median(r[name][k] for r in rounds) for k in keys} for name in (OURS, ORTHANC)}
     ratio = medians[OURS]["inst_per_s"] / medians[ORTHANC]["inst_per_s"]
     machine["loadavg_end"] = harness.loadavg()
@@ -300,7 +309,21 @@ def main(argv: list[str] | None = None) -> int:
         f"| {medians[OURS]['inst_per_s']:.1f} | {medians[OURS]['mb_per_s']:.1f} "
         f"| {medians[ORTHANC]['inst_per_s']:.1f} | {medians[ORTHANC]['mb_per_s']:.1f} | {ratio:.2f} |"
     )
+    print(
+        f"\nCPU per image (medians; server = the server process and its workers): ours "
+        f"{medians[OURS]['server_cpu_ms']:.2f} ms, Orthanc {medians[ORTHANC]['server_cpu_ms']:.2f} ms; the client "
+        f"{medians[OURS]['client_cpu_ms']:.2f} / {medians[ORTHANC]['client_cpu_ms']:.2f} ms. With every core busy, "
+        f"ours/Orthanc could be at most {_cpu_bound(medians):.2f}"
+    )
     return 0
+
+
+def _cpu_bound(medians: dict[str, dict[str, float]]) -> float:
+    """The ratio both systems would reach if each used every core fully: the inverse ratio of the CPU one
+    image costs the machine (server and client)."""
+    ours = medians[OURS]["server_cpu_ms"] + medians[OURS]["client_cpu_ms"]
+    theirs = medians[ORTHANC]["server_cpu_ms"] + medians[ORTHANC]["client_cpu_ms"]
+    return theirs / ours if ours else float("nan")
 
 
 if __name__ == "__main__":
