@@ -87,6 +87,7 @@ DURABLE_JS = "jupyter_server, handler + durable file write"
 DURABLE_PN = "pynetdicom + wake-ups + durable file write"
 ORTHANC_JS = "jupyter_server, handler + file written as Orthanc does"
 ORTHANC_PN = "pynetdicom + wake-ups + file written as Orthanc does"
+ANON_JS = "jupyter_server, handler de-identifying a stored file (the node's anonymizer, in a thread)"
 #: images in flight from one sender, as the box service's default ``concurrency`` (``FLOOR_CONCURRENCY``)
 CONCURRENCY = int(os.environ.get("FLOOR_CONCURRENCY", "8"))
 BOX_DURABLE = f"empty pair: {CONCURRENCY} sending threads → handler + durable file write"
@@ -95,7 +96,7 @@ BOX_HASHED = "the same + SHA-256 sent and checked (as a box must)"
 FLOORS: dict[str, tuple[str, ...]] = {
     "rest": (ORTHANC, EMPTY_JS, DURABLE_JS, ORTHANC_JS, OURS),
     "cstore": (ORTHANC, EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, OURS),
-    "download": (ORTHANC, EMPTY_JS, OURS),
+    "download": (ORTHANC, EMPTY_JS, ANON_JS, OURS),
     "box": (ORTHANC, BOX_DURABLE, BOX_ANON, BOX_HASHED, OURS),
 }
 #: our display names → the names the reused bench modules use
@@ -127,6 +128,8 @@ REQUESTS = {
     "download": {
         ORTHANC: "POST /instances/{id}/anonymize {}",
         EMPTY_JS: "GET /floor/images/{id}/anonymized → constant body",
+        ANON_JS: "GET /floor/images/{id}/anonymized → one stored CT file de-identified (basic profile; no key "
+        "record, no index), the header alone as the node's workers do",
         OURS: "POST /slicebox/api/images/{id}/anonymized {}",
     },
 }
@@ -164,7 +167,7 @@ class EmptyServer:
 
 @contextmanager
 def running_empty_server(
-    work_dir: Path, body_bytes: int, store: bool = False, orthanc_like: bool = False
+    work_dir: Path, body_bytes: int, store: bool = False, orthanc_like: bool = False, anonymize_file: str = ""
 ) -> Iterator[EmptyServer]:
     """``python -m jupyter_server`` on a free port with no configuration files (``JUPYTER_NO_CONFIG``:
     none of the extensions enabled in this environment is loaded), only ``floor_ext``."""
@@ -180,6 +183,7 @@ def running_empty_server(
         FLOOR_BODY_BYTES=str(body_bytes),
         FLOOR_STORE_DIR=str(work_dir / "store") if store else "",
         FLOOR_STORE_MODE="orthanc" if orthanc_like else "node",
+        FLOOR_ANONYMIZE_FILE=anonymize_file,
         TCP_NODELAY="1",
         PYTHONUNBUFFERED="1",
     )
@@ -326,9 +330,14 @@ def run_cstore(name: str, data: Path, cfg: Path, work_dir: Path) -> dict[str, fl
 
 
 @contextmanager
-def download_system(name: str, work_dir: Path, body_bytes: int) -> Iterator[anonymize.System]:
-    if name == EMPTY_JS:
-        with running_empty_server(work_dir, body_bytes) as server:
+def download_system(name: str, work_dir: Path, body_bytes: int, source: bytes = b"") -> Iterator[anonymize.System]:
+    if name in (EMPTY_JS, ANON_JS):
+        stored = ""
+        if name == ANON_JS:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / "stored.dcm").write_bytes(source)
+            stored = str(work_dir / "stored.dcm")
+        with running_empty_server(work_dir, body_bytes, anonymize_file=stored) as server:
 
             def download(s: requests.Session, image_id: str) -> bytes:
                 r = s.get(f"{server.url}/floor/images/{image_id}/anonymized")
@@ -340,7 +349,7 @@ def download_system(name: str, work_dir: Path, body_bytes: int) -> Iterator[anon
                 raise AssertionError("the empty server stores nothing")
 
             yield anonymize.System(
-                EMPTY_JS, server.process.pid, server.session, no_upload, download, lambda: server.counts()["downloads"]
+                name, server.process.pid, server.session, no_upload, download, lambda: server.counts()["downloads"]
             )
     else:
         with anonymize.started(OURS_MODULE[name], work_dir, "bulk") as system:
@@ -348,8 +357,8 @@ def download_system(name: str, work_dir: Path, body_bytes: int) -> Iterator[anon
 
 
 def run_download(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
-    with download_system(name, work_dir, len(blobs[0])) as system:
-        if name == EMPTY_JS:
+    with download_system(name, work_dir, len(blobs[0]), blobs[0]) as system:
+        if name in (EMPTY_JS, ANON_JS):
             ids = [str(i) for i in range(len(blobs))]
         else:
             ids = anonymize.load(system, blobs)  # untimed, two uploaders
@@ -361,7 +370,7 @@ def run_download(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, flo
         seconds = time.perf_counter() - t0
         cpu = cstore._cpu_seconds(system.pid) - cpu0
         held = system.count_instances()
-    expected = len(ids) + 1 if name == EMPTY_JS else len(blobs)  # downloads answered / instances stored
+    expected = len(ids) + 1 if name in (EMPTY_JS, ANON_JS) else len(blobs)  # downloads answered / instances stored
     if held != expected:
         raise RuntimeError(f"{name}: count {held} after the downloads, expected {expected}")
     return _result(len(ids), sum(sizes), seconds, cpu)

@@ -3,7 +3,8 @@
 * As a Jupyter server extension (``--ServerApp.jpserver_extensions={"floor_ext": True}`` with
   ``bench/`` on ``PYTHONPATH``): ``POST /floor/images`` reads the body and answers 201
   ``{"bytes": n}`` (no parsing, no disk); ``GET /floor/images/{id}/anonymized`` answers a constant
-  body of ``FLOOR_BODY_BYTES`` (environment, default 525,316) bytes as ``application/dicom``;
+  body of ``FLOOR_BODY_BYTES`` (environment, default 525,316) bytes as ``application/dicom``, or, with
+  ``FLOOR_ANONYMIZE_FILE``, that file de-identified as the node's workers do (in a thread, no key record);
   ``GET /floor/count`` says how many uploads and downloads were answered (the benchmark's check).
   With ``FLOOR_STORE_DIR`` set, each upload is also written durably before the answer, the way
   the node must (``slicebox_lab.storage.FileSystemStorage.write``: temp file, fsync, rename, folder
@@ -86,14 +87,19 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             self.set_status(201)
             self.finish(json.dumps({"bytes": n}))
 
+    deidentify = _deidentifier(os.environ.get("FLOOR_ANONYMIZE_FILE", ""))
+
     class DownloadHandler(APIHandler):
         auth_resource = AUTH_RESOURCE
 
         @web.authenticated
         @authorized
-        def get(self, image_id: str) -> None:
+        async def get(self, image_id: str) -> None:
+            answer = body
+            if deidentify is not None:
+                answer = await asyncio.get_running_loop().run_in_executor(None, deidentify)
             counts["downloads"] += 1
-            self.finish(body, set_content_type="application/dicom")
+            self.finish(answer, set_content_type="application/dicom")
 
     class CountHandler(APIHandler):
         auth_resource = AUTH_RESOURCE
@@ -112,6 +118,29 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             (url_path_join(base, "/floor/count"), CountHandler),
         ],
     )
+
+
+def _deidentifier(path: str) -> Any:
+    """With ``FLOOR_ANONYMIZE_FILE``: a function answering that stored file de-identified as the node's workers
+    do (``slicebox_lab.workers.tasks``, basic profile; the header alone where the pixels stay), without the
+    node's key record, index or hand-over to a worker process."""
+    if not path:
+        return None
+    from slicebox_lab.anonymization import Profile, PseudonymKeys, keystore
+    from slicebox_lab.workers import tasks
+
+    how = tasks.Deidentification(Profile(), PseudonymKeys.generate(), (), keystore.DEFAULT_KEY_ATTRIBUTES)
+
+    def run() -> bytes:
+        with open(path, "rb") as source:
+            split = how.apply_to_header(source)
+            if split is None:
+                return how.apply(path, None)[0]
+            header, pixels, _ = split
+            source.seek(pixels.offset)
+            return header + source.read(pixels.length)
+
+    return run
 
 
 def _storage(root: str) -> Any:
