@@ -102,29 +102,6 @@ def _rss_kb(pid: int) -> int:
     return total
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and every process below it (a node's worker processes), all
-    their threads, from /proc/<pid>/stat."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # gone meanwhile
-            continue
-        child = int(stat.parent.name)
-        parents[child] = int(fields[1])
-        ticks[child] = int(fields[11]) + int(fields[12])
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
-
-
 class RssSampler:
     """Samples the RSS of a process tree every ``interval`` seconds in a thread; ``peak_mb`` (MiB)."""
 
@@ -272,10 +249,10 @@ def run_one(name: str, mode: str, data: Path, parts: list[Path], cfg: Path, work
     log_path = work_dir / "storescu.log"
     with started(name, work_dir) as target:
         send(target, cfg, [[data / "warmup"]], log_path)
-        cpu0 = _cpu_seconds(target.pid)
+        cpu0 = harness.tree_cpu_seconds(target.pid)
         with RssSampler(target.pid) as rss:
             seconds = send(target, cfg, groups, log_path)
-        cpu = _cpu_seconds(target.pid) - cpu0
+        cpu = harness.tree_cpu_seconds(target.pid) - cpu0
         stored = target.count_instances()
     if stored != count + 1:
         raise RuntimeError(f"{name} ({mode}) holds {stored} instances, expected {count + 1}")

@@ -293,9 +293,9 @@ def rest_target(name: str, work_dir: Path, body_bytes: int) -> Iterator[ingest_r
 
 def run_rest(name: str, blobs: list[bytes], work_dir: Path, clients: int = 1) -> dict[str, float]:
     with rest_target(name, work_dir, len(blobs[0])) as target:
-        cpu0 = cstore._cpu_seconds(target.pid)
+        cpu0 = harness.tree_cpu_seconds(target.pid)
         seconds = ingest_rest.timed_ingest(target, blobs, clients)  # posts the warm-up image first
-        cpu = cstore._cpu_seconds(target.pid) - cpu0
+        cpu = harness.tree_cpu_seconds(target.pid) - cpu0
         held = target.count_instances()
     # an empty handler counts every warm-up upload; an index stores the warm-up instance once
     expected = {len(blobs) + 1, len(blobs) + 1 + (clients if clients > 1 else 0)}
@@ -320,9 +320,9 @@ def run_cstore(name: str, data: Path, cfg: Path, work_dir: Path) -> dict[str, fl
     log_path = work_dir / "storescu.log"
     with cstore_target(name, work_dir) as target:
         cstore.send(target, cfg, [[data / "warmup"]], log_path)
-        cpu0 = cstore._cpu_seconds(target.pid)
+        cpu0 = harness.tree_cpu_seconds(target.pid)
         seconds = cstore.send(target, cfg, [[data / "parts"]], log_path)
-        cpu = cstore._cpu_seconds(target.pid) - cpu0
+        cpu = harness.tree_cpu_seconds(target.pid) - cpu0
         held = target.count_instances()
     if held != len(files) + 1:
         raise RuntimeError(f"{name} received {held} instances, expected {len(files) + 1}")
@@ -364,11 +364,11 @@ def run_download(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, flo
             ids = anonymize.load(system, blobs)  # untimed, two uploaders
         s = system.new_session()
         anonymize._is_dicom(system.download(s, ids[0]))  # warm-up: connection, first-request costs
-        cpu0 = cstore._cpu_seconds(system.pid)
+        cpu0 = harness.tree_cpu_seconds(system.pid)
         t0 = time.perf_counter()
         sizes = [anonymize._is_dicom(system.download(s, i)) for i in ids]
         seconds = time.perf_counter() - t0
-        cpu = cstore._cpu_seconds(system.pid) - cpu0
+        cpu = harness.tree_cpu_seconds(system.pid) - cpu0
         held = system.count_instances()
     expected = len(ids) + 1 if name in (EMPTY_JS, ANON_JS) else len(blobs)  # downloads answered / instances stored
     if held != expected:
@@ -423,11 +423,11 @@ def run_box(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
         with running_empty_server(work_dir, len(blobs[0]), store=True) as server:
             url = server.url + "/floor/images"
             _send_all(url, server.session, [ingest_rest.warm_up_instance()], make, hashed)
-            cpu0 = cstore._cpu_seconds(server.process.pid) + time.process_time()
+            cpu0 = harness.tree_cpu_seconds(server.process.pid) + time.process_time()
             t0 = time.perf_counter()
             _send_all(url, server.session, blobs, make, hashed)
             seconds = time.perf_counter() - t0
-            cpu = cstore._cpu_seconds(server.process.pid) + time.process_time() - cpu0
+            cpu = harness.tree_cpu_seconds(server.process.pid) + time.process_time() - cpu0
             held = server.counts()["uploads"]
         if held != len(blobs) + 1:
             raise RuntimeError(f"{name} took {held} uploads, expected {len(blobs) + 1}")
@@ -436,9 +436,9 @@ def run_box(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
         with box_transfer.our_pair(work_dir, "push") as (a, b, box_id):
             ids = box_transfer._upload_ours(a, blobs)
             pids = (a.process.pid, b.process.pid)
-            cpu0 = sum(map(cstore._cpu_seconds, pids))
+            cpu0 = sum(map(harness.tree_cpu_seconds, pids))
             seconds = box_transfer._transfer_ours(a, box_id, ids)
-            cpu = sum(map(cstore._cpu_seconds, pids)) - cpu0
+            cpu = sum(map(harness.tree_cpu_seconds, pids)) - cpu0
             held = box_transfer._count_ours(b)
     else:
         with harness.running_orthanc(work_dir / "b") as ob:
@@ -446,11 +446,11 @@ def run_box(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
                 s = oa.session()
                 ids = [box_transfer._post_orthanc(s, oa.url, data) for data in blobs]
                 pids = (oa.process.pid, ob.process.pid)
-                cpu0 = sum(map(cstore._cpu_seconds, pids))
+                cpu0 = sum(map(harness.tree_cpu_seconds, pids))
                 t0 = time.perf_counter()
                 r = s.post(oa.url + "/peers/b/store", json={"Resources": ids, "Synchronous": True}, timeout=3600)
                 seconds = time.perf_counter() - t0
-                cpu = sum(map(cstore._cpu_seconds, pids)) - cpu0
+                cpu = sum(map(harness.tree_cpu_seconds, pids)) - cpu0
                 if r.status_code != 200:
                     raise RuntimeError(f"Orthanc peers/store: HTTP {r.status_code} {r.text[:500]}")
                 held = int(ob.session().get(ob.url + "/statistics").json()["CountInstances"])

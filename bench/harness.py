@@ -87,27 +87,26 @@ _HANDED_OUT: set[int] = set()
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and of every live descendant (Linux ``/proc``): a server and
-    its worker processes.  Children that have exited and been waited for are counted in their parent's
-    ``cutime``/``cstime``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
+    """User + system CPU time of a process and every process below it (a node's worker processes), all
+    their threads, from /proc/<pid>/stat."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
             continue
-        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        todo.extend(children.get(current, []))
-    return total
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
