@@ -17,11 +17,12 @@ negotiation is the same for both systems; it and both servers run with ``TCP_NOD
 also sets it on every socket). While the clock runs, the resident memory (``VmRSS``, summed over the
 server process and its children) is sampled every 0.2 s; the peak is reported.
 
-Our node: ``jupyter slicebox`` (fresh data folder, default durability: each file and its folder
-fsynced, SQLite WAL ``synchronous=FULL``) with one SCP created over REST (``POST /slicebox/api/scps``,
-host 127.0.0.1, port 0). Orthanc: a private instance (``bench/harness.py``) with its DICOM server
-enabled on a free port, its own AE title, ``DicomCheckCalledAet: true`` (ours checks the called AE
-title too), other settings at their defaults (``SyncStorageArea`` true).
+Our node: ``jupyter slicebox`` (fresh data folder, default durability: each file flushed once after it
+is named, image rows in SQLite WAL ``synchronous=NORMAL``; README "Durability") with one SCP created
+over REST (``POST /slicebox/api/scps``, host 127.0.0.1, port 0). Orthanc: a private instance
+(``bench/harness.py``) with its DICOM server enabled on a free port, its own AE title,
+``DicomCheckCalledAet: true`` (ours checks the called AE title too), other settings at their defaults
+(``SyncStorageArea`` true).
 
     python bench/cstore.py [--count 1000] [--rounds 3] [--size 512] [--parallel 4] [--json out.json]
                            [--profile out.txt [--profile-mode "N assoc"]]

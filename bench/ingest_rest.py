@@ -4,9 +4,10 @@ Generates ``--count`` CT instances of ``--size``×``--size`` 16-bit pixels (≈0
 before any timing, then, in each of ``--rounds`` rounds, posts them one after the other over ONE
 keep-alive ``requests.Session`` into a freshly started, empty instance of each system. The order
 alternates between rounds (A then B, then B then A, ...). Both systems run their default durability
-settings: our node fsyncs every file and its folder, and commits its SQLite index (WAL) with
-``synchronous=FULL``, before answering; Orthanc fsyncs every stored file (``SyncStorageArea``, default
-true) and keeps its SQLite index in WAL with ``SYNCHRONOUS=NORMAL`` (commits not fsynced).
+settings: our node flushes every file once (``fsync`` after it is named; README "Durability") and
+commits its image rows (SQLite WAL) with ``synchronous=NORMAL``, before answering; Orthanc fsyncs every
+stored file (``SyncStorageArea``, default true) and keeps its SQLite index in WAL with
+``SYNCHRONOUS=NORMAL`` (commits not fsynced).
 
     python bench/ingest_rest.py [--count 1000] [--rounds 3] [--size 512] [--json out.json]
                                 [--profile out.txt]
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             "mean_instance_bytes": total_bytes / len(blobs),
         },
         "durability": {
-            OURS: "defaults: fsync of each file and its folder (SliceboxApp.fsync=True), SQLite WAL synchronous=FULL",
+            OURS: "defaults: one fsync per file after it is named (SliceboxApp.fsync=True); image rows in SQLite WAL, "
+            "synchronous=NORMAL (a durable blob without a row is re-indexed at start)",
             ORTHANC: "defaults: SyncStorageArea=true (fsync per file); SQLite index WAL, SYNCHRONOUS=NORMAL",
         },
         "machine": machine,
@@ -312,8 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nCPU per image (medians; server = the server process and its workers): ours "
         f"{medians[OURS]['server_cpu_ms']:.2f} ms, Orthanc {medians[ORTHANC]['server_cpu_ms']:.2f} ms; the client "
-        f"{medians[OURS]['client_cpu_ms']:.2f} / {medians[ORTHANC]['client_cpu_ms']:.2f} ms. With every core busy, "
-        f"ours/Orthanc could be at most {_cpu_bound(medians):.2f}"
+        f"{medians[OURS]['client_cpu_ms']:.2f} / {medians[ORTHANC]['client_cpu_ms']:.2f} ms."
+        + (
+            f" With every core busy (several clients), ours/Orthanc could be at most {_cpu_bound(medians):.2f}"
+            if args.clients > 1
+            else " (One client waits for each answer: its rate is set by latency, not by CPU.)"
+        )
     )
     return 0
 
