@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
 import os
 import signal
@@ -132,13 +133,9 @@ def _deidentifier(path: str) -> Any:
     how = tasks.Deidentification(Profile(), PseudonymKeys.generate(), (), keystore.DEFAULT_KEY_ATTRIBUTES)
 
     def run() -> bytes:
-        with open(path, "rb") as source:
-            split = how.apply_to_header(source)
-            if split is None:
-                return how.apply(path, None)[0]
-            header, pixels, _ = split
-            source.seek(pixels.offset)
-            return header + source.read(pixels.length)
+        buffer = io.BytesIO()
+        tasks.write_anonymized(buffer, path, None, how)
+        return buffer.getvalue()
 
     return run
 

@@ -50,6 +50,7 @@ __all__ = [
     "PixelMask",
     "Rectangle",
     "burned_in_reason",
+    "has_pixel_data",
     "header_burned_in_reason",
     "clean_pixels",
     "load_pixel_masks",
@@ -244,15 +245,23 @@ def load_pixel_masks(value: str | list[Any]) -> tuple[PixelMask, ...]:
     return pixel_masks_from_json(value)
 
 
+def has_pixel_data(ds: Dataset) -> bool:
+    return "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+
+
 def burned_in_reason(
-    ds: Dataset, secondary_capture: bool = True, modalities: Iterable[str] = SCANNED_MODALITIES
+    ds: Dataset,
+    secondary_capture: bool = True,
+    modalities: Iterable[str] = SCANNED_MODALITIES,
+    has_pixels: bool | None = None,
 ) -> str | None:
     """Why ``ds`` counts as having burned-in annotation, or None when it does not (or has no pixels).
 
     ``secondary_capture``: a Secondary Capture SOP class counts whatever its flag says;
-    ``modalities``: so does an image of one of these modalities (the flag is not trusted on them).
+    ``modalities``: so does an image of one of these modalities (the flag is not trusted on them);
+    ``has_pixels=True``: ``ds`` is a header read without its pixels, which the file has.
     """
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not (has_pixel_data(ds) if has_pixels is None else has_pixels):
         return None
     return header_burned_in_reason(ds, secondary_capture, modalities)
 

@@ -39,7 +39,7 @@ from pydicom.multival import MultiValue
 
 from ..errors import AnonymizationRefused, SliceboxError
 from . import ocr
-from .pixels import _TEXT_CRITERIA_NAMES, PixelMask, Rectangle, _describe, header_burned_in_reason
+from .pixels import _TEXT_CRITERIA_NAMES, PixelMask, Rectangle, _describe, burned_in_reason, has_pixel_data
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -131,12 +131,9 @@ def check_pixels(ds: Dataset, profile: Profile) -> PixelDecision:
 def scan_reason(ds: Dataset, profile: Profile, has_pixels: bool | None = None) -> str | None:
     """Why the profile's burned-in policy reads (and may clean or refuse) ``ds``'s pixels, or None: it leaves
     them as they are.  ``has_pixels=True``: ``ds`` is a header read without its pixels, which it has."""
-    if has_pixels is None:
-        has_pixels = any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if not has_pixels:
-        return None
-    scanned = header_burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities)
-    return _SCAN_ALL if scanned is None and profile.scan_all else scanned
+    pixels = has_pixel_data(ds) if has_pixels is None else has_pixels
+    scanned = burned_in_reason(ds, profile.secondary_capture_burned_in, profile.burned_in_modalities, has_pixels=pixels)
+    return _SCAN_ALL if scanned is None and profile.scan_all and pixels else scanned
 
 
 def decide(ds: Dataset, profile: Profile) -> PixelDecision:

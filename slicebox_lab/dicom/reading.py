@@ -484,13 +484,13 @@ def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
     size = os.fstat(file.fileno()).st_size
     dataset = pydicom.dcmread(file, stop_before_pixels=True)
     offset = file.tell()  # pydicom rewinds to the tag of the element it stopped at
-    syntax = dataset.file_meta.get("TransferSyntaxUID")
-    if syntax is None or not UID(syntax).is_little_endian or UID(syntax).is_deflated:
+    syntax = UID(dataset.file_meta.get("TransferSyntaxUID") or "")
+    if not syntax or not syntax.is_little_endian or syntax.is_deflated:
         return None
     head = file.read(12)
     if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":  # (7FE0,0010) little-endian
         return None
-    if UID(syntax).is_implicit_VR:
+    if syntax.is_implicit_VR:
         (length,) = struct.unpack("<I", head[4:8])
         start = offset + 8
     elif head[4:6] in (b"OB", b"OW") and len(head) == 12:

@@ -38,14 +38,17 @@ class AnonymizationOptionsHandler(SliceboxHandler):
 
 
 class _ProfileHandler(SliceboxHandler):
+    def profile_body(self) -> Any:
+        """The JSON body; an empty body is ``{}`` (the basic profile, no tag values)."""
+        return self.json_body() if self.request.body.strip() else {}
+
     async def profile(self) -> Profile:
         """The profile the body asks for (empty body or ``{}``: the basic profile; see ``Profile.from_json``)."""
-        body = self.json_body() if self.request.body.strip() else {}
-        return await self.blocking(Profile.from_json, body)
+        return await self.blocking(Profile.from_json, self.profile_body())
 
     def tag_values(self) -> tuple[TagValue, ...]:
         """``"tagValues": [{"tagPath": "PatientName", "value": "anon 001"}]`` of the body, written after the profile."""
-        body = self.json_body() if self.request.body.strip() else {}
+        body = self.profile_body()
         return parse_tag_values(body.get("tagValues") if isinstance(body, dict) else None)
 
 
@@ -54,9 +57,10 @@ class AnonymizedImageHandler(_ProfileHandler):
     @authorized
     async def post(self, image_id: str) -> None:
         """The image de-identified, as a Part-10 file; nothing stored changes."""
-        body = self.json_body() if self.request.body.strip() else {}
         context = self.context
-        data, result = await self.blocking(_anonymized_copy, context, int(image_id), body, self.tag_values())
+        data, result = await self.blocking(
+            _anonymized_copy, context, int(image_id), self.profile_body(), self.tag_values()
+        )
         self.set_header("Content-Type", "application/dicom")
         self.set_header("Content-Length", str(result.size))
         self.set_header("Content-Disposition", f'attachment; filename="{int(image_id)}-anonymized.dcm"')

@@ -7,6 +7,7 @@ way to do each thing (house rule 3) whichever process does it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import xxhash
+from pydicom.dataset import Dataset
 
 from .. import dicom
 from ..anonymization import Action, Profile, PseudonymKeys, anonymize, keystore, report
@@ -34,6 +36,7 @@ __all__ = [
     "blob_digest",
     "inspect",
     "read_pixels",
+    "write_anonymized",
 ]
 
 
@@ -98,7 +101,9 @@ class Deidentification:
     def apply(self, path: str | None, data: bytes | None) -> tuple[bytes, keystore.KeyRecord]:
         """The one way to anonymize a stored file (house rule 3): parse, de-identify, apply the tag values; the
         Part-10 bytes and what the key records. Raises ``AnonymizationRefused`` as ``anonymize`` does."""
-        real = dicom.parse_part10(_read(path, data)).dataset
+        return self._deidentified(dicom.parse_part10(_read(path, data)).dataset)
+
+    def _deidentified(self, real: Dataset) -> tuple[bytes, keystore.KeyRecord]:
         out = anonymize(real, self.profile, self.keys)
         if self.tag_values:
             apply_tag_values(out, self.tag_values)
@@ -120,53 +125,67 @@ class Deidentification:
             return None
         if any(not value.path.steps and value.path.tag == _PIXEL_DATA for value in self.tag_values):
             return None  # a tag value removes (or would write) the pixels
-        out = anonymize(real, self.profile, self.keys)
-        if self.tag_values:
-            apply_tag_values(out, self.tag_values)
-        record = keystore.key_record(real, out, self.profile, self.key_attributes)
-        return dicom.write_part10(out), pixels, record
+        header, record = self._deidentified(real)
+        return header, pixels, record
 
 
 def anonymize_file(
     path: str | None, data: bytes | None, how: Deidentification, spool: str, sha256: bool = False
 ) -> Anonymized:
-    """A stored file anonymized (:meth:`Deidentification.apply`) into a new file in ``spool``."""
+    """A stored file anonymized (:func:`write_anonymized`) into a new file in ``spool``."""
     target = os.path.join(spool, f"{uuid.uuid4().hex}.dcm")
+    digest = hashlib.sha256() if sha256 else None
+    with open(target, "wb") as f:
+        record = write_anonymized(f, path, data, how, digest)
+        size = f.tell()
+    return Anonymized(target, size, record, digest.hexdigest() if digest else "")
+
+
+def write_anonymized(
+    target: BinaryIO, path: str | None, data: bytes | None, how: Deidentification, digest: Any = None
+) -> keystore.KeyRecord:
+    """Write the de-identified file of a stored one into ``target`` (``digest`` sees every byte): the header
+    alone de-identified and the stored Pixel Data element appended as it is where that gives the same file
+    (:meth:`Deidentification.apply_to_header`), else :meth:`Deidentification.apply`.  Its key record."""
     if path is not None:
         with open(path, "rb") as source:
             split = how.apply_to_header(source)
             if split is not None:
                 header, pixels, record = split
-                digest = hashlib.sha256(header) if sha256 else None
-                with open(target, "wb") as f:
-                    f.write(header)
-                    _copy_pixels(source, f, pixels, digest)
-                return Anonymized(target, len(header) + pixels.length, record, digest.hexdigest() if digest else "")
+                _write(target, header, digest)
+                _copy_pixels(source, target, pixels, digest)
+                return record
     written, record = how.apply(path, data)
-    with open(target, "wb") as f:
-        f.write(written)
-    return Anonymized(target, len(written), record, hashlib.sha256(written).hexdigest() if sha256 else "")
+    _write(target, written, digest)
+    return record
+
+
+def _write(target: BinaryIO, data: bytes, digest: Any) -> None:
+    if digest is not None:
+        digest.update(data)
+    target.write(data)
 
 
 def _copy_pixels(source: BinaryIO, target: BinaryIO, pixels: dicom.TrailingPixels, digest: Any = None) -> None:
     """The stored Pixel Data element appended to ``target``: by the kernel (``sendfile``, page cache to
-    page cache) or, when ``digest`` must see the bytes, a megabyte at a time."""
-    target.flush()
+    page cache) into a file, or a megabyte at a time when ``digest`` must see the bytes or ``target`` is
+    in memory."""
+    by_kernel = digest is None and not isinstance(target, io.BytesIO)
+    if by_kernel:
+        target.flush()
     position, left = pixels.offset, pixels.length
     while left:
-        if digest is None:
+        if by_kernel:
             sent = os.sendfile(target.fileno(), source.fileno(), position, left)
         else:
             source.seek(position)
             chunk = source.read(min(left, 1 << 20))
-            digest.update(chunk)
-            target.write(chunk)
+            _write(target, chunk, digest)
             sent = len(chunk)
         if not sent:
             raise SliceboxError("the stored file ended before its pixel data did: it changed while being read")
         position += sent
         left -= sent
-    target.flush()
 
 
 @dataclass(frozen=True)
@@ -183,25 +202,15 @@ class AnonymizedBlob:
 def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, blob_path: str) -> AnonymizedBlob:
     """Anonymize a stored file into the (already created) file of a new blob: anonymization in place
     costs one parse and one write, and the server only renames, flushes and indexes."""
-    written, record = _anonymized_bytes(path, data, how)
+    buffer = io.BytesIO()
+    record = write_anonymized(buffer, path, data, how)
+    written = buffer.getvalue()
     inspected = _inspected(written)
     with open(blob_path, "r+b") as f:
         f.write(written)
     digest = blob_digest()
     digest.update(written)
     return AnonymizedBlob(len(written), digest.hexdigest(), inspected, record)
-
-
-def _anonymized_bytes(path: str | None, data: bytes | None, how: Deidentification) -> tuple[bytes, keystore.KeyRecord]:
-    """:meth:`Deidentification.apply`'s file, the header alone de-identified where it may be."""
-    if path is not None:
-        with open(path, "rb") as source:
-            split = how.apply_to_header(source)
-            if split is not None:
-                header, pixels, record = split
-                source.seek(pixels.offset)
-                return header + source.read(pixels.length), record
-    return how.apply(path, data)
 
 
 def read_pixels(path: str | None, data: bytes | None, profile: Profile) -> report.PixelReading:
