@@ -13,11 +13,14 @@ difference is the headroom our own work may use.
   and answers 201 ``{"bytes": n}``); the same handler writing the body durably first with the
   node's ``FileSystemStorage.write`` (temp file, fsync, rename, folder fsync: what any server that
   answers only durable data must add); our node ``POST /slicebox/api/images``.
-* ``cstore``: dcmtk ``storescu`` over ONE association (``-xf`` profile with exactly one context, CT
-  Image Storage / Explicit VR LE, as ``bench/cstore.py``) into: Orthanc's DICOM server; an empty
-  pynetdicom SCP (4 MiB PDU, ``TCP_NODELAY``, C-STORE answered 0x0000 at once) with pynetdicom's
-  plain 1 ms polling, and the same with the node's early wake-ups; the latter writing each Part-10
-  file durably (``FileSystemStorage.write``) before answering; our node's SCP.
+* ``cstore``: dcmtk ``storescu`` over ONE association, or ``--associations N`` of them at once each
+  sending its share (``-xf`` profile with exactly one context, CT Image Storage / Explicit VR LE, as
+  ``bench/cstore.py``) into: Orthanc's DICOM server; an empty pynetdicom SCP (4 MiB PDU,
+  ``TCP_NODELAY``, C-STORE answered 0x0000 at once) with pynetdicom's plain 1 ms polling, and the same
+  with the node's early wake-ups; the latter writing each Part-10 file durably
+  (``FileSystemStorage.write``) before answering; the same in one process per core, all listening on
+  the port (``SO_REUSEPORT``, each association served by one of them: the floor of a node whose
+  associations run in worker processes); our node's SCP.
 * ``box``: node-to-node transfer of the stored instances, as ``bench/box_transfer.py`` (push): Orthanc
   A ``POST /peers/b/store`` (synchronous) into Orthanc B; an empty sending pair: threads of this
   process (8 as the box service, or ``FLOOR_CONCURRENCY``; one ``requests.Session`` each) POST the
@@ -42,6 +45,7 @@ sent or received), ratio to Orthanc's inst/s, and the server process's CPU time 
 ``/proc/<pid>/stat``) per instance during the timed part.
 
     python bench/floor.py [--which rest,cstore,download,box] [--count 1000] [--rounds 3] [--json out.json]
+                          [--clients N] [--associations N]
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ DURABLE_JS = "jupyter_server, handler + durable file write"
 DURABLE_PN = "pynetdicom + wake-ups + durable file write"
 ORTHANC_JS = "jupyter_server, handler + file written as Orthanc does"
 ORTHANC_PN = "pynetdicom + wake-ups + file written as Orthanc does"
+PROCESSES_PN = "the same durable write, one pynetdicom process per core on one port (SO_REUSEPORT)"
 ANON_JS = "jupyter_server, handler de-identifying a stored file (the node's anonymizer, in a thread)"
 #: images in flight from one sender, as the box service's default ``concurrency`` (``FLOOR_CONCURRENCY``)
 CONCURRENCY = int(os.environ.get("FLOOR_CONCURRENCY", "8"))
@@ -95,7 +100,7 @@ BOX_ANON = "empty pair, each sender thread anonymizing first (pydicom)"
 BOX_HASHED = "the same + SHA-256 sent and checked (as a box must)"
 FLOORS: dict[str, tuple[str, ...]] = {
     "rest": (ORTHANC, EMPTY_JS, DURABLE_JS, ORTHANC_JS, OURS),
-    "cstore": (ORTHANC, EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, OURS),
+    "cstore": (ORTHANC, EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, PROCESSES_PN, OURS),
     "download": (ORTHANC, EMPTY_JS, ANON_JS, OURS),
     "box": (ORTHANC, BOX_DURABLE, BOX_ANON, BOX_HASHED, OURS),
 }
@@ -113,9 +118,10 @@ REQUESTS = {
     "cstore": {
         ORTHANC: "C-STORE into Orthanc's DICOM server (stored)",
         EMPTY_PN: "C-STORE → 0x0000 at once, pynetdicom's own 1 ms polling",
-        EMPTY_PN_WAKE: "C-STORE → 0x0000 at once, slicebox_lab.net.scp._wake_early",
+        EMPTY_PN_WAKE: "C-STORE → 0x0000 at once, slicebox_lab.net.acceptor.wake_early",
         DURABLE_PN: "C-STORE → Part-10 file written by FileSystemStorage.write (fsynced), 0x0000",
         ORTHANC_PN: "C-STORE → Part-10 file written to its final name + fsync, 0x0000",
+        PROCESSES_PN: "as the durable write, in one of N processes (N = cores) each listening on the port",
         OURS: "C-STORE into our node's SCP (stored)",
     },
     "box": {
@@ -221,7 +227,7 @@ def running_empty_server(
 
 @contextmanager
 def running_empty_scp(
-    work_dir: Path, wake: bool, store: bool = False, orthanc_like: bool = False
+    work_dir: Path, wake: bool, store: bool = False, orthanc_like: bool = False, processes: int = 1
 ) -> Iterator[cstore.Target]:
     """``python bench/floor_ext.py scp`` on a free port; its count comes from SIGUSR1 → ``stored n bytes``."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +235,7 @@ def running_empty_scp(
     env = dict(os.environ, PYTHONPATH=_python_path(), TCP_NODELAY="1", PYTHONUNBUFFERED="1")
     env["FLOOR_STORE_MODE"] = "orthanc" if orthanc_like else "node"
     cmd = [sys.executable, str(BENCH / "floor_ext.py"), "scp", "--port", str(port), *(["--wake"] if wake else [])]
+    cmd += ["--processes", str(processes)]
     if store:
         cmd += ["--store", str(work_dir / "store")]
     log_path = work_dir / "scp.log"
@@ -252,7 +259,11 @@ def running_empty_scp(
                 time.sleep(0.05)
             raise RuntimeError(f"the empty SCP did not report: {log_path.read_text()[-3000:]}")
 
-        name = (ORTHANC_PN if orthanc_like else DURABLE_PN) if store else EMPTY_PN_WAKE if wake else EMPTY_PN
+        name = (
+            (ORTHANC_PN if orthanc_like else PROCESSES_PN if processes > 1 else DURABLE_PN)
+            if store
+            else (EMPTY_PN_WAKE if wake else EMPTY_PN)
+        )
         yield cstore.Target(name, "FLOOR", port, process.pid, count)
     finally:
         harness._terminate(process)
@@ -306,22 +317,30 @@ def run_rest(name: str, blobs: list[bytes], work_dir: Path, clients: int = 1) ->
 
 @contextmanager
 def cstore_target(name: str, work_dir: Path) -> Iterator[cstore.Target]:
-    if name in (EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN):
-        store, orthanc_like = name in (DURABLE_PN, ORTHANC_PN), name == ORTHANC_PN
-        with running_empty_scp(work_dir, name != EMPTY_PN, store, orthanc_like) as target:
+    if name in (EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, PROCESSES_PN):
+        store, orthanc_like = name in (DURABLE_PN, ORTHANC_PN, PROCESSES_PN), name == ORTHANC_PN
+        processes = default_processes() if name == PROCESSES_PN else 1
+        with running_empty_scp(work_dir, name != EMPTY_PN, store, orthanc_like, processes) as target:
             yield target
     else:
         with cstore.started(OURS_MODULE[name], work_dir) as target:
             yield target
 
 
-def run_cstore(name: str, data: Path, cfg: Path, work_dir: Path) -> dict[str, float]:
+def default_processes() -> int:
+    """One per core this process may use, as the node's ``workers`` default."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run_cstore(name: str, data: Path, cfg: Path, work_dir: Path, associations: int = 1) -> dict[str, float]:
     files = sorted((data / "parts").rglob("*.dcm"))
+    parts = sorted(p for p in (data / "parts").iterdir() if p.is_dir())
+    groups = [[data / "parts"]] if associations == 1 else [[p] for p in parts]
     log_path = work_dir / "storescu.log"
     with cstore_target(name, work_dir) as target:
         cstore.send(target, cfg, [[data / "warmup"]], log_path)
         cpu0 = harness.tree_cpu_seconds(target.pid)
-        seconds = cstore.send(target, cfg, [[data / "parts"]], log_path)
+        seconds = cstore.send(target, cfg, groups, log_path)
         cpu = harness.tree_cpu_seconds(target.pid) - cpu0
         held = target.count_instances()
     if held != len(files) + 1:
@@ -483,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each system once a round (default 3)")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients of the rest floor (default 1)")
+    parser.add_argument(
+        "--associations", type=int, default=1, help="concurrent storescu associations of the cstore floor (default 1)"
+    )
     args = parser.parse_args(argv)
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     if unknown := [w for w in which if w not in FLOORS]:
@@ -501,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             "size": SIZE,
             "patients": PATIENTS,
             "clients": args.clients,
+            "associations": args.associations,
         },
         "requests": {w: REQUESTS[w] for w in which},
         "machine": machine,
@@ -516,12 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         data, cfg = Path(tmp) / "data", Path(tmp) / "storescu.cfg"
         if "cstore" in which:
             print(f"generating {args.count} CT instances of {SIZE}x{SIZE} into {data} ...", flush=True)
-            cstore.generate(data, args.count, SIZE, PATIENTS, 1)
+            cstore.generate(data, args.count, SIZE, PATIENTS, max(1, args.associations))
             cfg.write_text(cstore.STORESCU_CFG)
 
         runners: dict[str, Callable[[str, Path], dict[str, float]]] = {
             "rest": lambda name, work: run_rest(name, blobs, work, args.clients),
-            "cstore": lambda name, work: run_cstore(name, data, cfg, work),
+            "cstore": lambda name, work: run_cstore(name, data, cfg, work, args.associations),
             "download": lambda name, work: run_download(name, blobs, work),
             "box": lambda name, work: run_box(name, blobs, work),
         }
@@ -563,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(report, indent=2))
             info = (
                 f"{conditions['date_utc']}, {args.count} × {SIZE}², {args.rounds} round(s), {args.clients} client(s), "
+                f"{args.associations} association(s), "
                 f"load average {load_start} → {conditions['loadavg_end']}"
             )
             print_table(floor, rounds, medians, info)

@@ -16,8 +16,10 @@
   CT Image Storage (Explicit/Implicit VR Little Endian), advertises a 4 MiB maximum PDU, sets
   ``TCP_NODELAY`` on every accepted socket and answers each C-STORE 0x0000 at once, after looking
   at the length of the received data set (never decoded nor written). ``--wake`` adds the node's
-  early wake-ups of pynetdicom's 1 ms polling sleeps (``slicebox_lab.net.scp._wake_early``).
+  early wake-ups of pynetdicom's 1 ms polling sleeps (``slicebox_lab.net.acceptor.wake_early``).
   ``--store DIR`` writes each received object as a Part-10 file durably (as above) before answering.
+  ``--processes N``: N such processes share the port (``SO_REUSEPORT``), each with its own GIL: the floor
+  of a node whose associations are served by one process per core.
   SIGUSR1 prints ``stored <n> <bytes>``; SIGTERM stops it.
 """
 
@@ -182,10 +184,50 @@ def _set_nodelay_fallback(event: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def serve_scp(port: int, wake: bool, store: str = "") -> int:
+def serve_scp(port: int, wake: bool, store: str = "", processes: int = 1) -> int:
+    """The empty SCP; ``processes`` > 1: that many processes, each its own pynetdicom AE on the same port
+    (``SO_REUSEPORT``: the kernel hands each new association to one of them), the counts summed here."""
+    import multiprocessing
+
+    counts = multiprocessing.get_context("fork").Array("q", 3)  # objects, bytes, processes listening
+    if processes <= 1:
+        return _serve_scp_process(port, wake, store, counts, reuse_port=False)
+    children: list[int] = []
+    for _ in range(processes):  # forked before this process has any thread
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _serve_scp_process(port, wake, store, counts, reuse_port=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def report(signum: int, frame: FrameType | None) -> None:
+        print(f"stored {counts[0]} {counts[1]}", flush=True)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+        for child in children:
+            os.waitpid(child, 0)
+        print(f"stored {counts[0]} {counts[1]}", flush=True)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGUSR1, report)
+    signal.signal(signal.SIGTERM, stop)
+    while counts[2] < processes:
+        time.sleep(0.05)
+    print(f"listening {port} wake={wake} processes={processes}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def _serve_scp_process(port: int, wake: bool, store: str, counts: Any, reuse_port: bool) -> int:
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+    from pynetdicom.transport import AssociationServer
 
     try:  # the node's own helper, when this checkout's package is importable
         from slicebox_lab.net.transport import set_nodelay
@@ -193,28 +235,38 @@ def serve_scp(port: int, wake: bool, store: str = "") -> int:
         set_nodelay = _set_nodelay_fallback
     handlers: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
     if wake:
-        from slicebox_lab.net.scp import _wake_early  # importing it installs its clock in pynetdicom
+        from slicebox_lab.net.acceptor import install_clock, wake_early
 
-        handlers.append((evt.EVT_CONN_OPEN, _wake_early))
+        install_clock()
+        handlers.append((evt.EVT_CONN_OPEN, wake_early))
+    if reuse_port:
+        bind = AssociationServer.server_bind
 
-    stored = {"n": 0, "bytes": 0}
+        def bind_shared(server: Any) -> None:
+            server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            bind(server)
+
+        AssociationServer.server_bind = bind_shared  # type: ignore[method-assign]
+
     storage = _storage(store)
 
     def on_store(event: Any) -> int:
         if storage is not None:  # as the node: the Part-10 file, durable before the answer
             data = event.encoded_dataset(include_meta=True)
             storage.write(uuid.uuid4().hex, data)
-            stored["bytes"] += len(data)
+            size = len(data)
         else:
             with event.request.DataSet.getbuffer() as view:  # the received bytes, not decoded
-                stored["bytes"] += view.nbytes
-        stored["n"] += 1
+                size = view.nbytes
+        with counts.get_lock():
+            counts[0] += 1
+            counts[1] += size
         return 0x0000
 
     handlers.append((evt.EVT_C_STORE, on_store))
 
     def report(signum: int, frame: FrameType | None) -> None:
-        print(f"stored {stored['n']} {stored['bytes']}", flush=True)
+        print(f"stored {counts[0]} {counts[1]}", flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -227,14 +279,20 @@ def serve_scp(port: int, wake: bool, store: str = "") -> int:
     ae.maximum_pdu_size = 4 * 1024 * 1024
     ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
-    print(f"listening {port} wake={wake}", flush=True)
+    with counts.get_lock():
+        counts[2] += 1
+    if not reuse_port:
+        print(f"listening {port} wake={wake}", flush=True)
     try:
         while True:
             time.sleep(3600)
+    except SystemExit:
+        return 0
     finally:
         if server is not None:
             server.shutdown()
-        print(f"stored {stored['n']} {stored['bytes']}", flush=True)
+        if not reuse_port:
+            print(f"stored {counts[0]} {counts[1]}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     scp.add_argument("--port", type=int, required=True)
     scp.add_argument("--wake", action="store_true", help="with the node's early wake-ups of pynetdicom's polling")
     scp.add_argument("--store", default="", help="write each object durably into this folder before answering")
+    scp.add_argument("--processes", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     args = parser.parse_args(argv)
-    return serve_scp(args.port, args.wake, args.store)
+    return serve_scp(args.port, args.wake, args.store, args.processes)
 
 
 if __name__ == "__main__":
