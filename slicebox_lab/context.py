@@ -346,8 +346,7 @@ class SliceboxContext:
         """Name, flush, validate and index ``upload``; ``rewrite=False``: the file is already the node's
         filtered or re-identified version (``reidentified``: the latter) and is stored as it is."""
         source = upload.source
-        source_id = self.index.source_id(source)
-        key = f"{upload.prefix}.{source_id}.{upload.hexdigest()}"
+        key = tasks.blob_key(upload.prefix, self.index.source_id(source), upload.hexdigest())
         writer = upload.writer
         path = writer.name(key)
         try:
@@ -365,6 +364,34 @@ class SliceboxContext:
             if call is not None:
                 inspected = call.result()
             assert inspected is not None
+        except BaseException:
+            writer.discard()
+            raise
+        return self._index_blob(key, writer.size, source, inspected, reidentify, also, rewrite, reidentified, accept)
+
+    def adopt_received(self, key: str, size: int, source: Source, inspected: tasks.Inspected) -> IngestResult:
+        """Index a blob that a receiver process (``net/receivers.py``) validated, named ``key`` and flushed, as
+        :meth:`ingest` indexes its own: the rest of the one ingest path runs here, in the server process."""
+        match = _BLOB_KEY.match(key)
+        if match is None or int(match.group(2)) != self.index.source_id(source):
+            raise InvalidInput(f"blob {key!r} is not one the source {source.source_type}:{source.source_name} wrote")
+        return self._index_blob(key, size, source, inspected, reidentify=True, also=None)
+
+    def _index_blob(
+        self,
+        key: str,
+        size: int,
+        source: Source,
+        inspected: tasks.Inspected,
+        reidentify: bool,
+        also: IngestAlso | None,
+        rewrite: bool = True,
+        reidentified: bool = False,
+        accept: Callable[[IndexedAttributes], None] | None = None,
+    ) -> IngestResult:
+        """The durable, validated blob ``key`` into the index (filtered or re-identified first where the source
+        asks for it); on any failure the blob is deleted: nothing is half-stored."""
+        try:
             if accept is not None:
                 accept(inspected.attributes)
             tag_filter = filtering.filter_for_source(self.index, source) if rewrite else None
@@ -377,15 +404,15 @@ class SliceboxContext:
                 if restored is None and filtered:
                     restored = dicom.write_part10(parsed.dataset)
                 if restored is not None:  # store the filtered or re-identified file instead
-                    writer.discard()
+                    self.storage.delete(key)
                     again = self.upload(source)
                     again.write(restored)
                     return self._store(again, False, also, rewrite=False, reidentified=from_keys)
             # the rows are derived from the blob (reconcile re-indexes it after a power cut), so their
             # commit need not wait for the disk, unless they hold what the blob cannot give back
-            result = self.index.ingest(inspected.attributes, source, key, writer.size, also, durable=also is not None)
+            result = self.index.ingest(inspected.attributes, source, key, size, also, durable=also is not None)
         except BaseException:
-            writer.discard()
+            self.storage.delete(key)
             raise
         if result.replaced_storage_key:
             self.storage.delete(result.replaced_storage_key)

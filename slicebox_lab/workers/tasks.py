@@ -34,6 +34,7 @@ __all__ = [
     "anonymize_file",
     "anonymize_into",
     "blob_digest",
+    "blob_key",
     "inspect",
     "read_pixels",
     "write_anonymized",
@@ -45,6 +46,12 @@ def blob_digest() -> xxhash.xxh3_128:
     against after a power cut: it must see a write cut short, not withstand an attacker, so XXH3 (128 bits,
     50× faster than BLAKE2b: 0.01 ms for a 0.5 MB image instead of 0.6 ms of the server's CPU)."""
     return xxhash.xxh3_128()
+
+
+def blob_key(prefix: str, source_id: int, hexdigest: str) -> str:
+    """A stored blob's key: a unique prefix, the source it came from and its content digest, which is what
+    the start-up reconcile needs to index a blob found without a row (``context._BLOB_KEY``)."""
+    return f"{prefix}.{source_id}.{hexdigest}"
 
 
 @dataclass(frozen=True)
