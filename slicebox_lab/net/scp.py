@@ -17,53 +17,42 @@ listener per row of the ``scps`` table.  Each listener
 Every socket gets ``TCP_NODELAY`` (DIMSE messages are small writes; Nagle's algorithm would
 delay each response by up to 40 ms), and a large maximum PDU is advertised.
 
-pynetdicom's two threads per association (the DUL reader and the association reactor) poll with
-``time.sleep(0.001)``; every hand-over between them (request decoded → handler, response queued →
-socket) could wait for the rest of a sleep, ~3 ms per C-STORE in a profile.  :func:`_wake_early`
-makes those sleeps of *our listeners'* associations end the moment there is work (socket readable,
-response queued, message decoded); they never sleep longer than pynetdicom asked.  It needs
-``time`` inside pynetdicom's ``dul`` and ``association`` modules replaced, which
-:meth:`ScpService.start` does explicitly (:func:`install_clock`), for the pynetdicom releases it was
-written for.
+Storage associations are served by receiver processes where the node has workers
+(:mod:`slicebox_lab.net.receivers`); pynetdicom's polling is made to wake early
+(:mod:`slicebox_lab.net.acceptor`).
 """
 
 from __future__ import annotations
 
 import builtins
 import errno
+import functools
 import logging
-import os
-import select
+import socket
 import threading
 import time
-import types
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import pynetdicom.association
-import pynetdicom.dul
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
-from slicebox_lab import dicom
-from slicebox_lab.errors import Conflict, InvalidDicom, InvalidInput, PeerFailure, SliceboxError, StorageFull
+from slicebox_lab.errors import Conflict, InvalidInput, PeerFailure, SliceboxError
 from slicebox_lab.model import Image, Source
 from slicebox_lab.net import nodes, qr
+from slicebox_lab.net.acceptor import install_clock, make_ae, status, store_status, wake_early
 from slicebox_lab.net.nodes import ANY_HOST, ScpConfig
+from slicebox_lab.net.receivers import ReceiverPool, proposes_storage_only
 from slicebox_lab.net.transport import (
-    ACSE_TIMEOUT,
-    DIMSE_TIMEOUT,
     MAX_PDU,
-    NETWORK_TIMEOUT,
-    VERIFICATION,
     resolve_host,
     set_nodelay,
     storage_contexts,
 )
+from slicebox_lab.storage import FileSystemStorage
 
 if TYPE_CHECKING:
     from slicebox_lab.context import SliceboxContext
@@ -72,38 +61,12 @@ __all__ = ["ScpService", "scp_service_factory", "store_received"]
 
 log = logging.getLogger(__name__)
 
-#: C-STORE statuses (PS3.4 B.2.3)
-STORE_SUCCESS = 0x0000
-STORE_OUT_OF_RESOURCES = 0xA700
-STORE_CANNOT_UNDERSTAND = 0xC000
-STORE_PROCESSING_FAILURE = 0x0110
 #: C-FIND/GET/MOVE statuses (PS3.4 C.4)
 QR_PENDING = 0xFF00
 QR_CANCEL = 0xFE00
 QR_IDENTIFIER_DOES_NOT_MATCH = 0xA900
 QR_UNABLE_TO_PROCESS = 0xC000
 QR_OUT_OF_RESOURCES = 0xA701
-
-#: Patient Root and Study Root Query/Retrieve: FIND, MOVE, GET (PS3.4 C.6)
-_QR_MODELS = (
-    "1.2.840.10008.5.1.4.1.2.1.1",
-    "1.2.840.10008.5.1.4.1.2.1.2",
-    "1.2.840.10008.5.1.4.1.2.1.3",
-    "1.2.840.10008.5.1.4.1.2.2.1",
-    "1.2.840.10008.5.1.4.1.2.2.2",
-    "1.2.840.10008.5.1.4.1.2.2.3",
-)
-#: the most associations one listener serves at a time
-MAX_ASSOCIATIONS = 32
-
-
-def _status(code: int, comment: str = "") -> Dataset:
-    """A status dataset; ErrorComment (LO) holds at most 64 characters."""
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment.replace("\\", "/")[:64]
-    return ds
 
 
 @dataclass
@@ -126,13 +89,17 @@ class ScpService:
         self.context = context
         self._lock = threading.RLock()
         self._listeners: dict[int, _Listener] = {}
-        self._wake_early = False
+        self._early_wakeups = False
+        #: receiver processes for storage associations: one per worker, where blobs are local files
+        storage = context.storage
+        workers = context.workers.workers
+        self._receivers = ReceiverPool(workers, storage) if workers and isinstance(storage, FileSystemStorage) else None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Start a listener for every configured SCP; one that cannot listen is logged and skipped."""
-        self._wake_early = install_clock()
+        self._early_wakeups = install_clock()
         for config in nodes.list_scps(self.context.index):
             with self._lock:
                 if config.id in self._listeners:
@@ -154,7 +121,9 @@ class ScpService:
         with self._lock:
             listeners = list(self._listeners.values())
             self._listeners.clear()
-        _stop_listeners(listeners, timeout)
+        _stop_listeners(listeners, timeout / 2 if self._receivers is not None else timeout)
+        if self._receivers is not None:
+            self._receivers.close(timeout / 2)
 
     # ------------------------------------------------------------------ configuration
 
@@ -212,29 +181,11 @@ class ScpService:
 
     # ------------------------------------------------------------------ listeners
 
-    def _make_ae(self, config: ScpConfig) -> AE:
-        ae = AE(ae_title=config.ae_title)
-        ae.require_called_aet = True
-        ae.maximum_pdu_size = MAX_PDU
-        ae.maximum_associations = MAX_ASSOCIATIONS
-        ae.acse_timeout = ACSE_TIMEOUT
-        ae.dimse_timeout = DIMSE_TIMEOUT
-        ae.network_timeout = NETWORK_TIMEOUT
-        ae.add_supported_context(VERIFICATION)
-        syntaxes = sorted(dicom.ACCEPTED_TRANSFER_SYNTAXES)
-        for context in AllStoragePresentationContexts:
-            # scp_role: the peer may be the storage SCP on this context (C-GET sends back over it)
-            if context.abstract_syntax is not None:
-                ae.add_supported_context(context.abstract_syntax, syntaxes, scp_role=True, scu_role=False)
-        for model in _QR_MODELS:
-            ae.add_supported_context(model)
-        return ae
-
     def _listen(self, config: ScpConfig) -> _Listener:
-        ae = self._make_ae(config)
+        ae = make_ae(config.ae_title)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            *([(evt.EVT_CONN_OPEN, _wake_early)] if self._wake_early else []),
+            *([(evt.EVT_CONN_OPEN, wake_early)] if self._early_wakeups else []),
             (evt.EVT_C_STORE, self._on_store, [config.name]),
             (evt.EVT_C_FIND, self._on_find, [config.ae_title]),
             (evt.EVT_C_GET, self._on_get),
@@ -246,16 +197,34 @@ class ScpService:
         except PeerFailure as error:
             raise InvalidInput(f"cannot listen on {where}: {error.message}") from None
         try:
-            server = ae.start_server((address, config.port), block=False, evt_handlers=handlers)
+            made = ae.make_server((address, config.port), evt_handlers=handlers, server_class=_RoutingServer)
+            server = cast(_RoutingServer, made)
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise Conflict(f"Port {config.port} is already in use (cannot listen on {where})") from None
             if error.errno == errno.EACCES:
                 raise InvalidInput(f"cannot listen on {where}: ports below 1024 need privileges") from None
             raise InvalidInput(f"cannot listen on {where}: {error.strerror or error}") from None
-        if server is None:  # only a blocking server returns None
-            raise SliceboxError("pynetdicom did not return a server")
+        if self._receivers is not None:
+            server.route = functools.partial(self._hand_over, config)
+        # as pynetdicom's start_server(block=False) does, with our server class
+        threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{config.name}", daemon=True).start()
+        ae._servers.append(server)
         return _Listener(config, ae, server)
+
+    def _hand_over(self, config: ScpConfig, sock: socket.socket, address: Any) -> bool:
+        """Have a receiver process serve this association if it only stores (``net/receivers.py``); then
+        index what it stores, in this thread, until it ends.  False: serve it here."""
+        receivers = self._receivers
+        if receivers is None or not proposes_storage_only(sock):
+            return False
+        source = Source("scp", config.name)
+        handed = receivers.hand_over(sock, address, config.ae_title, self.context.index.source_id(source))
+        if handed is None:
+            return False
+        sock.close()  # this process's descriptor only: the connection lives on in the receiver
+        handed.serve(lambda key, size, inspected: self.context.adopt_received(key, size, source, inspected))
+        return True
 
     # ------------------------------------------------------------------ C-STORE
 
@@ -269,11 +238,11 @@ class ScpService:
             identifier = event.identifier
             finder = qr.Finder(self.context, identifier, retrieve_ae_title=ae_title)
         except qr.BadIdentifier as error:
-            yield _status(QR_IDENTIFIER_DOES_NOT_MATCH, error.message), None
+            yield status(QR_IDENTIFIER_DOES_NOT_MATCH, error.message), None
             return
         except Exception as error:
             log.exception("C-FIND: cannot decode the identifier")
-            yield _status(QR_UNABLE_TO_PROCESS, f"cannot decode the identifier: {type(error).__name__}"), None
+            yield status(QR_UNABLE_TO_PROCESS, f"cannot decode the identifier: {type(error).__name__}"), None
             return
         try:
             for answer in finder.answers():
@@ -282,10 +251,10 @@ class ScpService:
                     return
                 yield QR_PENDING, answer
         except SliceboxError as error:
-            yield _status(QR_UNABLE_TO_PROCESS, error.message), None
+            yield status(QR_UNABLE_TO_PROCESS, error.message), None
         except Exception as error:
             log.exception("C-FIND failed")
-            yield _status(QR_UNABLE_TO_PROCESS, f"query failed: {type(error).__name__}"), None
+            yield status(QR_UNABLE_TO_PROCESS, f"query failed: {type(error).__name__}"), None
 
     # ------------------------------------------------------------------ C-GET / C-MOVE
 
@@ -294,12 +263,12 @@ class ScpService:
         try:
             return qr.Finder(self.context, event.identifier).images()
         except qr.BadIdentifier as error:
-            return _status(QR_IDENTIFIER_DOES_NOT_MATCH, error.message)
+            return status(QR_IDENTIFIER_DOES_NOT_MATCH, error.message)
         except SliceboxError as error:
-            return _status(QR_UNABLE_TO_PROCESS, error.message)
+            return status(QR_UNABLE_TO_PROCESS, error.message)
         except Exception as error:
             log.exception("C-GET/C-MOVE: cannot find the images")
-            return _status(QR_UNABLE_TO_PROCESS, f"cannot find the images: {type(error).__name__}")
+            return status(QR_UNABLE_TO_PROCESS, f"cannot find the images: {type(error).__name__}")
 
     def _sub_operations(self, event: evt.Event, images: builtins.list[Image]) -> Iterator[tuple[int, Any]]:
         for image in images:
@@ -352,154 +321,22 @@ class ScpService:
 # ---------------------------------------------------------------------------------------------
 
 
-def store_received(context: SliceboxContext, event: evt.Event, source: Source) -> int | Dataset:
-    """Ingest one object received by C-STORE (our SCPs, and C-GET answers); never raises.
+class _RoutingServer(ThreadedAssociationServer):
+    """pynetdicom's server, whose connection threads first offer each association to ``route``
+    (:meth:`ScpService._hand_over`), which serves it elsewhere or returns False."""
 
-    The association must keep working: a refused object gets a failure status with an
-    ErrorComment naming the reason.
-    """
-    name = source.source_name
-    try:
-        data = event.encoded_dataset(include_meta=True)
-        context.ingest(data, source)
-    except InvalidDicom as error:
-        log.info("%s: refused an object: %s", name, error.message)
-        return _status(STORE_CANNOT_UNDERSTAND, error.message)
-    except StorageFull as error:
-        log.error("%s: %s", name, error.message)
-        return _status(STORE_OUT_OF_RESOURCES, error.message)
-    except SliceboxError as error:
-        log.warning("%s: could not store an object: %s", name, error.message)
-        return _status(STORE_CANNOT_UNDERSTAND, error.message)
-    except Exception as error:
-        log.exception("%s: could not store an object", name)
-        return _status(STORE_PROCESSING_FAILURE, f"could not store: {type(error).__name__}")
-    return STORE_SUCCESS
+    route: Callable[[socket.socket, Any], bool] | None = None
 
-
-class _Clock(types.ModuleType):
-    """Stands in for ``time`` in pynetdicom's ``dul`` and ``association`` modules.
-
-    ``sleep`` of a thread that registered a waiter (``_slicebox_wait``, set by :func:`_wake_early`)
-    calls the waiter, which returns at the latest after ``seconds`` but earlier when there is work;
-    every other thread (our SCUs, other code) sleeps as before.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("time")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        wait = getattr(threading.current_thread(), "_slicebox_wait", None)
-        if wait is None:
-            time.sleep(seconds)
-        else:
-            wait(seconds)
-
-
-#: the pynetdicom releases whose ``dul`` and ``association`` modules poll as :class:`_Clock` expects
-#: (pyproject.toml allows exactly these)
-WAKE_EARLY_VERSIONS = ((3, 0), (3, 1))
-
-
-def install_clock() -> bool:
-    """Replace ``time`` in pynetdicom's ``dul`` and ``association`` modules by :class:`_Clock` (once per
-    process; every other thread keeps sleeping as before).  ``ScpService.start`` calls it: importing this
-    module changes nothing.  Only for the pynetdicom releases it was written for: another one keeps its
-    plain polling (slower C-STOREs, nothing worse)."""
-    version = tuple(int(part) for part in pynetdicom.__version__.split(".")[:2] if part.isdigit())
-    if not WAKE_EARLY_VERSIONS[0] <= version < WAKE_EARLY_VERSIONS[1]:
-        log.warning("pynetdicom %s is not a release the SCP's early wake-ups were written for", pynetdicom.__version__)
-        return False
-    for module in (pynetdicom.dul, pynetdicom.association):
-        if not isinstance(getattr(module, "time", None), _Clock):
-            module.time = _Clock()  # type: ignore[attr-defined]
-    return True
-
-
-class _Waker:
-    """Early wake-ups for one acceptor association's DUL and reactor threads."""
-
-    def __init__(self, assoc: Association) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-        self._reactor = threading.Event()
-        self._dul = assoc.dul
-        weakref.finalize(self, _close_fds, self._read, self._write)
-        _wrap_put(assoc.dul.to_provider_queue, self._wake_dul)  # a response to send
-        _wrap_put(assoc.dimse.msg_queue, self._reactor.set)  # a decoded request
-        _wrap_put(assoc.dul.to_user_queue, self._reactor.set)  # release / abort
-        assoc.dul._slicebox_wait = self._dul_wait  # type: ignore[attr-defined]
-        assoc._slicebox_wait = self._reactor_wait  # type: ignore[attr-defined]
-
-    def _wake_dul(self) -> None:
-        try:
-            os.write(self._write, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already pending (pipe full) or closing: the DUL wakes anyway
-
-    def _dul_wait(self, seconds: float) -> None:
-        transport = getattr(self._dul, "socket", None)
-        sock = getattr(transport, "socket", None)
-        watched: list[Any] = [self._read]
-        if sock is not None and sock.fileno() >= 0:
-            watched.append(sock)
-        try:
-            ready, _, _ = select.select(watched, [], [], seconds)
-        except (OSError, ValueError):
-            time.sleep(seconds)
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        route = self.route
+        if route is not None and route(request, client_address):
             return
-        if self._read in ready:
-            try:
-                os.read(self._read, 4096)
-            except (BlockingIOError, OSError):
-                pass
-
-    def _reactor_wait(self, seconds: float) -> None:
-        self._reactor.wait(seconds)
-        # a put after this clear sets the event again; one before it left its item in the queue,
-        # which the reactor checks right after this call
-        self._reactor.clear()
+        super().finish_request(request, client_address)
 
 
-def _wrap_put(target: Any, wake: Any) -> None:
-    put = target.put
-
-    def put_and_wake(*args: Any, **kwargs: Any) -> None:
-        put(*args, **kwargs)
-        wake()
-
-    target.put = put_and_wake
-
-
-def _close_fds(*fds: int) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _wake_early(event: evt.Event) -> None:
-    """EVT_CONN_OPEN handler (before the association's threads start): see the module docstring."""
-    assoc = event.assoc
-    dul, dimse = getattr(assoc, "dul", None), getattr(assoc, "dimse", None)
-    queues = (
-        getattr(dul, "to_provider_queue", None),
-        getattr(dimse, "msg_queue", None),
-        getattr(dul, "to_user_queue", None),
-    )
-    if not all(callable(getattr(q, "put", None)) for q in queues):
-        return  # not the queues install_clock's releases have: keep pynetdicom's plain polling
-    try:
-        waker = _Waker(assoc)
-    except OSError:  # out of file descriptors: keep pynetdicom's plain polling
-        return
-    event.assoc._slicebox_waker = waker  # type: ignore[attr-defined]  # lives as long as the association
+def store_received(context: SliceboxContext, event: evt.Event, source: Source) -> int | Dataset:
+    """Ingest one object received by C-STORE (our SCPs, and C-GET answers); never raises."""
+    return store_status(source.source_name, lambda: context.ingest(event.encoded_dataset(include_meta=True), source))
 
 
 def _with_port(config: ScpConfig, port: int) -> ScpConfig:

@@ -77,7 +77,7 @@ def _serve(conn: Connection) -> None:
 
 
 @contextlib.contextmanager
-def _main_not_rerun() -> Iterator[None]:
+def main_not_rerun() -> Iterator[None]:
     """Start a worker without running the server's main script again in it.
 
     multiprocessing runs the parent's ``__main__`` file again in every child it starts (as
@@ -220,7 +220,7 @@ class WorkerPool:
         context.set_forkserver_preload(_PRELOAD)
         ours, theirs = context.Pipe()
         process = context.Process(target=_serve, args=(theirs,), name="slicebox-worker", daemon=True)
-        with _main_not_rerun():
+        with main_not_rerun():
             process.start()
         theirs.close()
         worker = _Worker(process, ours)
