@@ -19,7 +19,8 @@ is not a local folder.
 
 A receiver that dies takes its associations with it: their senders see them aborted, and nothing
 of theirs was acknowledged; an object it had flushed but not had indexed is found by the start-up
-reconcile, as after a crash of the server.  The next association starts a new receiver.
+reconcile, as after a crash of the server.  The next association starts a new receiver.  A server
+process that dies takes its receivers with it: each exits the moment its control channel closes.
 """
 
 from __future__ import annotations
@@ -310,7 +311,9 @@ def _serve(control: Connection, root: str, fsync: bool) -> None:
         try:
             message = control.recv()
         except (EOFError, OSError):
-            break  # the server process is gone
+            # the server process is gone (killed): nothing more can be indexed, and a blob written from now
+            # on could land after the next start's reconcile; end every association at once
+            os._exit(0)
         if message[0] == "stop":
             grace = float(message[1])
             break
