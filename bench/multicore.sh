@@ -24,6 +24,7 @@ run floor-rest-4 bench/floor.py --which rest --clients 4 --count "$count" --roun
 run rest-4 bench/ingest_rest.py --clients 4 --count "$count" --rounds "$rounds"
 run rest-16 bench/ingest_rest.py --size 16 --count $((count * 2)) --rounds "$rounds"
 run floor-cstore bench/floor.py --which cstore --count "$count" --rounds "$rounds"
+run floor-cstore-4 bench/floor.py --which cstore --associations 4 --count "$count" --rounds "$rounds"
 run cstore bench/cstore.py --count "$count" --rounds "$rounds"
 run floor-download bench/floor.py --which download --count "$count" --rounds "$rounds"
 run anonymize bench/anonymize.py --count "$count" --rounds "$rounds"
