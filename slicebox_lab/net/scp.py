@@ -45,7 +45,7 @@ from slicebox_lab.model import Image, Source
 from slicebox_lab.net import nodes, qr
 from slicebox_lab.net.acceptor import install_clock, make_ae, status, store_status, wake_early
 from slicebox_lab.net.nodes import ANY_HOST, ScpConfig
-from slicebox_lab.net.receivers import ReceiverPool, proposes_storage_only
+from slicebox_lab.net.receivers import Receivers, proposes_storage_only
 from slicebox_lab.net.transport import (
     MAX_PDU,
     resolve_host,
@@ -90,10 +90,9 @@ class ScpService:
         self._lock = threading.RLock()
         self._listeners: dict[int, _Listener] = {}
         self._early_wakeups = False
-        #: receiver processes for storage associations: one per worker, where blobs are local files
-        storage = context.storage
-        workers = context.workers.workers
-        self._receivers = ReceiverPool(workers, storage) if workers and isinstance(storage, FileSystemStorage) else None
+        #: storage associations go to the worker processes, where there are some and blobs are local files
+        storage, pool = context.storage, context.workers
+        self._receivers = Receivers(pool, storage) if pool.workers and isinstance(storage, FileSystemStorage) else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,7 +122,7 @@ class ScpService:
             self._listeners.clear()
         _stop_listeners(listeners, timeout / 2 if self._receivers is not None else timeout)
         if self._receivers is not None:
-            self._receivers.close(timeout / 2)
+            self._receivers.stop(timeout / 2)
 
     # ------------------------------------------------------------------ configuration
 
@@ -213,7 +212,7 @@ class ScpService:
         return _Listener(config, ae, server)
 
     def _hand_over(self, config: ScpConfig, sock: socket.socket, address: Any) -> bool:
-        """Have a receiver process serve this association if it only stores (``net/receivers.py``); then
+        """Have a worker process serve this association if it only stores (``net/receivers.py``); then
         index what it stores, in this thread, until it ends.  False: serve it here."""
         receivers = self._receivers
         if receivers is None or not proposes_storage_only(sock):
@@ -222,7 +221,6 @@ class ScpService:
         handed = receivers.hand_over(sock, address, config.ae_title, self.context.index.source_id(source))
         if handed is None:
             return False
-        sock.close()  # this process's descriptor only: the connection lives on in the receiver
         handed.serve(lambda key, size, inspected: self.context.adopt_received(key, size, source, inspected))
         return True
 

@@ -20,9 +20,10 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -58,15 +59,20 @@ def default_workers() -> int:
 def _serve(conn: Connection) -> None:
     """A worker's life: calls in, answers out, until the pipe closes or says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    link = socket.socket(fileno=os.dup(conn.fileno()))  # the same channel, for descriptors (SCM_RIGHTS)
     while True:
         try:
             call = conn.recv()
         except (EOFError, OSError):
-            return
+            # the server is gone: nothing this worker does can be answered or indexed any more, and a
+            # file an association thread wrote from now on could land after the next start's reconcile
+            os._exit(0)
         if call is None:
             return
-        fn, args, kwargs = call
+        fn, args, kwargs, count = call
         try:
+            if count:  # the descriptors follow the call
+                kwargs = {**kwargs, "fds": socket.recv_fds(link, 1, count)[1]}
             answer: tuple[bool, Any] = (True, fn(*args, **kwargs))
         except BaseException as error:  # the caller gets it, as if the call had run in its thread
             answer = (False, error)
@@ -77,7 +83,7 @@ def _serve(conn: Connection) -> None:
 
 
 @contextlib.contextmanager
-def main_not_rerun() -> Iterator[None]:
+def _main_not_rerun() -> Iterator[None]:
     """Start a worker without running the server's main script again in it.
 
     multiprocessing runs the parent's ``__main__`` file again in every child it starts (as
@@ -100,6 +106,11 @@ class _Worker:
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        self.link = socket.socket(fileno=os.dup(conn.fileno()))  # the same channel, for descriptors
+
+    def close(self) -> None:
+        self.link.close()
+        self.conn.close()
 
 
 class Call(Generic[T]):
@@ -167,10 +178,44 @@ class WorkerPool:
         what = getattr(fn, "__name__", "a task")
         if self.workers == 0:
             return Call(self, None, what, lambda: fn(*args, **kwargs))
+        return self._send(fn, args, kwargs, ())
+
+    def start_with_fds(
+        self, fds: Sequence[int], fn: Callable[..., T], *args: Any, load: Callable[[int | None], int] | None = None
+    ) -> Call[T]:
+        """As :meth:`start`, the worker's copies of the open file descriptors ``fds`` (sockets: an association
+        a worker serves) passed to ``fn`` as ``fds=[...]``; needs workers.  ``load(pid)``: of the idle
+        workers, the one with the least load takes the call (associations spread over the cores)."""
+        if self.workers == 0:
+            raise SliceboxError("file descriptors go to worker processes: this pool has none")
+        return self._send(fn, args, {}, tuple(fds), load)
+
+    def _send(
+        self,
+        fn: Callable[..., T],
+        args: Any,
+        kwargs: Any,
+        fds: tuple[int, ...],
+        load: Callable[[int | None], int] | None = None,
+    ) -> Call[T]:
+        what = getattr(fn, "__name__", "a task")
         self._ensure_started()
         worker = self._idle.get()
+        if load is not None:
+            idle = [worker]
+            while True:
+                try:
+                    idle.append(self._idle.get_nowait())
+                except queue.Empty:
+                    break
+            worker = min(idle, key=lambda w: load(w.process.pid))
+            for other in idle:
+                if other is not worker:
+                    self._idle.put(other)
         try:
-            worker.conn.send((fn, args, kwargs))
+            worker.conn.send((fn, args, kwargs, len(fds)))
+            if fds:
+                socket.send_fds(worker.link, [b"F"], list(fds))
         except (OSError, EOFError, ValueError):
             self._replace(worker)
             raise self._failed(worker, what) from None
@@ -220,7 +265,7 @@ class WorkerPool:
         context.set_forkserver_preload(_PRELOAD)
         ours, theirs = context.Pipe()
         process = context.Process(target=_serve, args=(theirs,), name="slicebox-worker", daemon=True)
-        with main_not_rerun():
+        with _main_not_rerun():
             process.start()
         theirs.close()
         worker = _Worker(process, ours)
@@ -228,7 +273,7 @@ class WorkerPool:
         return worker
 
     def _replace(self, dead: _Worker) -> None:
-        dead.conn.close()
+        dead.close()
         with self._lock:
             self._all.discard(dead)
             if self._closed:
@@ -255,7 +300,7 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.terminate()
                 worker.process.join(1)
-            worker.conn.close()
+            worker.close()
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers (tests kill one)."""

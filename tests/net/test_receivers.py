@@ -1,9 +1,9 @@
-"""Storage associations served by receiver processes (``net/receivers.py``), with a node that has workers.
+"""Storage associations served by the worker processes (``net/receivers.py``), with a node that has workers.
 
 What must hold whichever process serves an association: every object acknowledged is in the index, a
 refused object gets its failure status and leaves nothing, the tag filter of the SCP's source applies,
 ImageAdded is published (forwarding and apps depend on it), Query/Retrieve stays with the index, and
-a receiver that dies aborts only its own associations and is replaced.
+a worker that dies aborts only its own associations and is replaced.
 """
 
 from __future__ import annotations
@@ -61,11 +61,15 @@ def _blobs(node: Path) -> list[Path]:
     return [p for p in (node / "dicom").rglob("*") if p.is_file()]
 
 
-def test_storescu_over_four_associations_is_served_by_receivers(
+def test_storescu_over_four_associations_is_served_by_the_workers(
     scp: ScpConfig, scp_service: ScpService, context: SliceboxContext, tmp_path: Path
 ):
     added: list[ImageAdded] = []
     context.events.subscribe(ImageAdded, added.append)
+    receivers = scp_service._receivers
+    assert receivers is not None
+    held = _associate(scp, CTImageStorage)  # an association a worker serves while the others run
+    assert held.is_established and receivers.busy() == 1
     folders = [tmp_path / f"in{n}" for n in range(4)]
     for n, folder in enumerate(folders):
         write_series(folder, 10, PatientID=f"RECV-{n}")
@@ -73,12 +77,16 @@ def test_storescu_over_four_associations_is_served_by_receivers(
         run_dcmtk("storescu", "-aec", SCP_AE, "+sd", "127.0.0.1", str(scp.port), str(folder)) for folder in folders
     ]
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
-    assert context.index.counts()["images"] == 40
-    assert len(added) == 40 and {e.source.source_name for e in added} == {scp.name}
-    assert scp_service._receivers is not None and scp_service._receivers.pids()  # they did the work
-    assert os.getpid() not in scp_service._receivers.pids()
+    assert held.send_c_store(ct_dataset(PatientID="HELD")).Status == 0
+    held.release()
+    assert context.index.counts()["images"] == 41
+    assert len(added) == 41 and {e.source.source_name for e in added} == {scp.name}
+    deadline = time.monotonic() + 5
+    while receivers.busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receivers.busy() == 0
     # the stored files are the ones sent, under keys the start-up reconcile understands
-    assert len(_blobs(tmp_path / "node")) == 40
+    assert len(_blobs(tmp_path / "node")) == 41
     report = context.reconcile()
     assert report.blobs_reindexed == 0 and report.orphan_blobs_removed == 0
 
@@ -163,15 +171,13 @@ def test_what_is_handed_to_a_receiver(scp: ScpConfig):
     assert not proposed(STUDY_GET, CTImageStorage, roles=True)
 
 
-def test_a_killed_receiver_aborts_only_its_association_and_is_replaced(
+def test_a_killed_worker_aborts_only_its_association_and_is_replaced(
     scp: ScpConfig, scp_service: ScpService, context: SliceboxContext, tmp_path: Path
 ):
     first = _associate(scp, CTImageStorage)
     assert first.is_established
     assert first.send_c_store(ct_dataset(PatientID="BEFORE")).Status == 0
-    receivers = scp_service._receivers
-    assert receivers is not None
-    victims = receivers.pids()
+    victims = context.workers.worker_pids()
     assert victims
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
@@ -185,32 +191,33 @@ def test_a_killed_receiver_aborts_only_its_association_and_is_replaced(
     assert not first.is_established
     # nothing half-stored: the image acknowledged is there, the one cut off is not in the index
     assert [i.PatientID for i in _patients(context)] == ["BEFORE"]
-    # a new association is served by a new receiver
+    # a new association is served by a new worker
     second = _associate(scp, CTImageStorage)
     try:
         assert second.is_established
         assert second.send_c_store(ct_dataset(PatientID="AFTER")).Status == 0
     finally:
         second.release()
-    assert set(receivers.pids()).isdisjoint(victims)
+    assert context.workers.worker_pids() and set(context.workers.worker_pids()).isdisjoint(victims)
     assert sorted(i.PatientID for i in _patients(context)) == ["AFTER", "BEFORE"]
 
 
-def test_stopping_the_scp_service_stops_its_receivers(scp: ScpConfig, scp_service: ScpService):
+def test_stopping_the_scp_service_ends_the_associations_the_workers_serve(
+    scp: ScpConfig, scp_service: ScpService, context: SliceboxContext
+):
     assoc = _associate(scp, CTImageStorage)
-    try:
-        assert assoc.send_c_store(ct_dataset()).Status == 0
-    finally:
-        assoc.release()
+    assert assoc.send_c_store(ct_dataset()).Status == 0
     receivers = scp_service._receivers
-    assert receivers is not None
-    pids = receivers.pids()
-    assert pids
-    scp_service.stop(4.0)
-    assert receivers.pids() == []
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    assert receivers is not None and receivers.busy() == 1
+    scp_service.stop(1.0)  # half the time to finish, then the connection is cut
+    deadline = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not assoc.is_established
+    while receivers.busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receivers.busy() == 0
+    assert context.index.counts()["images"] == 1
 
 
 def _patients(context: SliceboxContext) -> list[Any]:
@@ -218,7 +225,7 @@ def _patients(context: SliceboxContext) -> list[Any]:
         return index_query.list_patients(conn)
 
 
-def test_a_rejected_association_frees_its_receiver_slot(scp: ScpConfig, scp_service: ScpService):
+def test_a_rejected_association_leaves_no_listener_thread_waiting(scp: ScpConfig, scp_service: ScpService):
     assert run_dcmtk("echoscu", "-aec", "NOT-THE-SCP", "127.0.0.1", str(scp.port)).returncode != 0
     assert run_dcmtk("echoscu", "-aec", SCP_AE, "127.0.0.1", str(scp.port)).returncode == 0
     receivers = scp_service._receivers
