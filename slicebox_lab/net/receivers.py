@@ -281,7 +281,13 @@ def receive(ae_title: str, source_id: int, address: Any, root: str, fsync: bool,
         server = acceptor.server_for(ae_title)
     connection, channel = socket.socket(fileno=fds[0]), Connection(fds[1])
     acceptor.pending[connection] = (channel, source_id)
-    server.process_request(connection, address)
+    try:
+        server.process_request(connection, address)
+    except BaseException:  # no thread to serve it (out of threads): the server serves the next one
+        acceptor.pending.pop(connection, None)
+        connection.close()
+        channel.close()
+        raise
 
 
 def _store(storage: FileSystemStorage, channel: Connection, source_id: int, data: bytes) -> None:

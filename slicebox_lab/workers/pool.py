@@ -9,7 +9,9 @@ load each crossing cost more than the task's own work, see bench/README.md.)  A 
 :class:`WorkerFailed`, only that call, and a new worker takes its place.  Workers are forked by
 ``multiprocessing``'s forkserver (never ``fork`` from the threaded server), which preloads the task
 module so a replacement starts in a fraction of a second; they ignore SIGINT (a ^C meant for the
-server) and end when the server closes the pool or dies.
+server) and end when the server closes the pool or dies (at once: a worker whose pipe closes exits).
+A call may carry open file descriptors (:meth:`WorkerPool.start_with_fds`): that is how a worker is
+given a DICOM association to serve in threads of its own (``net/receivers.py``).
 """
 
 from __future__ import annotations
