@@ -370,8 +370,8 @@ class SliceboxContext:
         return self._index_blob(key, writer.size, source, inspected, reidentify, also, rewrite, reidentified, accept)
 
     def adopt_received(self, key: str, size: int, source: Source, inspected: tasks.Inspected) -> IngestResult:
-        """Index a blob that a receiver process (``net/receivers.py``) validated, named ``key`` and flushed, as
-        :meth:`ingest` indexes its own: the rest of the one ingest path runs here, in the server process."""
+        """Index a blob that a worker serving an association (``net/receivers.py``) validated, named ``key`` and
+        flushed, as :meth:`ingest` indexes its own: the rest of the one ingest path runs here, in the server."""
         match = _BLOB_KEY.match(key)
         if match is None or int(match.group(2)) != self.index.source_id(source):
             raise InvalidInput(f"blob {key!r} is not one the source {source.source_type}:{source.source_name} wrote")

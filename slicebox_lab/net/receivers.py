@@ -54,7 +54,7 @@ __all__ = ["Handed", "Receivers", "proposes_storage_only", "receive"]
 
 log = logging.getLogger(__name__)
 
-#: what an association may propose to be served by a receiver
+#: what an association may propose to be served by a worker
 _RECEIVABLE = frozenset({VERIFICATION, *(c.abstract_syntax for c in AllStoragePresentationContexts)})
 #: A-ASSOCIATE-RQ PDU type, and the most of one we peek at (they are a few kB; a longer one stays here)
 _A_ASSOCIATE_RQ = 0x01

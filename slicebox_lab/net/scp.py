@@ -7,8 +7,9 @@ listener per row of the ``scps`` table.  Each listener
 * answers C-ECHO;
 * accepts C-STORE for every storage SOP class pynetdicom knows, in the transfer syntaxes the
   node accepts (:data:`slicebox_lab.dicom.ACCEPTED_TRANSFER_SYNTAXES`), and stores each object
-  through the one ingest path (``context.ingest`` with source ``scp``): success (0x0000) is
-  answered only after the file and its rows are durable, a refused object gets a failure status
+  through the one ingest path (``context.ingest`` with source ``scp``; in a worker, validated and
+  flushed there and indexed by ``context.adopt_received``): success (0x0000) is
+  answered only after the file is durable and its rows committed, a refused object gets a failure status
   with an ErrorComment naming the reason, and the association keeps working;
 * answers C-FIND, C-GET and C-MOVE in the Patient Root and Study Root models from the index
   (:mod:`slicebox_lab.net.qr`); C-MOVE destinations are the remote nodes (table ``scus``) found
@@ -17,9 +18,10 @@ listener per row of the ``scps`` table.  Each listener
 Every socket gets ``TCP_NODELAY`` (DIMSE messages are small writes; Nagle's algorithm would
 delay each response by up to 40 ms), and a large maximum PDU is advertised.
 
-Storage associations are served by receiver processes where the node has workers
-(:mod:`slicebox_lab.net.receivers`); pynetdicom's polling is made to wake early
-(:mod:`slicebox_lab.net.acceptor`).
+An association that only stores (and verifies) is served by one of the node's worker processes, one
+GIL per core, and what it stores is indexed here (:mod:`slicebox_lab.net.receivers`); Q/R associations,
+and all of them on a node without workers, are served in this process.  pynetdicom's polling is made
+to wake early (:mod:`slicebox_lab.net.acceptor`).
 """
 
 from __future__ import annotations
