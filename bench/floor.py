@@ -38,7 +38,7 @@ difference is the headroom our own work may use.
   answering ``GET`` with a constant body as large as one file (``application/dicom``); our node
   ``POST /slicebox/api/images/{id}/anonymized`` ``{}`` (``bench/anonymize.py``'s 1-client phase).
 
-Data: ``--count`` CT of 512×512 16-bit pixels (``tests/generators.ct_bytes``, 525,316 bytes each)
+Data: ``--count`` CT of ``--size``² 16-bit pixels (default 512×512: ``tests/generators.ct_bytes``, 525,316 bytes each)
 in 10 patients, generated before any timing. Every request sends ``Accept-Encoding: identity``;
 storescu and all servers run with ``TCP_NODELAY=1``. Per system: inst/s, MB/s (10⁶ bytes of DICOM
 sent or received), ratio to Orthanc's inst/s, and the server process's CPU time (user + system,
@@ -500,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--which", default="rest,cstore,download", help="floors, comma-separated (default all)")
     parser.add_argument("--count", type=int, default=1000, help="instances per run (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each system once a round (default 3)")
+    parser.add_argument(
+        "--size", type=int, default=SIZE, help="rows and columns of the CTs (default 512; 16: the per-request floor)"
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients of the rest floor (default 1)")
     parser.add_argument(
@@ -520,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             "which": which,
             "count": args.count,
             "rounds": args.rounds,
-            "size": SIZE,
+            "size": args.size,
             "patients": PATIENTS,
             "clients": args.clients,
             "associations": args.associations,
@@ -532,14 +535,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         blobs: list[bytes] = []
         if "rest" in which or "download" in which or "box" in which:
-            print(f"generating {args.count} CT instances of {SIZE}x{SIZE} in memory ...", flush=True)
+            print(f"generating {args.count} CT instances of {args.size}x{args.size} in memory ...", flush=True)
             t0 = time.perf_counter()
-            blobs = ingest_rest.generate(args.count, SIZE, PATIENTS)
+            blobs = ingest_rest.generate(args.count, args.size, PATIENTS)
             print(f"  {sum(map(len, blobs)) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
         data, cfg = Path(tmp) / "data", Path(tmp) / "storescu.cfg"
         if "cstore" in which:
-            print(f"generating {args.count} CT instances of {SIZE}x{SIZE} into {data} ...", flush=True)
-            cstore.generate(data, args.count, SIZE, PATIENTS, max(1, args.associations))
+            print(f"generating {args.count} CT instances of {args.size}x{args.size} into {data} ...", flush=True)
+            cstore.generate(data, args.count, args.size, PATIENTS, max(1, args.associations))
             cfg.write_text(cstore.STORESCU_CFG)
 
         runners: dict[str, Callable[[str, Path], dict[str, float]]] = {
@@ -585,8 +588,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:  # after every floor: a long run keeps what it has
                 args.json.write_text(json.dumps(report, indent=2))
             info = (
-                f"{conditions['date_utc']}, {args.count} × {SIZE}², {args.rounds} round(s), {args.clients} client(s), "
-                f"{args.associations} association(s), "
+                f"{conditions['date_utc']}, {args.count} × {args.size}², {args.rounds} round(s), "
+                f"{args.clients} client(s), {args.associations} association(s), "
                 f"load average {load_start} → {conditions['loadavg_end']}"
             )
             print_table(floor, rounds, medians, info)
