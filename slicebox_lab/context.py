@@ -36,7 +36,6 @@ import threading
 import time
 import uuid
 import weakref
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
 from .errors import InvalidInput, NotFound
 from .events import EventBus, ImageAdded, ImagesDeleted
+from .exports import ExportSets
 from .index import Index, create_engine, sqlite_url, upgrade
 from .index.leader import Leadership
 from .index.repository import IngestAlso
@@ -708,84 +708,3 @@ class Upload:
 
 def _safe_path_part(part: str) -> str:
     return re.sub(r'[/\\:*?"<>|\x00-\x1f]', "-", part)
-
-
-class ExportSets:
-    """Selections of images to download as a zip, kept for six hours (as Slicebox did)."""
-
-    lifetime_seconds = 6 * 3600
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 1
-        self._sets: dict[int, tuple[float, tuple[int, ...]]] = {}
-
-    def add(self, image_ids: Iterable[int]) -> int:
-        ids = tuple(image_ids)
-        if not ids:
-            raise InvalidInput("an export needs at least one image id")
-        with self._lock:
-            now = time.monotonic()
-            self._sets = {k: v for k, v in self._sets.items() if now - v[0] < self.lifetime_seconds}
-            export_id = self._next
-            self._next += 1
-            self._sets[export_id] = (now, ids)
-            return export_id
-
-    def get(self, export_id: int) -> tuple[int, ...]:
-        with self._lock:
-            entry = self._sets.get(export_id)
-        if entry is None or time.monotonic() - entry[0] >= self.lifetime_seconds:
-            raise NotFound(f"export set {export_id} not found (export sets are kept for six hours)")
-        return entry[1]
-
-
-class ZipStream:
-    """Builds a zip file piece by piece so it is streamed, never held in memory.
-
-    ``zipfile`` writes to any object with ``write``; this one hands the bytes
-    back to the caller after each file (data descriptors make seeking unneeded).
-    """
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._offset = 0
-        self._zip = zipfile.ZipFile(self, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
-
-    # the file-like protocol zipfile needs on a non-seekable stream
-    def write(self, data: bytes) -> int:
-        self._chunks.append(bytes(data))
-        self._offset += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._offset
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def add(self, name: str, source: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Add one file read from ``source``; yields the zip bytes as they are made."""
-        info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-        info.compress_type = zipfile.ZIP_STORED
-        with self._zip.open(info, mode="w", force_zip64=True) as entry:
-            while True:
-                block = source.read(chunk_size)
-                if not block:
-                    break
-                entry.write(block)
-                yield from self._take()
-        yield from self._take()
-
-    def finish(self) -> Iterator[bytes]:
-        self._zip.close()
-        yield from self._take()
-
-    def _take(self) -> Iterator[bytes]:
-        if self._chunks:
-            chunk = b"".join(self._chunks)
-            self._chunks.clear()
-            yield chunk

@@ -5,8 +5,8 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..context import ZipStream
 from ..errors import InvalidInput
+from ..exports import ZipStream
 from ..model import IngestResult
 from .base import API, DICOM_TYPES, SliceboxHandler
 from .upload import FileParts, StreamingHandler, form_boundary, stored
