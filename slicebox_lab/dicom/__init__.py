@@ -10,9 +10,11 @@ from slicebox_lab.dicom.dictionary import keyword, keywords, tag, vm, vr
 from slicebox_lab.dicom.listing import attribute_listing
 from slicebox_lab.dicom.reading import (
     ACCEPTED_TRANSFER_SYNTAXES,
+    Header,
     ParsedDicom,
     TrailingPixels,
     extract_attributes,
+    parse_header,
     parse_part10,
     read_until_pixels,
     transfer_syntax_of,
@@ -22,6 +24,7 @@ from slicebox_lab.dicom.render import image_information, render_png, verify_pixe
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
+    "Header",
     "ParsedDicom",
     "TrailingPixels",
     "attribute_listing",
@@ -29,6 +32,7 @@ __all__ = [
     "image_information",
     "keyword",
     "keywords",
+    "parse_header",
     "parse_part10",
     "read_until_pixels",
     "render_png",

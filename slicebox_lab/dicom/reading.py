@@ -58,9 +58,11 @@ from slicebox_lab.model import (
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
+    "Header",
     "ParsedDicom",
     "TrailingPixels",
     "extract_attributes",
+    "parse_header",
     "parse_part10",
     "read_until_pixels",
 ]
@@ -502,6 +504,76 @@ def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
     if end != size:
         return None
     return dataset, TrailingPixels(offset, size - offset)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the first bytes of a Part-10 file tell when its native Pixel Data ends it: the file validated
+    and parsed up to the pixels (the dataset holds no Pixel Data), valid only if the whole file is ``size``
+    bytes, where the Pixel Data value its header declares ends."""
+
+    parsed: ParsedDicom
+    size: int
+
+
+def parse_header(head: bytes) -> Header | None:
+    """:func:`parse_part10`'s validation of a file from its first bytes, while the rest is still arriving.
+
+    Only where the header decides it: a little-endian, not deflated syntax; (7FE0,0010) native Pixel Data
+    whose element header is in ``head``; its declared length as long as Rows, Columns, SamplesPerPixel,
+    BitsAllocated and NumberOfFrames need; the required UIDs.  A file of exactly :attr:`Header.size` bytes
+    then passes :func:`parse_part10` with the same dataset (its last element is the Pixel Data, which ends
+    the file; nothing is cut short).  None in every other case, bad input included: the full parse then
+    decides, and says why."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    try:
+        fp = io.BytesIO(head)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        offset = fp.tell()  # pydicom rewinds to the tag of the element it stopped at
+        ts = UID(str(ds.file_meta.get("TransferSyntaxUID") or "").rstrip(" \x00"))
+        if ts not in ACCEPTED_TRANSFER_SYNTAXES or ts not in _NATIVE_LITTLE_ENDIAN or len(ds) == 0:
+            return None
+        element = head[offset : offset + 12]
+        if _NATIVE_LITTLE_ENDIAN[ts]:  # implicit VR: tag, 4-byte length
+            if len(element) < 8 or element[:4] != b"\xe0\x7f\x10\x00":
+                return None
+            (length,) = struct.unpack("<I", element[4:8])
+            start = offset + 8
+        else:  # explicit VR: tag, OB or OW, 2 reserved bytes, 4-byte length
+            if len(element) < 12 or element[:4] != b"\xe0\x7f\x10\x00" or element[4:6] not in (b"OB", b"OW"):
+                return None
+            (length,) = struct.unpack("<I", element[8:12])
+            start = offset + 12
+        if length == _UNDEFINED_LENGTH or not _frames_valid(ds):
+            return None
+        _check_file_meta_complete(ds.file_meta, start + length)
+        _check_native_length(ds, length)
+        values = {
+            "SOPInstanceUID": _first_value(ds, "SOPInstanceUID"),
+            "SOPClassUID": _first_value(ds, "SOPClassUID") or _first_value(ds.file_meta, "MediaStorageSOPClassUID"),
+            "StudyInstanceUID": _first_value(ds, "StudyInstanceUID"),
+            "SeriesInstanceUID": _first_value(ds, "SeriesInstanceUID"),
+        }
+    except Exception:  # pydicom raises many types on bad input; InvalidDicom too: the full parse says why
+        return None
+    if not all(values.values()):
+        return None
+    parsed = ParsedDicom(ds, str(ts), values["SOPClassUID"], values["SOPInstanceUID"])
+    return Header(parsed, start + length)
+
+
+def _frames_valid(ds: Dataset) -> bool:
+    """NumberOfFrames absent, or a positive integer (``render.verify_pixel_data`` refuses anything else)."""
+    raw = ds.get("NumberOfFrames")
+    if raw is None or raw == "":
+        return True
+    if isinstance(raw, bytes | MultiValue | list | tuple):
+        return False  # where the check is unsure, the full parse decides
+    try:
+        return int(raw) >= 1
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _fragments_end(file: BinaryIO, position: int) -> int | None:

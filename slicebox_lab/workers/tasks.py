@@ -30,12 +30,14 @@ _PIXEL_DATA = 0x7FE00010
 __all__ = [
     "Anonymized",
     "AnonymizedBlob",
+    "HeadInspected",
     "Inspected",
     "anonymize_file",
     "anonymize_into",
     "blob_digest",
     "blob_key",
     "inspect",
+    "inspect_head",
     "read_pixels",
     "write_anonymized",
 ]
@@ -81,7 +83,32 @@ def _inspected(data: bytes) -> Inspected:
     """The validation every stored file passes (house rule 3), and what the index keeps of it."""
     parsed = dicom.parse_part10(data)
     dicom.verify_pixel_data(parsed.dataset)
+    return _kept(parsed)
+
+
+def _kept(parsed: dicom.ParsedDicom) -> Inspected:
     return Inspected(dicom.extract_attributes(parsed), keystore.is_anonymous(parsed.dataset))
+
+
+@dataclass(frozen=True)
+class HeadInspected:
+    """:func:`inspect`'s answer for a file from its first bytes, which holds if the whole file is ``size`` bytes."""
+
+    inspected: Inspected
+    size: int
+
+
+def inspect_head(head: bytes) -> HeadInspected | None:
+    """:func:`inspect` of a file whose first bytes are ``head``, while the rest of it is still arriving
+    (``dicom.parse_header``): None where the header cannot decide, or the file would be refused; the
+    whole file is then inspected."""
+    header = dicom.parse_header(head)
+    if header is None:
+        return None
+    try:
+        return HeadInspected(_kept(header.parsed), header.size)
+    except SliceboxError:  # an attribute that cannot be decoded: the full inspection says which
+        return None
 
 
 @dataclass(frozen=True)
