@@ -11,7 +11,9 @@ load each crossing cost more than the task's own work, see bench/README.md.)  A 
 module so a replacement starts in a fraction of a second; they ignore SIGINT (a ^C meant for the
 server) and end when the server closes the pool or dies (at once: a worker whose pipe closes exits).
 A call may carry open file descriptors (:meth:`WorkerPool.start_with_fds`): that is how a worker is
-given a DICOM association to serve in threads of its own (``net/receivers.py``).
+given a DICOM association to serve in threads of its own (``net/receivers.py``).  The one exception to
+"the calling thread waits": :meth:`WorkerPool.submit`, for work started on the event loop whose answer is
+taken later (an upload's header, inspected while its body arrives), where a thread of the pool waits.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -173,6 +176,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
+        self._callers: ThreadPoolExecutor | None = None
 
     def start(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Call[T]:
         """Hand ``fn(*args)`` (a module-level function of plain, picklable arguments) to an idle worker
@@ -226,6 +230,24 @@ class WorkerPool:
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args)`` in a worker; blocking (call it off the event loop)."""
         return self.start(fn, *args, **kwargs).result()
+
+    def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """``fn(*args)`` in a worker, its answer in a future; never blocks (the event loop may call it).
+
+        For work whose answer is wanted later, if at all (the header of an upload still arriving): a thread
+        of the pool's own waits for the worker, so a worker is never held by an answer nobody has taken yet.
+        """
+        with self._lock:
+            if self._closed:
+                raise ServiceUnavailable("the node is shutting down: its worker processes are stopped")
+            if self._callers is None:
+                self._callers = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="slicebox-worker-call")
+            callers = self._callers
+
+        def call() -> T:
+            return self.run(fn, *args, **kwargs)
+
+        return callers.submit(call)
 
     def _finish(self, worker: _Worker, what: str) -> Any:
         try:
@@ -290,6 +312,9 @@ class WorkerPool:
         with self._lock:
             self._closed = True
             workers = list(self._all)
+            callers, self._callers = self._callers, None
+        if callers is not None:
+            callers.shutdown(wait=False, cancel_futures=True)
         while True:
             try:
                 self._idle.get_nowait().conn.send(None)

@@ -79,6 +79,30 @@ def _slow_to_validate() -> bytes:
     return to_bytes(ds)
 
 
+def test_a_submitted_call_answers_in_a_future_and_holds_no_worker():
+    pool = WorkerPool(1)
+    try:
+        first = pool.submit(_pid)
+        worker = first.result(timeout=30)
+        assert worker != os.getpid()
+        # nobody took the next answer, yet the one worker is free for the next call
+        pool.submit(_slow, 0)
+        assert pool.run(_pid) == worker
+        doomed = pool.submit(_slow, 30)
+        deadline = time.monotonic() + 20
+        while not doomed.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the worker has the call
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(WorkerFailed, match="died during _slow"):
+            doomed.result(timeout=30)
+        assert pool.submit(_pid).result(timeout=30) not in (worker, os.getpid())
+    finally:
+        pool.close()
+    with pytest.raises(Exception, match="shutting down"):
+        pool.submit(_pid)
+
+
 async def test_a_worker_killed_mid_upload_answers_503_and_stores_nothing(api, jp_serverapp, node_dir):
     context = jp_serverapp.web_app.settings["slicebox_context"]
     data = await asyncio.to_thread(_slow_to_validate)
