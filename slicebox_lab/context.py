@@ -37,6 +37,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -353,6 +354,8 @@ class SliceboxContext:
             # a worker process validates the file while this thread waits for the disk (the one flush);
             # the rows are written only after both (house rule 1: never a row whose blob is not durable)
             call = None
+            if inspected is None:  # the header, inspected while the rest of the body arrived, may settle it
+                inspected = upload.inspected_early()
             if inspected is None:
                 call = self.workers.start(tasks.inspect, path, None if path else self.storage.read(key))
             try:
@@ -376,6 +379,14 @@ class SliceboxContext:
         if match is None or int(match.group(2)) != self.index.source_id(source):
             raise InvalidInput(f"blob {key!r} is not one the source {source.source_type}:{source.source_name} wrote")
         return self._index_blob(key, size, source, inspected, reidentify=True, also=None)
+
+    def inspect_head(self, head: bytes) -> Future[tasks.HeadInspected | None] | None:
+        """Start inspecting a file from its first bytes while the rest of its body arrives (never blocks: the
+        event loop calls it); give the answer to its :class:`Upload` (``inspect_early``).  Only with worker
+        processes: without them there is no core to overlap with."""
+        if self.workers.workers == 0:
+            return None
+        return self.workers.submit(tasks.inspect_head, head)
 
     def _index_blob(
         self,
@@ -668,6 +679,7 @@ class Upload:
         self._done = False
         #: the first bytes written (the header, for messages about a file that was refused)
         self.head = b""
+        self._early: Future[tasks.HeadInspected | None] | None = None
 
     @property
     def size(self) -> int:
@@ -681,6 +693,21 @@ class Upload:
 
     def hexdigest(self) -> str:
         return self._digest or self._hash.hexdigest()
+
+    def inspect_early(self, check: Future[tasks.HeadInspected | None] | None) -> None:
+        """The inspection of this file's first bytes (:meth:`SliceboxContext.inspect_head`), running while the
+        rest of it arrives: :meth:`store` uses its answer where it holds for the whole file."""
+        self._early = check
+
+    def inspected_early(self) -> tasks.Inspected | None:
+        """The early inspection's answer, if there was one and it holds for the file as written (its size)."""
+        if self._early is None:
+            return None
+        try:
+            early = self._early.result()
+        except Exception:  # a worker that died, a pool shutting down: the whole file is inspected instead
+            return None
+        return early.inspected if early is not None and early.size == self.writer.size else None
 
     def adopt(self, size: int, hexdigest: str) -> None:
         """The blob's file was written by another process (a worker, through ``writer.path``)."""

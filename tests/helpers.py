@@ -43,3 +43,33 @@ def serve_with(serverapp: Any, service: Any) -> None:
     settings = serverapp.web_app.settings
     others = tuple(s for s in settings.get("slicebox_services", ()) if not isinstance(s, type(service)))
     settings["slicebox_services"] = (*others, service)
+
+
+async def raw_post(
+    port: int,
+    path: str,
+    token: str,
+    headers: dict[str, str],
+    body_parts: list[bytes],
+    close_early: bool = False,
+    pause: float = 0.01,
+) -> str:
+    """A request written by hand (chunked, sent in parts or cut short, which no client library does); its
+    status line ("" when ``close_early``: the connection is closed after the parts, unanswered)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {token}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    writer.write(head.encode())
+    for part in body_parts:
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(pause)
+    if close_early:
+        writer.close()
+        await asyncio.sleep(0.5)  # the server notices and cleans up
+        return ""
+    status = (await reader.readline()).decode()
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    writer.close()
+    return status

@@ -124,6 +124,9 @@ class IncomingImage:
         self._hash = hashlib.sha256()
         self._size = 0
 
+    def early(self, head: bytes) -> None:
+        """(A pushed body may be compressed: its first bytes are not the file's.)"""
+
     def feed(self, pieces: list[bytes]) -> None:
         for piece in pieces:
             data: bytes | memoryview = piece

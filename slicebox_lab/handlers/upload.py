@@ -6,7 +6,9 @@ spends a millisecond per 0.5 MB image copying.  With ``stream_request_body`` the
 and authorizes in ``prepare`` (before a byte reaches the disk), then hands the chunks, in order and a
 megabyte at a time, to a thread that splits multipart bodies (python-multipart: a maintained streaming
 parser, not a hand-written one) and writes each file into storage while hashing it
-(:class:`~slicebox_lab.context.Upload`).  A body cut short leaves nothing behind.
+(:class:`~slicebox_lab.context.Upload`).  A body cut short leaves nothing behind.  A whole-body upload's
+first 16 KiB go to a worker at once (``BodySink.early``): its header is validated while the rest arrives, so
+that when the last byte is in only the flush and the index commit remain.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from jupyter_core.utils import ensure_async
@@ -24,6 +27,7 @@ from tornado import web
 from ..context import SliceboxContext, Upload
 from ..errors import InvalidInput
 from ..model import IngestResult, Source
+from ..workers.tasks import HeadInspected
 from .base import SliceboxHandler
 
 __all__ = ["BodySink", "FileParts", "StreamingHandler", "form_boundary", "stored"]
@@ -32,6 +36,8 @@ __all__ = ["BodySink", "FileParts", "StreamingHandler", "form_boundary", "stored
 MAX_BODY = 64 << 30
 #: chunks are handed to the writer thread once this much waits (fewer trips off the loop)
 BATCH_BYTES = 1 << 20
+#: a body's first bytes go to its sink (``BodySink.early``) once this much has arrived, if more is to come
+EARLY_BYTES = 16 << 10
 #: bytes of a multipart field other than a file that are kept (and then ignored)
 _SMALL_FIELD = 64 << 10
 _PREAMBLE = bytes(128) + b"DICM"
@@ -42,6 +48,11 @@ class BodySink(Protocol):
     every method runs off the event loop, one call at a time."""
 
     def feed(self, pieces: list[bytes]) -> None: ...
+
+    def early(self, head: bytes) -> None:
+        """The body's first bytes, while the rest arrives, on the event loop (must not block): a sink may
+        start work that needs only them."""
+        ...
 
     def finish(self) -> None:
         """The body is complete: store what is still open."""
@@ -101,6 +112,7 @@ class FileParts(BodySink):
         self._skipped = 0
         self._files = 0
         self._lock = threading.Lock()
+        self._early: Future[HeadInspected | None] | None = None
         self._parser: MultipartParser | None = None
         #: a whole-body file is opened with its first bytes, in the writer thread (never on the event loop)
         self._whole = boundary is None
@@ -166,6 +178,12 @@ class FileParts(BodySink):
 
     # ------------------------------------------------------------ BodySink
 
+    def early(self, head: bytes) -> None:
+        """A whole-body file's header is inspected by a worker while the rest arrives (``Upload.store`` then
+        only waits for the disk); a multipart body's first bytes are not a file's."""
+        if self._whole and not self._fix and self._open is None:
+            self._early = self._context.inspect_head(head)
+
     def feed(self, pieces: list[bytes]) -> None:
         with self._lock:
             for piece in pieces:
@@ -182,6 +200,7 @@ class FileParts(BodySink):
     def _whole_file(self) -> _FileWriter:
         if self._open is None:
             self._open = _FileWriter(self._context, self._source, self._fix)
+            self._open.upload.inspect_early(self._early)
         return self._open
 
     def finish(self) -> None:
@@ -216,6 +235,7 @@ class StreamingHandler(SliceboxHandler):
         self._sink: BodySink | None = None
         self._failure: BaseException | None = None
         self._completed = False
+        self._early_given = False
 
     #: the largest body this handler takes
     max_body = MAX_BODY
@@ -245,6 +265,11 @@ class StreamingHandler(SliceboxHandler):
             return  # the body is refused already: the rest is read and dropped
         self._pending.append(chunk)
         self._pending_bytes += len(chunk)
+        if not self._early_given and self._pending_bytes >= EARLY_BYTES:
+            self._early_given = True
+            declared = self.request.headers.get("Content-Length", "")
+            if not (declared.isdigit() and int(declared) <= self._pending_bytes):  # more is to come
+                self._sink.early(b"".join(self._pending))
         if self._pending_bytes >= BATCH_BYTES:
             await self._drain()
 

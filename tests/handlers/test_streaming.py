@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from generators import ct_bytes, ct_dataset, to_bytes
-from helpers import body_json, stored_state
+from helpers import body_json, raw_post, stored_state
 from pydicom.uid import generate_uid
 
 TOKEN = "slicebox-test-token"
@@ -30,24 +30,7 @@ def jp_server_config(node_dir: Path) -> dict[str, Any]:
 async def _raw(
     port: int, path: str, headers: dict[str, str], body_parts: list[bytes], close_early: bool = False
 ) -> str:
-    """A request written by hand (chunked or cut short, which no client library does); the status line."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {TOKEN}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
-    writer.write(head.encode())
-    for part in body_parts:
-        writer.write(part)
-        await writer.drain()
-        await asyncio.sleep(0.01)
-    if close_early:
-        writer.close()
-        await asyncio.sleep(0.5)  # the server notices and cleans up
-        return ""
-    status = (await reader.readline()).decode()
-    while (await reader.readline()) not in (b"\r\n", b""):
-        pass
-    writer.close()
-    return status
+    return await raw_post(port, path, TOKEN, headers, body_parts, close_early)
 
 
 def _chunked(data: bytes, size: int = 65536) -> list[bytes]:

@@ -1,0 +1,92 @@
+"""A raw upload's header is inspected by a worker while the rest of the body arrives: the image is then only
+flushed and indexed once its last byte is in.  The early answer is used only for the file it holds for: a body
+cut short, or one with elements after its Pixel Data, gets the whole-file inspection (and its verdict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from generators import ct_bytes
+from helpers import body_json, raw_post, stored_state
+from pydicom.data import get_testdata_file
+
+from slicebox_lab import dicom
+
+TOKEN = "slicebox-test-token"
+
+
+@pytest.fixture
+def jp_server_config(node_dir: Path) -> dict[str, Any]:
+    return {
+        "ServerApp": {"jpserver_extensions": {"slicebox_lab": True}},
+        "IdentityProvider": {"token": TOKEN},
+        "SliceboxApp": {"data_dir": str(node_dir), "workers": 1},
+    }
+
+
+@pytest.fixture
+def started(jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the tasks the node hands its workers, in order (whole-file ``inspect`` or ``inspect_head``)."""
+    pool = jp_serverapp.web_app.settings["slicebox_context"].workers
+    names: list[str] = []
+    start = pool.start
+
+    def recorded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        names.append(fn.__name__)
+        return start(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "start", recorded)  # submit's calls go through it too
+    return names
+
+
+async def _post_in_parts(port: int, base_url: str, data: bytes, length: int | None = None) -> str:
+    """POST ``data`` as ``application/dicom`` in 16 KiB parts, as a client on a slow link does."""
+    parts = [data[i : i + 16384] for i in range(0, len(data), 16384)]
+    headers = {"Content-Type": "application/dicom", "Content-Length": str(len(data) if length is None else length)}
+    return await raw_post(port, f"{base_url}slicebox/api/images", TOKEN, headers, parts)
+
+
+async def test_an_upload_is_stored_on_its_early_inspection(api, jp_http_port, jp_base_url, node_dir, started):
+    data = ct_bytes(rows=512, columns=512, PatientName="Early^Anna", PatientID="EARLY-1")
+    status = await _post_in_parts(jp_http_port, jp_base_url, data)
+    assert " 201 " in status, status
+    assert started == ["inspect_head"]  # the whole file was not parsed again
+    assert (await api("images", 1)).body == data
+    patients = body_json(await api("metadata", "patients"))
+    assert [(p["PatientName"], p["PatientID"]) for p in patients] == [("Early^Anna", "EARLY-1")]
+
+
+async def test_a_body_cut_inside_its_pixels_is_refused_whatever_its_header_said(
+    api, jp_http_port, jp_base_url, node_dir, started
+):
+    data = ct_bytes(rows=512, columns=512)
+    cut = data[: len(data) - 1000]
+    header = dicom.parse_header(cut[:16384])
+    assert header is not None and header.size == len(data)  # the header alone vouches for the whole file
+    status = await _post_in_parts(jp_http_port, jp_base_url, cut)
+    assert " 400 " in status, status
+    assert started == ["inspect_head", "inspect"]  # its answer did not hold for the file that came
+    blobs, counts = stored_state(node_dir)
+    assert blobs == [] and counts["images"] == 0
+
+
+async def test_elements_after_the_pixels_get_the_whole_file_inspection(
+    api, jp_http_port, jp_base_url, node_dir, started
+):
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    data = Path(path).read_bytes()  # (FFFC,FFFC) padding after its Pixel Data
+    status = await _post_in_parts(jp_http_port, jp_base_url, data)
+    assert " 201 " in status, status
+    assert started == ["inspect_head", "inspect"]
+    blobs, counts = stored_state(node_dir)
+    assert len(blobs) == 1 and counts["images"] == 1
+
+
+async def test_a_small_upload_makes_no_early_inspection(api, jp_http_port, jp_base_url, started):
+    data = ct_bytes(rows=16, columns=16)
+    status = await _post_in_parts(jp_http_port, jp_base_url, data)
+    assert " 201 " in status, status
+    assert started == ["inspect"]  # the whole body came at once: nothing to overlap
