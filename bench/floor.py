@@ -453,7 +453,7 @@ def run_box(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
         return _result(len(blobs), total, seconds, cpu)
     if name == OURS:
         with box_transfer.our_pair(work_dir, "push") as (a, b, box_id):
-            ids = box_transfer._upload_ours(a, blobs)
+            ids: list[Any] = box_transfer._upload_ours(a, blobs)
             pids = (a.process.pid, b.process.pid)
             cpu0 = sum(map(harness.tree_cpu_seconds, pids))
             seconds = box_transfer._transfer_ours(a, box_id, ids)

@@ -246,7 +246,7 @@ def _serve_scp_process(port: int, wake: bool, store: str, counts: Any, reuse_por
             server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             bind(server)
 
-        AssociationServer.server_bind = bind_shared  # type: ignore[method-assign]
+        AssociationServer.server_bind = bind_shared  # type: ignore[method-assign,assignment]
 
     storage = _storage(store)
 

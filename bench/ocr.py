@@ -132,7 +132,7 @@ def run_ours(images: list[CorpusImage], policy: str) -> dict[str, Any]:
 def run_blank(count: int) -> dict[str, Any]:
     """Text found in the first ``count`` images with nothing drawn on them (refuse would refuse them)."""
     frames = flagged = boxes = 0
-    examples = []
+    examples: list[str] = []
     for image in itertools.islice(corpus(text=False), count):
         found = ocr.detect_text(image.dataset)
         frames += image.frames
@@ -199,8 +199,8 @@ def run_presidio(images: list[CorpusImage], python: str) -> dict[str, Any]:
     cpu = wall = 0.0
     errors = []
     frames = 0
-    for image, path in zip(images, paths, strict=True):
-        result = results[path]
+    for image, written in zip(images, paths, strict=True):
+        result = results[written]
         cpu += result["cpu"]
         wall += result["wall"]
         frames += image.frames

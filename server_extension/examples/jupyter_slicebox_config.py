@@ -1,7 +1,7 @@
 # Example configuration of a slicebox_lab node: copy to ~/.jupyter/jupyter_slicebox_config.py
 # (for `jupyter slicebox`) or merge into jupyter_server_config.py (for JupyterLab / Notebook 7).
 # `jupyter slicebox --help-all` lists every option with its help.
-c = get_config()  # noqa: F821
+c = get_config()  # type: ignore[name-defined]  # noqa: F821  (Jupyter provides it when it loads the file)
 
 # Where the node keeps its SQLite index and its stored DICOM files.
 c.SliceboxApp.data_dir = "/srv/slicebox"
