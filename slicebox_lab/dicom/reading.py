@@ -525,8 +525,8 @@ def parse_header(head: bytes) -> Header | None:
     then passes :func:`parse_part10` with the same dataset (its last element is the Pixel Data, which ends
     the file; nothing is cut short).  None in every other case, bad input included: the full parse then
     decides, and says why."""
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return None
+    if len(head) < 132 or head[128:132] != b"DICM" or transfer_syntax_of(head) not in _NATIVE_LITTLE_ENDIAN:
+        return None  # (compressed pixels: the file meta alone says so, before the header is parsed)
     try:
         fp = io.BytesIO(head)
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
