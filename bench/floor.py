@@ -37,6 +37,11 @@ difference is the headroom our own work may use.
   instances: Orthanc ``POST /instances/{id}/anonymize`` ``{}``; the bare ``jupyter_server``
   answering ``GET`` with a constant body as large as one file (``application/dicom``); our node
   ``POST /slicebox/api/images/{id}/anonymized`` ``{}`` (``bench/anonymize.py``'s 1-client phase).
+* ``anonstore``: a whole study (``--count`` instances, one study) anonymized and stored, as
+  ``bench/anonymize.py``'s third phase: Orthanc ``POST /studies/{id}/anonymize`` (synchronous); the node's
+  own de-identification (``workers.tasks.write_anonymized``, the header alone) of the stored files in a pool
+  of two processes per core, each copy written to a new file and flushed (no HTTP, key record, index or
+  deletion; CPU: the tasks' own); our node's bulk job (keys recorded, copies ingested, originals deleted).
 
 Data: ``--count`` CT of ``--size``² 16-bit pixels (default 512×512: ``tests/generators.ct_bytes``, 525,316 bytes each)
 in 10 patients, generated before any timing. Every request sends ``Accept-Encoding: identity``;
@@ -44,7 +49,7 @@ storescu and all servers run with ``TCP_NODELAY=1``. Per system: inst/s, MB/s (1
 sent or received), ratio to Orthanc's inst/s, and the server process's CPU time (user + system,
 ``/proc/<pid>/stat``) per instance during the timed part.
 
-    python bench/floor.py [--which rest,cstore,download,box] [--count 1000] [--rounds 3] [--json out.json]
+    python bench/floor.py [--which rest,cstore,download,box,anonstore] [--count 1000] [--rounds 3] [--json out.json]
                           [--clients N] [--associations N]
 """
 
@@ -98,11 +103,13 @@ CONCURRENCY = int(os.environ.get("FLOOR_CONCURRENCY", "8"))
 BOX_DURABLE = f"empty pair: {CONCURRENCY} sending threads → handler + durable file write"
 BOX_ANON = "empty pair, each sender thread anonymizing first (pydicom)"
 BOX_HASHED = "the same + SHA-256 sent and checked (as a box must)"
+ANON_PROCS = "the node's anonymizer in two processes per core, each copy written and flushed once"
 FLOORS: dict[str, tuple[str, ...]] = {
     "rest": (ORTHANC, EMPTY_JS, DURABLE_JS, ORTHANC_JS, OURS),
     "cstore": (ORTHANC, EMPTY_PN, EMPTY_PN_WAKE, DURABLE_PN, ORTHANC_PN, PROCESSES_PN, OURS),
     "download": (ORTHANC, EMPTY_JS, ANON_JS, OURS),
     "box": (ORTHANC, BOX_DURABLE, BOX_ANON, BOX_HASHED, OURS),
+    "anonstore": (ORTHANC, ANON_PROCS, OURS),
 }
 #: our display names → the names the reused bench modules use
 OURS_MODULE = {OURS: ingest_rest.OURS, ORTHANC: ingest_rest.ORTHANC}
@@ -130,6 +137,14 @@ REQUESTS = {
         BOX_ANON: f"{CONCURRENCY} threads: dcmread, anonymize (basic), dcmwrite, POST /floor/images → fsynced, 201",
         BOX_HASHED: "as above, the sender's SHA-256 in X-Slicebox-SHA256, checked before the write",
         OURS: "box push A → B (bench/box_transfer.py), FINISHED",
+    },
+    "anonstore": {
+        ORTHANC: "POST /studies/{id}/anonymize {} (synchronous: the anonymized copy of the study stored)",
+        ANON_PROCS: "stored files de-identified (basic profile, the header alone: slicebox_lab.workers.tasks."
+        "write_anonymized) by a pool of two processes per core (one's flush overlaps the other's work), each copy "
+        "written to a new file and flushed (fdatasync); no HTTP, no key record, no index, nothing deleted",
+        OURS: "POST /slicebox/api/anonymization/anonymize (the bulk job: keys recorded, copies ingested, "
+        "originals deleted), polled until SUCCEEDED",
     },
     "download": {
         ORTHANC: "POST /instances/{id}/anonymize {}",
@@ -395,6 +410,75 @@ def run_download(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, flo
     return _result(len(ids), sum(sizes), seconds, cpu)
 
 
+def run_anonstore(name: str, blobs: list[bytes], work_dir: Path) -> dict[str, float]:
+    """The whole study (``blobs``: one study) anonymized and stored, as ``bench/anonymize.py``'s third phase."""
+    total = sum(map(len, blobs))
+    if name == ANON_PROCS:
+        return _anonymize_in_processes(blobs, work_dir)
+    with anonymize.started(OURS_MODULE[name], work_dir, "bulk") as system:
+        ids = anonymize.load(system, blobs)  # untimed, two uploaders
+        cpu0 = harness.tree_cpu_seconds(system.pid)
+        t0 = time.perf_counter()
+        made = system.store(ids)
+        seconds = time.perf_counter() - t0
+        cpu = harness.tree_cpu_seconds(system.pid) - cpu0
+    if made != len(blobs):
+        raise RuntimeError(f"{name}: {made} anonymized instances stored, expected {len(blobs)}")
+    return _result(len(blobs), total, seconds, cpu)
+
+
+def _anonymize_in_processes(blobs: list[bytes], work_dir: Path) -> dict[str, float]:
+    """De-identify stored files with the node's own worker code in two processes per core (one waits for its
+    flush while the other works), each copy flushed once: what anonymize-and-store costs on this machine
+    before any HTTP, key record, index or deletion.  CPU: the processes' own, per task."""
+    import multiprocessing
+
+    stored, out = work_dir / "stored", work_dir / "anonymized"
+    stored.mkdir(parents=True)
+    out.mkdir()
+    paths = []
+    for i, data in enumerate(blobs):
+        path = stored / f"{i}.dcm"
+        path.write_bytes(data)
+        paths.append((str(path), str(out / f"{i}.dcm")))
+    processes = 2 * default_processes()
+    with multiprocessing.get_context("forkserver").Pool(processes, initializer=_anonymizer_process) as pool:
+        pool.map(_sleep, [0.05] * processes)  # every process started and warm
+        t0 = time.perf_counter()
+        done = pool.map(_anonymize_stored, paths, chunksize=2)
+        seconds = time.perf_counter() - t0
+    return _result(len(blobs), sum(size for size, _ in done), seconds, sum(cpu for _, cpu in done))
+
+
+_HOW: Any = None
+
+
+def _anonymizer_process() -> None:
+    global _HOW
+    from slicebox_lab.anonymization import Profile, PseudonymKeys, keystore
+    from slicebox_lab.workers import tasks
+
+    _HOW = tasks.Deidentification(Profile(), PseudonymKeys.generate(), (), keystore.DEFAULT_KEY_ATTRIBUTES)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _anonymize_stored(paths: tuple[str, str]) -> tuple[int, float]:
+    """One stored file de-identified into a new file, flushed: (its size, the CPU seconds it took)."""
+    from slicebox_lab.workers import tasks
+
+    cpu0 = time.process_time()
+    source, target = paths
+    with open(target, "wb") as f:
+        tasks.write_anonymized(f, source, None, _HOW)
+        f.flush()
+        os.fdatasync(f.fileno())
+        size = f.tell()
+    return size, time.process_time() - cpu0
+
+
 def _anonymizer() -> Callable[[bytes], bytes]:
     """The node's de-identification of one Part-10 file, without key record or index (basic profile)."""
     from slicebox_lab import dicom
@@ -539,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             blobs = ingest_rest.generate(args.count, args.size, PATIENTS)
             print(f"  {sum(map(len, blobs)) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
+        study: list[bytes] = []
+        if "anonstore" in which:  # one study, as bench/anonymize.py's anonymize-and-store phase
+            study = ingest_rest.generate(args.count, args.size, 1)
         data, cfg = Path(tmp) / "data", Path(tmp) / "storescu.cfg"
         if "cstore" in which:
             print(f"generating {args.count} CT instances of {args.size}x{args.size} into {data} ...", flush=True)
@@ -550,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             "cstore": lambda name, work: run_cstore(name, data, cfg, work, args.associations),
             "download": lambda name, work: run_download(name, blobs, work),
             "box": lambda name, work: run_box(name, blobs, work),
+            "anonstore": lambda name, work: run_anonstore(name, study, work),
         }
         for floor in which:
             systems = FLOORS[floor]

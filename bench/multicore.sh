@@ -29,6 +29,7 @@ run floor-cstore-4 bench/floor.py --which cstore --associations 4 --count "$coun
 run cstore bench/cstore.py --count "$count" --rounds "$rounds"
 run floor-download bench/floor.py --which download --count "$count" --rounds "$rounds"
 run anonymize bench/anonymize.py --count "$count" --rounds "$rounds"
+run floor-anonstore bench/floor.py --which anonstore --count "$count" --rounds "$rounds"
 run floor-box bench/floor.py --which box --count "$count" --rounds "$rounds"
 run box bench/box_transfer.py --mode push --count "$count" --rounds "$rounds"
 run query bench/query.py --patients 1000 --per-patient 10
