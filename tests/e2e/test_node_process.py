@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 from generators import ct_bytes
 from nodeproc import start_node
 
@@ -113,7 +115,12 @@ def test_sigint_is_a_clean_stop(tmp_path: Path):
         )
     finally:
         node.process.send_signal(signal.SIGINT)
-        node.process.wait(timeout=30)
+        try:
+            node.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()  # a stop that hangs: say where the log stopped (the failure to look into)
+            log = node.log_path.read_text()[-3000:]
+            pytest.fail(f"the node did not stop within 30 s of SIGINT; its log ends:\n{log}")
     assert node.process.returncode == 0, node.log_path.read_text()[-2000:]
     assert "stopping" in node.log_path.read_text()
     assert not list((data_dir / "slicebox.running.d").glob("*.json"))
