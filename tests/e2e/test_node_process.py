@@ -108,7 +108,15 @@ def test_sigint_is_a_clean_stop(tmp_path: Path):
     import signal
 
     data_dir = tmp_path / "node"
-    node = start_node(data_dir, tmp_path)
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited == signal.SIG_IGN:
+        # this test runs in the background of a shell (`pytest &`, nohup): the node would inherit the ignored
+        # SIGINT and rightly keep ignoring it; a handler here makes the child start with the default disposition
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        node = start_node(data_dir, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     try:
         assert (
             node.session().post(node.api + "/images", data=ct_bytes(PatientID="INT"), headers=DICOM).status_code == 201

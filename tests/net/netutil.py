@@ -51,10 +51,12 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as probe:
+                if probe.getsockname() != probe.getpeername():  # not a TCP self-connect to a port nobody holds
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     pytest.fail(f"nothing listens on port {port}")
 
 
