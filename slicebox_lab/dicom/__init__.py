@@ -20,7 +20,7 @@ from slicebox_lab.dicom.reading import (
     transfer_syntax_of,
     write_part10,
 )
-from slicebox_lab.dicom.render import image_information, render_png, verify_pixel_data
+from slicebox_lab.dicom.render import image_information, render_png, verify_number_of_frames, verify_pixel_data
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -38,6 +38,7 @@ __all__ = [
     "render_png",
     "tag",
     "transfer_syntax_of",
+    "verify_number_of_frames",
     "verify_pixel_data",
     "vm",
     "vr",

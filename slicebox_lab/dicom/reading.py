@@ -47,6 +47,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from slicebox_lab.dicom.render import verify_number_of_frames
 from slicebox_lab.errors import InvalidDicom
 from slicebox_lab.model import (
     IMAGE_ATTRIBUTES,
@@ -153,13 +154,7 @@ def _parse_checked(data: bytes) -> ParsedDicom:
         raise InvalidDicom(_empty_dataset_message(data, meta.get("FileMetaInformationGroupLength")))
     _check_structure(ds, data, UID(ts))
 
-    values = {
-        "SOPInstanceUID": _first_value(ds, "SOPInstanceUID"),
-        # the SOP Class may come from the file meta when the dataset lacks it
-        "SOPClassUID": _first_value(ds, "SOPClassUID") or _first_value(meta, "MediaStorageSOPClassUID"),
-        "StudyInstanceUID": _first_value(ds, "StudyInstanceUID"),
-        "SeriesInstanceUID": _first_value(ds, "SeriesInstanceUID"),
-    }
+    values = _required_values(ds)
     missing = [keyword for keyword, value in values.items() if not value]
     if missing:
         raise InvalidDicom(f"the DICOM file lacks required attributes: {', '.join(missing)}")
@@ -169,6 +164,17 @@ def _parse_checked(data: bytes) -> ParsedDicom:
         sop_class_uid=values["SOPClassUID"],
         sop_instance_uid=values["SOPInstanceUID"],
     )
+
+
+def _required_values(ds: Dataset) -> dict[str, str]:
+    """The identity every stored file must have ("" where it lacks one)."""
+    return {
+        "SOPInstanceUID": _first_value(ds, "SOPInstanceUID"),
+        # the SOP Class may come from the file meta when the dataset lacks it
+        "SOPClassUID": _first_value(ds, "SOPClassUID") or _first_value(ds.file_meta, "MediaStorageSOPClassUID"),
+        "StudyInstanceUID": _first_value(ds, "StudyInstanceUID"),
+        "SeriesInstanceUID": _first_value(ds, "SeriesInstanceUID"),
+    }
 
 
 _SNIFF_BYTES = 16384
@@ -478,6 +484,18 @@ class TrailingPixels:
     length: int
 
 
+def _pixel_element(head: bytes, implicit_vr: bool) -> tuple[int, int] | None:
+    """(size of the element header, value length) of a little-endian (7FE0,0010) Pixel Data element starting
+    ``head``; None when ``head`` does not start one."""
+    if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    if implicit_vr:  # tag, 4-byte length
+        return 8, struct.unpack("<I", head[4:8])[0]
+    if len(head) < 12 or head[4:6] not in (b"OB", b"OW"):  # tag, VR, 2 reserved bytes, 4-byte length
+        return None
+    return 12, struct.unpack("<I", head[8:12])[0]
+
+
 def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
     """The dataset of a stored Part-10 file up to its Pixel Data, and where that element lies, when it ends
     the file in a little-endian, not deflated syntax (native, or encapsulated fragments up to their
@@ -489,18 +507,12 @@ def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
     syntax = UID(dataset.file_meta.get("TransferSyntaxUID") or "")
     if not syntax or not syntax.is_little_endian or syntax.is_deflated:
         return None
-    head = file.read(12)
-    if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":  # (7FE0,0010) little-endian
+    element = _pixel_element(file.read(12), syntax.is_implicit_VR)
+    if element is None:
         return None
-    if syntax.is_implicit_VR:
-        (length,) = struct.unpack("<I", head[4:8])
-        start = offset + 8
-    elif head[4:6] in (b"OB", b"OW") and len(head) == 12:
-        (length,) = struct.unpack("<I", head[8:12])
-        start = offset + 12
-    else:
-        return None
-    end = start + length if length != 0xFFFFFFFF else _fragments_end(file, start)
+    header_bytes, length = element
+    start = offset + header_bytes
+    end = start + length if length != _UNDEFINED_LENGTH else _fragments_end(file, start)
     if end != size:
         return None
     return dataset, TrailingPixels(offset, size - offset)
@@ -525,55 +537,28 @@ def parse_header(head: bytes) -> Header | None:
     then passes :func:`parse_part10` with the same dataset (its last element is the Pixel Data, which ends
     the file; nothing is cut short).  None in every other case, bad input included: the full parse then
     decides, and says why."""
-    if len(head) < 132 or head[128:132] != b"DICM" or transfer_syntax_of(head) not in _NATIVE_LITTLE_ENDIAN:
+    found = transfer_syntax_of(head) if len(head) >= 132 and head[128:132] == b"DICM" else None
+    ts = UID(found or "")
+    if ts not in _NATIVE_LITTLE_ENDIAN:
         return None  # (compressed pixels: the file meta alone says so, before the header is parsed)
     try:
         fp = io.BytesIO(head)
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
         offset = fp.tell()  # pydicom rewinds to the tag of the element it stopped at
-        ts = UID(str(ds.file_meta.get("TransferSyntaxUID") or "").rstrip(" \x00"))
-        if ts not in ACCEPTED_TRANSFER_SYNTAXES or ts not in _NATIVE_LITTLE_ENDIAN or len(ds) == 0:
+        element = _pixel_element(head[offset : offset + 12], _NATIVE_LITTLE_ENDIAN[ts])
+        if len(ds) == 0 or element is None or element[1] == _UNDEFINED_LENGTH:
             return None
-        element = head[offset : offset + 12]
-        if _NATIVE_LITTLE_ENDIAN[ts]:  # implicit VR: tag, 4-byte length
-            if len(element) < 8 or element[:4] != b"\xe0\x7f\x10\x00":
-                return None
-            (length,) = struct.unpack("<I", element[4:8])
-            start = offset + 8
-        else:  # explicit VR: tag, OB or OW, 2 reserved bytes, 4-byte length
-            if len(element) < 12 or element[:4] != b"\xe0\x7f\x10\x00" or element[4:6] not in (b"OB", b"OW"):
-                return None
-            (length,) = struct.unpack("<I", element[8:12])
-            start = offset + 12
-        if length == _UNDEFINED_LENGTH or not _frames_valid(ds):
-            return None
-        _check_file_meta_complete(ds.file_meta, start + length)
+        header_bytes, length = element
+        size = offset + header_bytes + length
+        _check_file_meta_complete(ds.file_meta, size)
         _check_native_length(ds, length)
-        values = {
-            "SOPInstanceUID": _first_value(ds, "SOPInstanceUID"),
-            "SOPClassUID": _first_value(ds, "SOPClassUID") or _first_value(ds.file_meta, "MediaStorageSOPClassUID"),
-            "StudyInstanceUID": _first_value(ds, "StudyInstanceUID"),
-            "SeriesInstanceUID": _first_value(ds, "SeriesInstanceUID"),
-        }
+        verify_number_of_frames(ds)  # what render.verify_pixel_data checks of a header
+        values = _required_values(ds)
     except Exception:  # pydicom raises many types on bad input; InvalidDicom too: the full parse says why
         return None
     if not all(values.values()):
         return None
-    parsed = ParsedDicom(ds, str(ts), values["SOPClassUID"], values["SOPInstanceUID"])
-    return Header(parsed, start + length)
-
-
-def _frames_valid(ds: Dataset) -> bool:
-    """NumberOfFrames absent, or a positive integer (``render.verify_pixel_data`` refuses anything else)."""
-    raw = ds.get("NumberOfFrames")
-    if raw is None or raw == "":
-        return True
-    if isinstance(raw, bytes | MultiValue | list | tuple):
-        return False  # where the check is unsure, the full parse decides
-    try:
-        return int(raw) >= 1
-    except (TypeError, ValueError, OverflowError):
-        return False
+    return Header(ParsedDicom(ds, str(ts), values["SOPClassUID"], values["SOPInstanceUID"]), size)
 
 
 def _fragments_end(file: BinaryIO, position: int) -> int | None:

@@ -126,6 +126,14 @@ def render_frame(
         raise RenderingFailed(f"image cannot be rendered: {type(exc).__name__}: {exc}") from exc
 
 
+def verify_number_of_frames(ds: Dataset) -> None:
+    """NumberOfFrames, where present, must be a positive integer (part of :func:`verify_pixel_data`; alone for a
+    header whose Pixel Data has not arrived yet)."""
+    raw_frames = ds.get("NumberOfFrames")
+    if raw_frames not in (None, "") and _int(ds, "NumberOfFrames", -1) < 1:
+        raise InvalidDicom(f"NumberOfFrames {raw_frames!r} is not a positive integer; the file was not stored")
+
+
 def verify_pixel_data(ds: Dataset) -> None:
     """Refuse, at ingest, pixel data that no installed decoder can read.
 
@@ -137,9 +145,7 @@ def verify_pixel_data(ds: Dataset) -> None:
     """
     if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
         return
-    raw_frames = ds.get("NumberOfFrames")
-    if raw_frames not in (None, "") and _int(ds, "NumberOfFrames", -1) < 1:
-        raise InvalidDicom(f"NumberOfFrames {raw_frames!r} is not a positive integer; the file was not stored")
+    verify_number_of_frames(ds)
     meta = getattr(ds, "file_meta", None)
     ts = UID(meta.get("TransferSyntaxUID") or ExplicitVRLittleEndian) if meta is not None else None
     if ts is None or not ts.is_encapsulated:
