@@ -221,6 +221,14 @@ def store_key_record(index: Index, record: KeyRecord, image_id: int | None) -> A
     return rows.store_key(index, {**record.values, "image_id": image_id}, record.attribute_rows)
 
 
+def store_key_records(index: Index, records: Sequence[tuple[KeyRecord, int | None]]) -> None:
+    """Insert (or refresh) the keys of many anonymizations (each with its image's id) in one durable
+    transaction: a bulk job's chunk writes all its keys in a few statements."""
+    rows.store_keys(
+        index, [({**record.values, "image_id": image_id}, record.attribute_rows) for record, image_id in records]
+    )
+
+
 def record_key(
     index: Index,
     real: Dataset,

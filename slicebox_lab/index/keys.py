@@ -9,7 +9,7 @@ it looks a received image up in one read transaction (:func:`match_key`, :func:`
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "store_key",
     "uid_candidates",
     "values_of_key",
+    "store_keys",
 ]
 
 
@@ -141,6 +142,43 @@ def store_key(index: Index, values: dict[str, Any], attribute_rows: list[dict[st
             if attempt:  # a concurrent anonymization of the same image inserted first: update it
                 raise
     raise AssertionError("unreachable")
+
+
+#: the identities of a batch of keys, found in one statement (then matched on both UIDs)
+_KEYS_OF_SOPS = sa.select(
+    anonymization_keys.c.id, anonymization_keys.c.SOPInstanceUID, anonymization_keys.c.AnonSOPInstanceUID
+).where(anonymization_keys.c.SOPInstanceUID.in_(sa.bindparam("b_sops", expanding=True)))
+_INSERT_KEYS = anonymization_keys.insert().returning(anonymization_keys.c.id, sort_by_parameter_order=True)
+
+
+def store_keys(index: Index, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]) -> None:
+    """Insert (or refresh) many keys (each: its columns, its key attributes) in one durable transaction
+    (shared with concurrent ingests): a bulk job's chunk writes its keys in a few statements."""
+    if keys:
+        index.grouped_writing(lambda conn: _write_keys(conn, keys))
+
+
+def _write_keys(conn: sa.Connection, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]) -> None:
+    by_identity: dict[tuple[str, str], int] = {}
+    sops = sorted({values["SOPInstanceUID"] for values, _ in keys})
+    for start in range(0, len(sops), 500):
+        for row in conn.execute(_KEYS_OF_SOPS, {"b_sops": sops[start : start + 500]}):
+            by_identity[(row.SOPInstanceUID, row.AnonSOPInstanceUID)] = row.id
+    # one key per identity, the last of the batch winning (as one store_key after another would)
+    latest = {(values["SOPInstanceUID"], values["AnonSOPInstanceUID"]): (values, rows) for values, rows in keys}
+    new = [key for identity, key in latest.items() if identity not in by_identity]
+    value_rows: list[dict[str, Any]] = []
+    for identity, (values, attribute_rows) in latest.items():
+        key_id = by_identity.get(identity)
+        if key_id is not None:  # the same image anonymized again: the key is refreshed
+            conn.execute(_UPDATE_KEY, {**values, "b_id": key_id})
+            conn.execute(_DELETE_KEY_VALUES, {"b_id": key_id})
+            value_rows.extend({"key_id": key_id, **r} for r in attribute_rows)
+    key_ids = list(conn.execute(_INSERT_KEYS, [values for values, _ in new]).scalars()) if new else []
+    for key_id, (_, attribute_rows) in zip(key_ids, new, strict=True):
+        value_rows.extend({"key_id": key_id, **r} for r in attribute_rows)
+    if value_rows:
+        conn.execute(_INSERT_KEY_VALUES, value_rows)
 
 
 def _unchanged_key(

@@ -17,12 +17,7 @@ for the winner's commit (PostgreSQL) or never runs at the same time (SQLite).
   ingest is adding an image to (which would fail that ingest or, with the cascades, lose its row).
   Deadlocks and serialization failures (should any remain) are retried.
 
-Group commit (SQLite file databases).  An fsynced commit costs ~1 ms, and SQLite has one writer: a
-transaction per image would make every concurrent ingest queue behind the previous one's fsync.
-Ingests instead hand their work to :class:`_GroupCommit`: whoever finds no transaction running
-becomes the leader and writes every ingest waiting at that moment in ONE transaction, each in its
-own SAVEPOINT (a failing one is rolled back alone), with one fsynced commit; each caller returns
-only after the commit that holds its rows.
+Group commit (SQLite file databases): see ``groupcommit.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any, TypeVar, Unpack
+from typing import Any, NamedTuple, TypeVar, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -40,6 +35,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from slicebox_lab import errors
 from slicebox_lab.index import _records, query
 from slicebox_lab.index.database import configure_sqlite, inserted_id, is_sqlite_memory, write_connection
+from slicebox_lab.index.groupcommit import GroupCommit
 from slicebox_lab.index.hotpath import HotPath
 from slicebox_lab.index.query import Query
 from slicebox_lab.index.schema import images, log, patients, series, sources, studies
@@ -73,78 +69,23 @@ T = TypeVar("T")
 IngestAlso = Callable[[sa.Connection, IngestResult], None]
 
 
-class _Pending:
-    """One ingest waiting for a group commit: its work, and then its result or error."""
+class IngestEntry(NamedTuple):
+    """One image for :meth:`Index.ingest_many`: its indexed attributes, source, blob and the blob's size."""
 
-    __slots__ = ("work", "durable", "result", "error", "done")
-
-    def __init__(self, work: Callable[[sa.Connection], Any], durable: bool) -> None:
-        self.work = work
-        self.durable = durable
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.done = False
+    attributes: IndexedAttributes
+    source: Source
+    storage_key: str
+    size: int
 
 
-class _GroupCommit:
-    """Leader/follower batching of write transactions (see the module docstring)."""
+class _Prepared(NamedTuple):
+    """One ingest's cleaned values, ready for its transaction."""
 
-    #: the most ingests one transaction takes (bounds the latency of the first of them)
-    max_batch = 64
-
-    def __init__(self, writing: Callable[[bool], AbstractContextManager[sa.Connection]]) -> None:
-        self._writing = writing
-        self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._leader = False
-
-    def run(self, work: Callable[[sa.Connection], T], durable: bool = True) -> T:
-        """``work(conn)`` inside a shared transaction; returns after that transaction committed (durably,
-        when this or any other work of the batch asked for it)."""
-        pending = _Pending(work, durable)
-        with self._cond:
-            self._queue.append(pending)
-        while True:
-            with self._cond:
-                while self._leader and not pending.done:
-                    self._cond.wait()
-                if pending.done:
-                    break
-                # lead: take what waits now (ours may lie beyond a full batch: then lead again)
-                self._leader = True
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            try:
-                self._commit(batch)
-            finally:
-                with self._cond:
-                    self._leader = False
-                    self._cond.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
-
-    def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            with self._writing(any(item.durable for item in batch)) as conn:
-                for item in batch:
-                    savepoint = conn.begin_nested() if len(batch) > 1 else None
-                    try:
-                        item.result = item.work(conn)
-                    except BaseException as error:  # this ingest's own failure: roll back it alone
-                        item.error = error
-                        if savepoint is None:
-                            raise
-                        savepoint.rollback()
-                    else:
-                        if savepoint is not None:
-                            savepoint.commit()
-        except BaseException as error:  # BEGIN or COMMIT failed: nothing of the batch is stored
-            for item in batch:
-                if item.error is None:
-                    item.result, item.error = None, error
-        finally:
-            for item in batch:
-                item.done = True
+    patient: dict[str, str]
+    study: dict[str, str]
+    series: dict[str, str]
+    image: dict[str, Any]
+    source_key: tuple[str, str]
 
 
 class _Level:
@@ -193,7 +134,7 @@ class Index:
         self._serial_lock = threading.RLock() if memory else None
         self._writer_lock = None if self._pg else threading.Lock()
         # one in-memory connection cannot hold a transaction open for others: no batching there
-        self._group = None if self._pg or memory else _GroupCommit(lambda durable: self._writing("shared", durable))
+        self._group = None if self._pg or memory else GroupCommit(lambda durable: self._writing("shared", durable))
         self._source_ids: dict[tuple[str, str], int] = {}
         insert = pg_dialect.insert if self._pg else sqlite_dialect.insert
         self._sources = _Level(sources, ("source_type", "source_name"), (), insert)
@@ -258,7 +199,7 @@ class Index:
 
     def grouped_writing(self, work: Callable[[sa.Connection], T]) -> T:
         """``work(conn)`` in a write transaction shared with concurrent ingests and other grouped writes
-        (on a SQLite file one fsynced commit serves all of them, see ``_GroupCommit``); returns after
+        (on a SQLite file one fsynced commit serves all of them, see ``groupcommit.py``); returns after
         that commit.  For small rows written per image (anonymization keys) next to the ingest: a
         failing ``work`` is rolled back alone and its error raised here."""
         if self._group is not None:
@@ -323,6 +264,52 @@ class Index:
         storage key is returned as ``replaced_storage_key``, for the caller to delete after commit
         (``None`` if the key did not change).  A storage key used by another image is a Conflict.
         """
+        return self.ingest_many([IngestEntry(attributes, source, storage_key, size)], also=also, durable=durable)[0]
+
+    def ingest_many(
+        self,
+        entries: Sequence[IngestEntry],
+        before: Callable[[sa.Connection], None] | None = None,
+        also: IngestAlso | None = None,
+        durable: bool = True,
+    ) -> list[IngestResult]:
+        """:meth:`ingest` of each entry, all in one transaction (all are committed, or none): a bulk job's
+        chunk costs one transaction and no per-image commit machinery.  ``before(conn)`` writes rows that
+        belong with the whole batch first (the anonymization keys of the images)."""
+        prepared = [self._prepare(*entry) for entry in entries]
+
+        def rows(conn: sa.Connection) -> list[tuple[IngestResult, int]]:
+            if before is not None:
+                before(conn)
+            done: list[tuple[IngestResult, int]] = []
+            for entry in prepared:
+                result, source_id = self._rows(conn, entry)
+                if also is not None:
+                    also(conn, result)
+                done.append((result, source_id))
+            return done
+
+        def once() -> list[IngestResult]:
+            if self._group is not None:
+                done = self._group.run(rows, durable)
+            else:
+                with self._writing("shared", durable) as conn:
+                    done = rows(conn)
+            for entry, (_, source_id) in zip(prepared, done, strict=True):
+                self._source_ids[entry.source_key] = source_id  # committed: safe to remember
+            return [result for result, _ in done]
+
+        try:
+            return self._retrying(once)
+        except sa.exc.IntegrityError as error:
+            if "storage_key" in str(error.orig):
+                keys = ", ".join(repr(entry.image["storage_key"]) for entry in prepared)
+                raise errors.Conflict(f"storage key {keys} is already used by another image") from None
+            raise
+
+    @staticmethod
+    def _prepare(attributes: IndexedAttributes, source: Source, storage_key: str, size: int) -> _Prepared:
+        """The rows' values of one ingest, checked and cleaned before any transaction starts."""
         if source.source_type not in SOURCE_TYPES:
             raise errors.InvalidInput(
                 f"Unknown source type {source.source_type!r}: use one of {', '.join(SOURCE_TYPES)}"
@@ -334,9 +321,6 @@ class Index:
         frames = attributes.number_of_frames
         if isinstance(frames, bool) or not isinstance(frames, int) or not 0 <= frames <= query.MAX_ID:
             raise errors.InvalidInput(f"NumberOfFrames must be a non-negative integer, not {frames!r}")
-        patient = _clean(attributes.patient, PATIENT_ATTRIBUTES)
-        study = _clean(attributes.study, STUDY_ATTRIBUTES)
-        the_series = _clean(attributes.series, SERIES_ATTRIBUTES)
         image: dict[str, Any] = {
             **_clean(attributes.image, IMAGE_ATTRIBUTES),
             "TransferSyntaxUID": _clean({"uid": attributes.transfer_syntax_uid}, ("uid",))["uid"],
@@ -344,67 +328,58 @@ class Index:
             "size": size,
             "storage_key": storage_key,
         }
-        source_key = (source.source_type, str(source.source_name))
+        return _Prepared(
+            _clean(attributes.patient, PATIENT_ATTRIBUTES),
+            _clean(attributes.study, STUDY_ATTRIBUTES),
+            _clean(attributes.series, SERIES_ATTRIBUTES),
+            image,
+            (source.source_type, str(source.source_name)),
+        )
 
-        def rows(conn: sa.Connection) -> tuple[IngestResult, int]:
-            now = datetime.now(UTC)
-            source_id = self._source_ids.get(source_key)
-            if source_id is None:
-                source_id, _ = self._upsert(
-                    conn,
-                    self._sources,
-                    {"source_type": source_key[0], "source_name": source_key[1], "created": now},
-                )
-            known = self._hot.parents(conn, patient, study, the_series, source_id)
-            if known is not None:  # the common case: one lookup of all three (hotpath.py)
-                patient_id, study_id, series_id = known.patient_id, known.study_id, known.series_id
-                patient_added = study_added = series_added = False
-                for level, row_id, changed in (
-                    (self._patients, patient_id, known.patient_changes),
-                    (self._studies, study_id, known.study_changes),
-                    (self._series, series_id, known.series_changes),
-                ):
-                    if changed:
-                        conn.execute(level.update, {"row_id": row_id, **changed})
-            else:
-                patient_id, patient_added = self._upsert(conn, self._patients, patient)
-                study_id, study_added = self._upsert(conn, self._studies, {"patient_id": patient_id, **study})
-                series_id, series_added = self._upsert(
-                    conn, self._series, {"study_id": study_id, **the_series, "source_id": source_id}
-                )
-            values = {"series_id": series_id, **image, "source_id": source_id}
-            new_id = self._hot.insert_image(conn, values, now)
-            if new_id is not None:
-                record, image_added, replaced = self._image_record(new_id, values, now), True, None
-            else:  # sent again: overwrite it the general way
-                record, image_added, replaced = self._upsert_image(conn, values, now)
-            result = IngestResult(
-                image=record,
-                patient_added=patient_added,
-                study_added=study_added,
-                series_added=series_added,
-                image_added=image_added,
-                replaced_storage_key=replaced,
+    def _rows(self, conn: sa.Connection, entry: _Prepared) -> tuple[IngestResult, int]:
+        """Write one prepared ingest on ``conn``: its result, and the id of its source."""
+        now = datetime.now(UTC)
+        source_key = entry.source_key
+        source_id = self._source_ids.get(source_key)
+        if source_id is None:
+            source_id, _ = self._upsert(
+                conn,
+                self._sources,
+                {"source_type": source_key[0], "source_name": source_key[1], "created": now},
             )
-            if also is not None:
-                also(conn, result)
-            return result, source_id
-
-        def once() -> IngestResult:
-            if self._group is not None:
-                result, source_id = self._group.run(rows, durable)
-            else:
-                with self._writing("shared", durable) as conn:
-                    result, source_id = rows(conn)
-            self._source_ids[source_key] = source_id  # committed: safe to remember
-            return result
-
-        try:
-            return self._retrying(once)
-        except sa.exc.IntegrityError as error:
-            if "storage_key" in str(error.orig):
-                raise errors.Conflict(f"storage key {storage_key!r} is already used by another image") from None
-            raise
+        patient, study, the_series = entry.patient, entry.study, entry.series
+        known = self._hot.parents(conn, patient, study, the_series, source_id)
+        if known is not None:  # the common case: one lookup of all three (hotpath.py)
+            patient_id, study_id, series_id = known.patient_id, known.study_id, known.series_id
+            patient_added = study_added = series_added = False
+            for level, row_id, changed in (
+                (self._patients, patient_id, known.patient_changes),
+                (self._studies, study_id, known.study_changes),
+                (self._series, series_id, known.series_changes),
+            ):
+                if changed:
+                    conn.execute(level.update, {"row_id": row_id, **changed})
+        else:
+            patient_id, patient_added = self._upsert(conn, self._patients, patient)
+            study_id, study_added = self._upsert(conn, self._studies, {"patient_id": patient_id, **study})
+            series_id, series_added = self._upsert(
+                conn, self._series, {"study_id": study_id, **the_series, "source_id": source_id}
+            )
+        values = {"series_id": series_id, **entry.image, "source_id": source_id}
+        new_id = self._hot.insert_image(conn, values, now)
+        if new_id is not None:
+            record, image_added, replaced = self._image_record(new_id, values, now), True, None
+        else:  # sent again: overwrite it the general way
+            record, image_added, replaced = self._upsert_image(conn, values, now)
+        result = IngestResult(
+            image=record,
+            patient_added=patient_added,
+            study_added=study_added,
+            series_added=series_added,
+            image_added=image_added,
+            replaced_storage_key=replaced,
+        )
+        return result, source_id
 
     @staticmethod
     def _upsert(conn: sa.Connection, level: _Level, values: dict[str, Any]) -> tuple[int, bool]:
@@ -570,6 +545,24 @@ class Index:
     def get_source(self, source_id: int) -> Source:
         statement = sa.select(*_records.SOURCE_COLUMNS).where(sources.c.id == self._key(source_id, "source"))
         return self._one(statement, _records.source, f"source {source_id} not found")
+
+    def images_with_sources(self, image_ids: Iterable[int]) -> dict[int, tuple[Image, Source]]:
+        """Each existing image among ``image_ids`` with the source of its series (unknown ids left out): what
+        replacing an image under its series' source needs, for a whole chunk of a job in one read."""
+        wanted = sorted({i for i in image_ids if query.row_id(i, "image id") is not None})
+        found: dict[int, tuple[Image, Source]] = {}
+        width = len(_records.IMAGE_COLUMNS)
+        with self._reading() as conn:
+            for batch in _chunks(wanted):
+                statement = (
+                    sa.select(*_records.IMAGE_COLUMNS, *_records.SOURCE_COLUMNS)
+                    .select_from(images.join(series).join(sources, series.c.source_id == sources.c.id))
+                    .where(images.c.id.in_(batch))
+                )
+                for row in conn.execute(statement):
+                    image = _records.image(row[:width])
+                    found[image.id] = (image, _records.source(row[width:]))
+        return found
 
     def series_source(self, series_id: int) -> Source:
         """The source that last delivered images to the series."""
