@@ -36,11 +36,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 
@@ -48,17 +48,18 @@ from . import dicom
 from .anonymization import PixelMask, Profile, PseudonymKeys, keystore, report
 from .anonymization.pixels import SCANNED_MODALITIES
 from .dicom.tagpath import TagValue, apply_tag_values
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, SliceboxError
 from .events import EventBus, ImageAdded, ImagesDeleted
 from .exports import ExportSets
 from .index import Index, create_engine, sqlite_url, upgrade
 from .index.leader import Leadership
-from .index.repository import IngestAlso
+from .index.repository import IngestAlso, IngestEntry
 from .jobs import JobManager
 from .model import SOURCE_TYPES, Image, IndexedAttributes, IngestResult, Source
 from .routing import filtering
-from .storage import BlobWriter, FileSystemStorage, StorageArea
+from .storage import FileSystemStorage, StorageArea
 from .storage.running import RunningMarkers
+from .upload import AnonymousBlob, Upload
 from .workers import WorkerPool, tasks
 from .workers.pool import Call
 
@@ -71,8 +72,6 @@ SHARED_RECONCILE_GRACE_S = 600.0
 PSEUDONYM_KEY_FILE = "anonymization.key"
 
 
-#: bytes of an upload kept in memory for messages about it (the header of any ordinary file)
-_HEAD_BYTES = 64 << 10
 #: ``<uuid hex>.<source id>.<digest>``: what a blob without a row needs to be indexed again
 _BLOB_KEY = re.compile(r"^([0-9a-f]{32})\.([0-9]+)\.([0-9a-f]{32})$")
 
@@ -332,7 +331,8 @@ class SliceboxContext:
     def upload(self, source: Source) -> Upload:
         """An image that arrives in pieces (a request body as it streams in): :meth:`Upload.write` each,
         then :meth:`Upload.store` (or :meth:`Upload.discard` when the body is cut short)."""
-        return Upload(self, source)
+        prefix = uuid.uuid4().hex
+        return Upload(prefix, self.storage.create(prefix), source, self._store)
 
     def _store(
         self,
@@ -517,26 +517,106 @@ class SliceboxContext:
         image's identity (then the ingest already replaced its file).  The result is not
         re-identified on its way in (it matches the key just recorded).
         """
-        image = self.index.get_image(image_id)
-        upload = self.upload(self.index.series_source(image.series_id))
+        outcome = self.anonymize_many([image_id], profile, {image_id: tag_values})[0]
+        if isinstance(outcome, SliceboxError):
+            raise outcome
+        if outcome.image.id != image_id and delete_original:
+            self.delete_images([image_id])
+        return outcome
+
+    def anonymize_many(
+        self,
+        image_ids: Sequence[int],
+        profile: Profile,
+        tag_values: Mapping[int, Sequence[TagValue]],
+        pool: Executor | None = None,
+    ) -> list[IngestResult | SliceboxError]:
+        """:meth:`anonymize_in_place` of each image, originals kept (a bulk job deletes them per chunk), in
+        ``pool``'s threads: each image's result, or why it was not done (NotFound: it is gone).
+
+        The index work is done once for all: one read of the images and their sources, the keys in
+        one durable transaction (before any anonymous blob is named, so none exists without its key),
+        the rows in one transaction after the blobs' flushes.  Under one GIL, that work per image was
+        what capped a bulk job."""
+        run: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
+        found = self.index.images_with_sources(image_ids)
+
+        def write(image_id: int) -> AnonymousBlob | IngestResult | BaseException:
+            if image_id not in found:
+                return NotFound(f"image {image_id} not found")
+            image, source = found[image_id]
+            try:
+                return self._anonymous_blob(image, source, profile, tag_values.get(image_id, ()))
+            except BaseException as error:  # kept until every thread is done: then nothing is left behind
+                return error
+
+        outcomes = list(run(write, image_ids))
+        written = [o for o in outcomes if isinstance(o, AnonymousBlob)]
+        try:
+            _raise_unexpected(outcomes)
+            keystore.store_key_records(self.index, [(blob.done.key, blob.image.id) for blob in written])
+        except BaseException:
+            for blob in written:
+                blob.upload.discard()
+            raise
+        flushed = dict(zip(map(id, written), run(AnonymousBlob.flush, written), strict=True))  # one flush each
+        ready = [b for b in flushed.values() if isinstance(b, AnonymousBlob)]
+        try:
+            _raise_unexpected(flushed.values())
+        except BaseException:
+            for blob in ready:
+                self.storage.delete(blob.key)
+            raise
+        stored = self._index_anonymous(ready)
+        return [stored.get(id(o), flushed.get(id(o), o)) if isinstance(o, AnonymousBlob) else o for o in outcomes]
+
+    def _anonymous_blob(
+        self, image: Image, source: Source, profile: Profile, tag_values: Sequence[TagValue]
+    ) -> AnonymousBlob | IngestResult:
+        """The image de-identified by a worker into a new blob, not yet named (its key is not yet durable)."""
+        upload = self.upload(source)
         blob_path = upload.writer.path
         source_path = self.storage.local_path(image.storage_key)
         if blob_path is None or source_path is None:  # storage without files (tests): through bytes
             upload.discard()
-            return self._replace(image, self._anonymized(image, profile, tag_values), delete_original)
+            return self._replace(image, self._anonymized(image, profile, tag_values), delete_original=False)
         try:
-            done = self.workers.run(
-                tasks.anonymize_into, source_path, None, self._deidentification(profile, tag_values), blob_path
-            )
-            keystore.store_key_record(self.index, done.key, image.id)
-            upload.adopt(done.size, done.digest)
+            how = self._deidentification(profile, tag_values)
+            done = self.workers.run(tasks.anonymize_into, source_path, None, how, blob_path)
         except BaseException:
             upload.discard()
             raise
-        result = self._store(upload, False, None, inspected=done.inspected)
-        if result.image.id != image.id and delete_original:
-            self.delete_images([image.id])
-        return result
+        upload.adopt(done.size, done.digest)
+        key = tasks.blob_key(upload.prefix, self.index.source_id(source), upload.hexdigest())
+        return AnonymousBlob(image, source, upload, done, key)
+
+    def _index_anonymous(self, blobs: list[AnonymousBlob]) -> dict[int, IngestResult | SliceboxError]:
+        """Index flushed anonymous blobs, in one transaction where no tag filter rewrites them; each alone if
+        that fails (so one bad image fails alone).  By ``id()`` of each blob."""
+        out: dict[int, IngestResult | SliceboxError] = {}
+        together = [b for b in blobs if filtering.filter_for_source(self.index, b.source) is None]
+        alone = [b for b in blobs if b not in together]
+        if together:
+            entries = [IngestEntry(b.done.inspected.attributes, b.source, b.key, b.done.size) for b in together]
+            try:
+                results = self.index.ingest_many(entries, durable=False)  # derived from durable blobs
+            except Exception:
+                log.info("indexing %d anonymized images together failed: one at a time", len(together))
+                alone = blobs
+            else:
+                for blob, result in zip(together, results, strict=True):
+                    if result.replaced_storage_key:
+                        self.storage.delete(result.replaced_storage_key)
+                    self.events.publish(ImageAdded(result.image, blob.source, not result.image_added))
+                    out[id(blob)] = result
+        for blob in alone:
+            try:
+                out[id(blob)] = self._index_blob(
+                    blob.key, blob.done.size, blob.source, blob.done.inspected, False, None
+                )
+            except SliceboxError as error:  # the blob is gone again
+                out[id(blob)] = error
+        return out
 
     def modify(self, image_id: int, tag_values: Sequence[TagValue]) -> IngestResult:
         """Replace the image by a copy with ``tag_values`` applied (nested paths allowed)."""
@@ -657,80 +737,17 @@ class SliceboxContext:
             yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
 
 
+def _raise_unexpected(outcomes: Iterable[object]) -> None:
+    """Raise the first error among ``outcomes`` that is not an image's own (a SliceboxError)."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, SliceboxError):
+            raise outcome
+
+
 def _spool_folder() -> Path:
     """A private folder for files that live for one request (in RAM, /dev/shm, where Linux has it)."""
     base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
     return Path(tempfile.mkdtemp(prefix="slicebox-spool-", dir=base))
-
-
-class Upload:
-    """One image on its way in: written to storage as it arrives and hashed on the way, then stored
-    by :meth:`store` (validated, flushed once, indexed) or dropped by :meth:`discard`.
-
-    ``write`` blocks on the file system: call it off the event loop, in order."""
-
-    def __init__(self, context: SliceboxContext, source: Source) -> None:
-        self._context = context
-        self.source = source
-        self.prefix = uuid.uuid4().hex
-        self.writer: BlobWriter = context.storage.create(self.prefix)
-        self._hash = tasks.blob_digest()
-        self._digest = ""
-        self._done = False
-        #: the first bytes written (the header, for messages about a file that was refused)
-        self.head = b""
-        self._early: Future[tasks.HeadInspected | None] | None = None
-
-    @property
-    def size(self) -> int:
-        return self.writer.size
-
-    def write(self, data: bytes | memoryview) -> None:
-        if len(self.head) < _HEAD_BYTES:
-            self.head += bytes(data[: _HEAD_BYTES - len(self.head)])
-        self._hash.update(data)
-        self.writer.write(data)
-
-    def hexdigest(self) -> str:
-        return self._digest or self._hash.hexdigest()
-
-    def inspect_early(self, check: Future[tasks.HeadInspected | None] | None) -> None:
-        """The inspection of this file's first bytes (:meth:`SliceboxContext.inspect_head`), running while the
-        rest of it arrives: :meth:`store` uses its answer where it holds for the whole file."""
-        self._early = check
-
-    def inspected_early(self) -> tasks.Inspected | None:
-        """The early inspection's answer, if there was one and it holds for the file as written (its size)."""
-        if self._early is None:
-            return None
-        try:
-            early = self._early.result()
-        except Exception:  # a worker that died, a pool shutting down: the whole file is inspected instead
-            return None
-        return early.inspected if early is not None and early.size == self.writer.size else None
-
-    def adopt(self, size: int, hexdigest: str) -> None:
-        """The blob's file was written by another process (a worker, through ``writer.path``)."""
-        self.writer.size = size
-        self._digest = hexdigest
-
-    def store(
-        self,
-        reidentify: bool = True,
-        also: IngestAlso | None = None,
-        accept: Callable[[IndexedAttributes], None] | None = None,
-    ) -> IngestResult:
-        """Validate, make durable and index the image (see :meth:`SliceboxContext.ingest`); ``accept`` may
-        refuse it by its attributes (raising) before anything is indexed."""
-        if self._done:
-            raise InvalidInput("this upload was already stored or discarded")
-        self._done = True
-        return self._context._store(self, reidentify, also, accept=accept)
-
-    def discard(self) -> None:
-        """Forget everything written (a body cut short): nothing is left behind."""
-        self._done = True
-        self.writer.discard()
 
 
 def _safe_path_part(part: str) -> str:

@@ -51,7 +51,7 @@ _DOMAIN = (
     "storage", "index", "dicom", "anonymization", "net", "dicomweb", "watch", "box", "routing", "organize", "apps",
 )  # fmt: skip
 PARTS = (
-    Part("core", ("__init__", "_version", "errors", "events", "model", "context", "exports"), SERVER_SIDE),
+    Part("core", ("__init__", "_version", "errors", "events", "model", "context", "exports", "upload"), SERVER_SIDE),
     Part("jobs", ("jobs",), SERVER_SIDE),
     Part("workers", ("workers",), SERVER_SIDE),
     Part("access", ("access",), SERVER_SIDE),

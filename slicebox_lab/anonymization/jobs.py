@@ -2,12 +2,12 @@
 
 Parameters ``{"image_ids", "profile", "tag_values"}``: ``profile`` is the profile's JSON (what
 ``POST /anonymization/anonymize`` was given), ``tag_values`` maps an image id (as text) to the tag
-values written into that image after the profile.  Each image goes through
-``SliceboxContext.anonymize_in_place`` (the one way to anonymize: key recorded, result ingested);
-the originals of each chunk are then deleted in one transaction.  Images are done a few at a
-time (the durable writes of one overlap the CPU work of another), in chunks whose order is
-kept, so ``progress_done`` always counts a prefix of
-the list and a resumed job skips exactly what is done.  An image that no longer exists is
+values written into that image after the profile.  The images go in chunks through
+``SliceboxContext.anonymize_many`` (the one way to anonymize in place: keys recorded, results
+ingested), whose index work is done once per chunk; the originals of each chunk are then deleted
+in one transaction.  Within a chunk images are done a few at a time (the flushes of one overlap
+the CPU work of another); the chunks' order is kept, so ``progress_done`` always counts a prefix
+of the list and a resumed job skips exactly what is done.  An image that no longer exists is
 counted ``skipped``; one that cannot be anonymized (a burned-in image the profile refuses, say)
 is counted ``failed`` with its reason in the result, and the job goes on.
 """
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from slicebox_lab.dicom.tagpath import TagValue, parse_tag_values
+from slicebox_lab.dicom.tagpath import parse_tag_values
 from slicebox_lab.errors import InvalidInput, NotFound, SliceboxError
 from slicebox_lab.jobs import Job, JobContext, image_id_list
 
@@ -33,6 +33,8 @@ ANONYMIZE = "anonymize"
 MAX_IMAGES = 100_000
 #: images anonymized at the same time within one job
 PARALLEL = 4
+#: images whose index work (keys, rows, deletion of the originals) is done together
+CHUNK = PARALLEL * 4
 #: failure reasons kept in the result (the count is always complete)
 MAX_REASONS = 100
 
@@ -84,18 +86,6 @@ def profile_from_json(body: Mapping[str, Any]) -> Profile:
         raise InvalidInput(str(error)) from None
 
 
-def _one(
-    context: SliceboxContext, image_id: int, profile: Profile, tag_values: tuple[TagValue, ...]
-) -> tuple[int, int | None, str]:
-    try:
-        result = context.anonymize_in_place(image_id, profile, tag_values, delete_original=False)
-    except NotFound:
-        return image_id, None, "skipped"
-    except SliceboxError as error:
-        return image_id, None, error.message
-    return image_id, result.image.id, ""
-
-
 def _run(context: SliceboxContext, job: JobContext) -> dict[str, Any]:
     p = job.parameters
     ids = _image_ids(p["image_ids"])
@@ -107,25 +97,24 @@ def _run(context: SliceboxContext, job: JobContext) -> dict[str, Any]:
         job.count(name, 0)
     images: list[int] = []
     failed: dict[str, str] = {}
+    by_image = {int(key): values for key, values in tag_values.items()}
     with ThreadPoolExecutor(PARALLEL, thread_name_prefix="slicebox-anonymize") as pool:
         while done < len(ids):
             job.check_cancelled()
-            chunk = ids[done : done + PARALLEL * 4]
+            chunk = ids[done : done + CHUNK]
             originals: list[int] = []
-            for image_id, new_id, error in pool.map(
-                lambda i: _one(context, i, profile, tag_values.get(str(i), ())), chunk
-            ):
-                if new_id is not None:
-                    images.append(new_id)
-                    if new_id != image_id:
-                        originals.append(image_id)
-                    job.count("anonymized")
-                elif error == "skipped":
+            for image_id, outcome in zip(chunk, context.anonymize_many(chunk, profile, by_image, pool), strict=True):
+                if isinstance(outcome, NotFound):
                     job.count("skipped")
-                else:
+                elif isinstance(outcome, SliceboxError):
                     job.count("failed")
                     if len(failed) < MAX_REASONS:
-                        failed[str(image_id)] = error
+                        failed[str(image_id)] = outcome.message
+                else:
+                    images.append(outcome.image.id)
+                    if outcome.image.id != image_id:
+                        originals.append(image_id)
+                    job.count("anonymized")
             # the originals of a chunk go in one transaction; a crash before it leaves both versions,
             # and the resumed job redoes the chunk (same anonymous result, then the deletion)
             context.delete_images(originals)

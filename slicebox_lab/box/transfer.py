@@ -29,7 +29,8 @@ from . import incoming, outgoing
 from .connections import Box
 
 if TYPE_CHECKING:
-    from slicebox_lab.context import SliceboxContext, Upload
+    from slicebox_lab.context import SliceboxContext
+    from slicebox_lab.upload import Upload
 
 #: header carrying the hex SHA-256 of the uncompressed DICOM bytes
 HASH_HEADER = "X-Slicebox-SHA256"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pydicom
 
-from slicebox_lab.context import Upload
 from slicebox_lab.errors import InvalidInput, SliceboxError
 from slicebox_lab.model import IndexedAttributes
+from slicebox_lab.upload import Upload
 
 __all__ = ["CANNOT_UNDERSTAND", "PROCESSING_FAILURE", "STUDY_MISMATCH", "StowResponse", "store_part"]
 

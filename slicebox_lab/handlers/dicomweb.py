@@ -14,10 +14,10 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..context import Upload
 from ..dicomweb import multipart, qido, stow, wado
 from ..dicomweb.errors import NotAcceptable
 from ..errors import InvalidInput
+from ..upload import Upload
 from .base import SliceboxHandler
 from .upload import FileParts, StreamingHandler
 

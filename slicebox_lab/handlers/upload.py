@@ -24,9 +24,10 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
-from ..context import SliceboxContext, Upload
+from ..context import SliceboxContext
 from ..errors import InvalidInput
 from ..model import IngestResult, Source
+from ..upload import Upload
 from ..workers.tasks import HeadInspected
 from .base import SliceboxHandler
 

@@ -1,0 +1,151 @@
+"""``SliceboxContext.anonymize_many``: a bulk job's chunk anonymized in place with its index work done once.
+
+Keys in one durable transaction before any anonymous blob is named, rows in one transaction after the
+flushes; an image that cannot be done fails alone, and a failure of the whole batch leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from generators import ct_bytes
+
+from slicebox_lab.anonymization import Profile, keystore
+from slicebox_lab.context import SliceboxContext
+from slicebox_lab.dicom.tagpath import parse_tag_values
+from slicebox_lab.errors import NotFound, SliceboxError, StorageFull
+from slicebox_lab.events import ImageAdded
+from slicebox_lab.index.repository import Index
+from slicebox_lab.model import IngestResult, Source
+from slicebox_lab.storage.filesystem import FileBlobWriter
+
+WATCH = Source("directory", "incoming")
+BASIC = Profile()
+
+
+@pytest.fixture
+def context(tmp_path: Path):
+    context = SliceboxContext.open(tmp_path / "node", fsync=False)
+    yield context
+    context.close()
+
+
+def _ingest(context: SliceboxContext, count: int) -> list[int]:
+    return [
+        context.ingest(ct_bytes(PatientID="REAL", SOPInstanceUID=f"1.2.826.0.1.3680043.8.498.79.{n}"), WATCH).image.id
+        for n in range(count)
+    ]
+
+
+def _files(context: SliceboxContext) -> set[str]:
+    """Every file in storage, temp files included."""
+    root = Path(context.storage.root)  # type: ignore[attr-defined]
+    return {p.name for p in root.rglob("*") if p.is_file()}
+
+
+def _key_rows(context: SliceboxContext) -> list[tuple[int | None, str]]:
+    return sorted((key.imageId, key.AnonSOPInstanceUID) for key in keystore.list_keys(context.index, count=1000))
+
+
+def test_a_chunk_is_anonymized_with_one_key_per_image_and_the_originals_kept(context: SliceboxContext):
+    ids = _ingest(context, 5)
+    added: list[ImageAdded] = []
+    context.events.subscribe(ImageAdded, added.append)
+    tag_values = {ids[0]: parse_tag_values([{"tagPath": "PatientName", "value": "Chosen^Name"}])}
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = context.anonymize_many([*ids, 99999], BASIC, tag_values, pool)
+    assert isinstance(outcomes[-1], NotFound)
+    results = [o for o in outcomes[:-1] if isinstance(o, IngestResult)]
+    assert len(results) == 5 and all(r.image_added for r in results)
+    assert [e.image.id for e in added] == [r.image.id for r in results]
+    for result in results:
+        stored = pydicom.dcmread(io.BytesIO(context.image_bytes(result.image.id)))
+        assert stored.PatientIdentityRemoved == "YES" and stored.PatientID != "REAL"
+    assert str(pydicom.dcmread(io.BytesIO(context.image_bytes(results[0].image.id))).PatientName) == "Chosen^Name"
+    # one key per image, naming the original; the originals stay (the job deletes them per chunk)
+    assert _key_rows(context) == sorted((i, r.image.SOPInstanceUID) for i, r in zip(ids, results, strict=True))
+    assert all(context.index.get_image(i) for i in ids)
+    assert len(_files(context)) == 10  # five originals, five anonymous copies, nothing else
+
+    again = context.anonymize_many(ids, BASIC, tag_values)  # the same chunk again (a resumed job)
+    assert [o.image.id for o in again if isinstance(o, IngestResult)] == [r.image.id for r in results]
+    assert not any(o.image_added for o in again if isinstance(o, IngestResult))
+    assert len(_key_rows(context)) == 5 and len(_files(context)) == 10  # keys refreshed, blobs replaced
+
+
+def test_keys_are_durable_before_any_anonymous_blob_is_named(context: SliceboxContext, monkeypatch):
+    ids = _ingest(context, 3)
+    originals = _files(context)
+    seen: list[set[str]] = []
+    real = keystore.store_key_records
+
+    def store(index: Index, records: Any) -> None:
+        seen.append({f for f in _files(context) if not f.startswith(".")})  # named blobs at this moment
+        real(index, records)
+
+    monkeypatch.setattr(keystore, "store_key_records", store)
+    assert all(isinstance(o, IngestResult) for o in context.anonymize_many(ids, BASIC, {}))
+    assert seen == [originals]
+
+
+def test_a_failed_key_transaction_leaves_nothing_behind(context: SliceboxContext, monkeypatch):
+    ids = _ingest(context, 3)
+    originals = _files(context)
+
+    def fail(index: Index, records: Any) -> None:
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(keystore, "store_key_records", fail)
+    with pytest.raises(RuntimeError, match="disk went away"):
+        context.anonymize_many(ids, BASIC, {})
+    assert _files(context) == originals and _key_rows(context) == []
+    assert context.index.counts()["images"] == 3
+
+
+def test_an_image_that_cannot_be_flushed_fails_alone(context: SliceboxContext, monkeypatch):
+    ids = _ingest(context, 3)
+    real = FileBlobWriter.flush
+    calls: list[int] = []
+
+    def flush(self: FileBlobWriter) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the second anonymous copy meets a full disk
+            self.discard()
+            raise StorageFull("no space left: nothing was stored")
+        real(self)
+
+    monkeypatch.setattr(FileBlobWriter, "flush", flush)
+    outcomes = context.anonymize_many(ids, BASIC, {})
+    assert isinstance(outcomes[1], StorageFull)
+    assert isinstance(outcomes[0], IngestResult) and isinstance(outcomes[2], IngestResult)
+    assert context.index.counts()["images"] == 5 and len(_files(context)) == 5
+
+
+def test_a_batch_the_index_refuses_is_indexed_one_at_a_time(context: SliceboxContext, monkeypatch):
+    ids = _ingest(context, 4)
+    real = Index.ingest_many
+
+    def refuse_batches(self: Index, entries: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(entries) > 1:
+            raise RuntimeError("a batch the database refused")
+        return real(self, entries, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "ingest_many", refuse_batches)
+    outcomes = context.anonymize_many(ids, BASIC, {})
+    assert all(isinstance(o, IngestResult) for o in outcomes), outcomes
+    assert context.index.counts()["images"] == 8 and len(_files(context)) == 8
+
+
+def test_an_image_refused_by_the_profile_is_its_own_failure(context: SliceboxContext):
+    ids = _ingest(context, 2)
+    burned = ct_bytes(PatientID="REAL", SOPInstanceUID="1.2.826.0.1.3680043.8.498.79.99", BurnedInAnnotation="YES")
+    refused = context.ingest(burned, WATCH).image.id
+    outcomes = context.anonymize_many([ids[0], refused, ids[1]], BASIC, {})
+    assert isinstance(outcomes[1], SliceboxError) and "burned" in outcomes[1].message.lower()
+    assert isinstance(outcomes[0], IngestResult) and isinstance(outcomes[2], IngestResult)
+    assert len(_key_rows(context)) == 2 and len(_files(context)) == 5
