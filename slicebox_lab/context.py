@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from pydicom.dataset import Dataset
 
@@ -59,11 +59,12 @@ from .model import SOURCE_TYPES, Image, IndexedAttributes, IngestResult, Source
 from .routing import filtering
 from .storage import FileSystemStorage, StorageArea
 from .storage.running import RunningMarkers
-from .upload import AnonymousBlob, Upload
+from .upload import AnonymousBlob, PendingAnonymization, Upload
 from .workers import WorkerPool, tasks
 from .workers.pool import Call
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: seconds a blob or temp file must have existed before a crash repair removes it while other servers
 #: share database and storage (it may be their ingest in flight, between blob and row)
@@ -537,8 +538,19 @@ class SliceboxContext:
         The index work is done once for all: one read of the images and their sources, the keys in
         one durable transaction (before any anonymous blob is named, so none exists without its key),
         the rows in one transaction after the blobs' flushes.  Under one GIL, that work per image was
-        what capped a bulk job."""
-        run: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
+        what capped a bulk job.  A job overlaps chunks: :meth:`start_anonymizing` the next one, then
+        :meth:`finish_anonymizing` this one (with another pool for the flushes)."""
+        return self.finish_anonymizing(self.start_anonymizing(image_ids, profile, tag_values, pool), pool)
+
+    def start_anonymizing(
+        self,
+        image_ids: Sequence[int],
+        profile: Profile,
+        tag_values: Mapping[int, Sequence[TagValue]],
+        pool: Executor | None = None,
+    ) -> PendingAnonymization:
+        """Have the workers write the images' anonymous copies into new, unnamed blobs (in ``pool``'s threads,
+        returning at once; without a pool, here).  Then :meth:`finish_anonymizing` or ``discard`` them."""
         found = self.index.images_with_sources(image_ids)
 
         def write(image_id: int) -> AnonymousBlob | IngestResult | BaseException:
@@ -547,10 +559,19 @@ class SliceboxContext:
             image, source = found[image_id]
             try:
                 return self._anonymous_blob(image, source, profile, tag_values.get(image_id, ()))
-            except BaseException as error:  # kept until every thread is done: then nothing is left behind
+            except BaseException as error:  # kept until every write is done: then nothing is left behind
                 return error
 
-        outcomes = list(run(write, image_ids))
+        if pool is not None:
+            return PendingAnonymization([pool.submit(write, image_id) for image_id in image_ids])
+        return PendingAnonymization([_done(write(image_id)) for image_id in image_ids])
+
+    def finish_anonymizing(
+        self, pending: PendingAnonymization, pool: Executor | None = None
+    ) -> list[IngestResult | SliceboxError]:
+        """Record the keys of the written copies, flush them (in ``pool``'s threads) and index them: each
+        image's result or error, in order (see :meth:`anonymize_many`)."""
+        outcomes = pending.outcomes()
         written = [o for o in outcomes if isinstance(o, AnonymousBlob)]
         try:
             _raise_unexpected(outcomes)
@@ -559,6 +580,7 @@ class SliceboxContext:
             for blob in written:
                 blob.upload.discard()
             raise
+        run: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
         flushed = dict(zip(map(id, written), run(AnonymousBlob.flush, written), strict=True))  # one flush each
         ready = [b for b in flushed.values() if isinstance(b, AnonymousBlob)]
         try:
@@ -568,7 +590,7 @@ class SliceboxContext:
                 self.storage.delete(blob.key)
             raise
         stored = self._index_anonymous(ready)
-        return [stored.get(id(o), flushed.get(id(o), o)) if isinstance(o, AnonymousBlob) else o for o in outcomes]
+        return [_answer(stored.get(id(o), flushed.get(id(o))) if isinstance(o, AnonymousBlob) else o) for o in outcomes]
 
     def _anonymous_blob(
         self, image: Image, source: Source, profile: Profile, tag_values: Sequence[TagValue]
@@ -735,6 +757,17 @@ class SliceboxContext:
                 f"{series.id}_{series.SeriesDate}_{series.Modality}",
             ]
             yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
+
+
+def _done(value: T) -> Future[T]:
+    future: Future[T] = Future()
+    future.set_result(value)
+    return future
+
+
+def _answer(outcome: object) -> IngestResult | SliceboxError:
+    assert isinstance(outcome, IngestResult | SliceboxError), outcome
+    return outcome
 
 
 def _raise_unexpected(outcomes: Iterable[object]) -> None:

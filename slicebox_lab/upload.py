@@ -15,7 +15,7 @@ from .model import Image, IndexedAttributes, IngestResult, Source
 from .storage import BlobWriter
 from .workers import tasks
 
-__all__ = ["AnonymousBlob", "Store", "Upload"]
+__all__ = ["AnonymousBlob", "PendingAnonymization", "Store", "Upload"]
 
 #: bytes of an upload kept in memory for messages about it (the header of any ordinary file)
 _HEAD_BYTES = 64 << 10
@@ -55,6 +55,24 @@ class AnonymousBlob:
             writer.discard()
             return error
         return self
+
+
+class PendingAnonymization:
+    """The anonymous copies of a chunk being written (``SliceboxContext.start_anonymizing``): each future
+    answers the image's :class:`AnonymousBlob`, a result already stored, or an error; none raises."""
+
+    def __init__(self, writes: list[Future[AnonymousBlob | IngestResult | BaseException]]) -> None:
+        self._writes = writes
+
+    def outcomes(self) -> list[AnonymousBlob | IngestResult | BaseException]:
+        """Every write's outcome, once all are done."""
+        return [write.result() for write in self._writes]
+
+    def discard(self) -> None:
+        """Abandon the chunk (a cancelled or failed job): wait for the writes and remove every copy."""
+        for outcome in self.outcomes():
+            if isinstance(outcome, AnonymousBlob):
+                outcome.upload.discard()
 
 
 class Upload:

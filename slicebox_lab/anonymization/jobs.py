@@ -14,13 +14,15 @@ is counted ``failed`` with its reason in the result, and the job goes on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from slicebox_lab.dicom.tagpath import parse_tag_values
 from slicebox_lab.errors import InvalidInput, NotFound, SliceboxError
 from slicebox_lab.jobs import Job, JobContext, image_id_list
+from slicebox_lab.upload import PendingAnonymization
 
 from .profile import Profile
 
@@ -98,26 +100,55 @@ def _run(context: SliceboxContext, job: JobContext) -> dict[str, Any]:
     images: list[int] = []
     failed: dict[str, str] = {}
     by_image = {int(key): values for key, values in tag_values.items()}
-    with ThreadPoolExecutor(PARALLEL, thread_name_prefix="slicebox-anonymize") as pool:
-        while done < len(ids):
-            job.check_cancelled()
-            chunk = ids[done : done + CHUNK]
-            originals: list[int] = []
-            for image_id, outcome in zip(chunk, context.anonymize_many(chunk, profile, by_image, pool), strict=True):
-                if isinstance(outcome, NotFound):
-                    job.count("skipped")
-                elif isinstance(outcome, SliceboxError):
-                    job.count("failed")
-                    if len(failed) < MAX_REASONS:
-                        failed[str(image_id)] = outcome.message
-                else:
-                    images.append(outcome.image.id)
-                    if outcome.image.id != image_id:
-                        originals.append(image_id)
-                    job.count("anonymized")
-            # the originals of a chunk go in one transaction; a crash before it leaves both versions,
-            # and the resumed job redoes the chunk (same anonymous result, then the deletion)
-            context.delete_images(originals)
-            done += len(chunk)
-            job.progress(done, len(ids))
+
+    def start(at: int) -> PendingAnonymization | None:
+        return context.start_anonymizing(ids[at : at + CHUNK], profile, by_image, writers) if at < len(ids) else None
+
+    # three stages overlap: the workers write the next chunk's copies while this one's keys, flushes
+    # and rows are done, and the previous chunk's originals are deleted (its progress is reported after
+    # that deletion, so a resumed job never skips an original left behind)
+    with (
+        ThreadPoolExecutor(PARALLEL, thread_name_prefix="slicebox-anonymize") as writers,
+        ThreadPoolExecutor(PARALLEL, thread_name_prefix="slicebox-anonymize-flush") as flushers,
+        ThreadPoolExecutor(1, thread_name_prefix="slicebox-anonymize-delete") as deleter,
+    ):
+        deleting: tuple[Future[list[int]], int] | None = None
+
+        def deleted() -> None:
+            if deleting is not None:
+                deleting[0].result()
+                job.progress(deleting[1], len(ids))
+
+        pending = start(done)
+        try:
+            while pending is not None:
+                job.check_cancelled()
+                chunk = ids[done : done + CHUNK]
+                following = start(done + CHUNK)
+                current, pending = pending, following
+                originals: list[int] = []
+                for image_id, outcome in zip(chunk, context.finish_anonymizing(current, flushers), strict=True):
+                    if isinstance(outcome, NotFound):
+                        job.count("skipped")
+                    elif isinstance(outcome, SliceboxError):
+                        job.count("failed")
+                        if len(failed) < MAX_REASONS:
+                            failed[str(image_id)] = outcome.message
+                    else:
+                        images.append(outcome.image.id)
+                        if outcome.image.id != image_id:
+                            originals.append(image_id)
+                        job.count("anonymized")
+                # the originals of a chunk go in one transaction; a crash before it leaves both versions,
+                # and the resumed job redoes the chunk (same anonymous result, then the deletion)
+                deleted()
+                done += len(chunk)
+                deleting = deleter.submit(context.delete_images, originals), done
+            deleted()
+        except BaseException:  # cancelled or failed: the copies written ahead are removed, and a chunk
+            if pending is not None:  # whose deletion went through counts as done (resumed after it)
+                pending.discard()
+            with contextlib.suppress(Exception):
+                deleted()
+            raise
     return {"images": images, "failed": failed}

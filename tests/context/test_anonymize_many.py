@@ -16,11 +16,13 @@ import pytest
 from generators import ct_bytes
 
 from slicebox_lab.anonymization import Profile, keystore
+from slicebox_lab.anonymization.jobs import CHUNK, _run
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.dicom.tagpath import parse_tag_values
 from slicebox_lab.errors import NotFound, SliceboxError, StorageFull
 from slicebox_lab.events import ImageAdded
 from slicebox_lab.index.repository import Index
+from slicebox_lab.jobs import JobCancelled
 from slicebox_lab.model import IngestResult, Source
 from slicebox_lab.storage.filesystem import FileBlobWriter
 
@@ -149,3 +151,47 @@ def test_an_image_refused_by_the_profile_is_its_own_failure(context: SliceboxCon
     assert isinstance(outcomes[1], SliceboxError) and "burned" in outcomes[1].message.lower()
     assert isinstance(outcomes[0], IngestResult) and isinstance(outcomes[2], IngestResult)
     assert len(_key_rows(context)) == 2 and len(_files(context)) == 5
+
+
+class _Job:
+    """What the bulk job's runner sees of its job: cancelled at the ``cancel_at``-th check."""
+
+    def __init__(self, ids: list[int], cancel_at: int = 0, done: int = 0) -> None:
+        self.parameters = {"image_ids": ids, "profile": {}, "tag_values": {}}
+        self.resume_from = {"progress_done": done} if done else {}
+        self.cancel_at, self.checks, self.done = cancel_at, 0, done
+        self.counts: dict[str, int] = {}
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        self.done = done
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def check_cancelled(self) -> None:
+        self.checks += 1
+        if self.checks == self.cancel_at:
+            raise JobCancelled("cancelled")
+
+
+def test_a_cancelled_job_leaves_no_copy_written_ahead_and_resumes_after_its_last_deleted_chunk(
+    context: SliceboxContext,
+):
+    ids = _ingest(context, 2 * CHUNK + 3)
+    job = _Job(ids, cancel_at=2)  # chunk 1 is being written ahead when the job stops
+    with pytest.raises(JobCancelled):
+        _run(context, job)  # type: ignore[arg-type]
+    assert job.done == CHUNK and job.counts["anonymized"] == CHUNK
+    assert not [f for f in _files(context) if f.startswith(".")]  # no temp file left
+    assert len(_files(context)) == len(ids) and len(_key_rows(context)) == CHUNK
+    assert all(context.index.get_image(i) for i in ids[CHUNK:])
+
+    resumed = _Job(ids, done=job.done)
+    result = _run(context, resumed)  # type: ignore[arg-type]
+    assert resumed.done == len(ids) and resumed.counts["anonymized"] == len(ids) - CHUNK
+    assert len(result["images"]) == len(ids) - CHUNK
+    assert len(_files(context)) == len(ids) and len(_key_rows(context)) == len(ids)
+    assert context.index.counts()["images"] == len(ids)
+    for image_id in ids:
+        with pytest.raises(NotFound):
+            context.index.get_image(image_id)

@@ -12,8 +12,10 @@ import io
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
+import requests
 from generators import ct_bytes
 from nodeproc import start_node
 
@@ -29,12 +31,12 @@ def _keys(data_dir: Path) -> int:
         return 0
 
 
-def _wait(session: object, url: str, timeout: float = 120) -> dict[str, object]:
+def _wait(session: requests.Session, url: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        job = session.get(url, timeout=30).json()  # type: ignore[attr-defined]
+        job: dict[str, Any] = session.get(url, timeout=30).json()
         if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            return job  # type: ignore[no-any-return]
+            return job
         assert time.monotonic() < deadline, job
         time.sleep(0.05)
 
@@ -68,7 +70,7 @@ def test_sigkill_during_a_bulk_anonymization_then_resume(tmp_path: Path):
         r = s.post(f"{node.api}/jobs/{job_id}/resume", timeout=30)
         assert r.status_code == 201, r.text
         job = _wait(s, f"{node.api}/jobs/{r.json()['id']}")
-        assert job["state"] == "SUCCEEDED" and job["counts"]["failed"] == 0, job  # type: ignore[index]
+        assert job["state"] == "SUCCEEDED" and job["counts"]["failed"] == 0, job
 
         with sqlite3.connect(data_dir / "slicebox.sqlite") as db:
             images = dict(db.execute("SELECT SOPInstanceUID, storage_key FROM images").fetchall())
