@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from ..errors import ServiceUnavailable, SliceboxError
@@ -205,6 +206,8 @@ class WorkerPool:
         load: Callable[[int | None], int] | None = None,
     ) -> Call[T]:
         what = getattr(fn, "__name__", "a task")
+        # pickled before a worker is taken: a call that cannot be pickled fails here, holding no worker
+        message = ForkingPickler.dumps((fn, args, kwargs, len(fds)))
         self._ensure_started()
         worker = self._idle.get()
         if load is not None:
@@ -219,7 +222,7 @@ class WorkerPool:
                 if other is not worker:
                     self._idle.put(other)
         try:
-            worker.conn.send((fn, args, kwargs, len(fds)))
+            worker.conn.send_bytes(message)
             if fds:
                 socket.send_fds(worker.link, [b"F"], list(fds))
         except (OSError, EOFError, ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -58,6 +59,18 @@ def test_a_dead_worker_fails_only_its_task_and_is_replaced():
         while len(pool.worker_pids()) < 2 and time.monotonic() < deadline:  # and a new worker took its place
             time.sleep(0.05)
         assert len(pool.worker_pids()) == 2 and victim not in pool.worker_pids()
+    finally:
+        pool.close()
+
+
+def test_a_call_that_cannot_be_pickled_fails_at_once_and_holds_no_worker():
+    pool = WorkerPool(1)
+    try:
+        pool.run(_pid)  # started
+        for _ in range(3):  # each would have kept the one worker had it been taken first
+            with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
+                pool.run(_slow, lambda: 0)
+        assert pool.run(_slow, 0) in pool.worker_pids()
     finally:
         pool.close()
 
