@@ -16,7 +16,7 @@ from pg import index_engine, pg_engine, postgresql_url  # noqa: F401
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from slicebox_lab.anonymization import Option, Profile, keystore
+from slicebox_lab.anonymization import Option, Profile, anonymize, keystore
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.dicom.tagpath import parse_tag_values
 from slicebox_lab.errors import InvalidInput, NotFound
@@ -276,3 +276,22 @@ def test_a_new_study_of_a_known_pseudonym_is_re_identified_at_patient_level_from
     assert stored.PatientBirthDate == "19610204"  # patient level, from the newer key
     assert stored.StudyInstanceUID == "1.2.826.0.1.3680043.10.999.2"
     assert stored.get("AccessionNumber", "") != "ACC-77"  # study level not restored: another study
+
+
+def test_a_chunk_of_keys_is_stored_together_refreshing_known_ones(context: SliceboxContext):
+    """``store_key_records`` (a bulk job's chunk: a few statements, one durable transaction) on both back-ends:
+    new keys inserted with their attributes, a key already stored refreshed, a repeated identity stored once."""
+    reals = [ct_dataset(PatientID="MRN-7", SOPInstanceUID=f"1.2.826.0.1.3680043.10.9.{n}") for n in range(4)]
+    records = [keystore.key_record(real, anonymize(real, BASIC, context.pseudonym_keys), BASIC) for real in reals]
+    keystore.store_key_records(context.index, [(records[0], 1)])  # one known before the chunk
+    keystore.store_key_records(
+        context.index, [(record, n + 10) for n, record in enumerate(records)] + [(records[3], 99)]
+    )
+    keys = keystore.list_keys(context.index, count=100, order_by="SOPInstanceUID")
+    assert [k.SOPInstanceUID for k in keys] == [r.SOPInstanceUID for r in reals]
+    assert [k.imageId for k in keys] == [10, 11, 12, 99]  # the known key refreshed, the repeated one stored once
+    for key in keys:
+        values = keystore.key_values(context.index, key.id)
+        assert {v.tagPath for v in values} and all(v.keyId == key.id for v in values)
+    assert len({(k.SOPInstanceUID, k.AnonSOPInstanceUID) for k in keys}) == 4
+    keystore.store_key_records(context.index, [])  # nothing to store: no transaction
