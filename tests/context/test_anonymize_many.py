@@ -24,6 +24,7 @@ from slicebox_lab.events import ImageAdded
 from slicebox_lab.index.repository import Index
 from slicebox_lab.jobs import JobCancelled
 from slicebox_lab.model import IngestResult, Source
+from slicebox_lab.routing import filtering
 from slicebox_lab.storage.filesystem import FileBlobWriter
 
 WATCH = Source("directory", "incoming")
@@ -195,3 +196,21 @@ def test_a_cancelled_job_leaves_no_copy_written_ahead_and_resumes_after_its_last
     for image_id in ids:
         with pytest.raises(NotFound):
             context.index.get_image(image_id)
+
+
+def test_a_source_with_a_tag_filter_has_its_copies_filtered_in_the_same_chunk(context: SliceboxContext):
+    """The copies of a filtered source go the way of any filtered ingest (rewritten, then indexed alone); the
+    others of the chunk are indexed together."""
+    scanner = Source("scp", "ct-scanner")
+    kept = context.ingest(ct_bytes(SOPInstanceUID="1.2.826.0.1.3680043.8.498.79.50", KVP="120"), WATCH).image.id
+    filtered = context.ingest(ct_bytes(SOPInstanceUID="1.2.826.0.1.3680043.8.498.79.51", KVP="120"), scanner).image.id
+    tag_filter = filtering.create_filter(context.index, {"name": "no kVp", "type": "BLACKLIST", "tagPaths": ["KVP"]})
+    filtering.create_association(
+        context.index, {"sourceType": "scp", "sourceName": "ct-scanner", "filterId": tag_filter.id}
+    )
+    outcomes = context.anonymize_many([kept, filtered], BASIC, {})
+    assert all(isinstance(o, IngestResult) for o in outcomes), outcomes
+    first, second = (pydicom.dcmread(io.BytesIO(context.image_bytes(o.image.id))) for o in outcomes)  # type: ignore[union-attr]
+    assert first.KVP == "120" and "KVP" not in second
+    assert first.PatientIdentityRemoved == second.PatientIdentityRemoved == "YES"
+    assert len(_key_rows(context)) == 2 and len(_files(context)) == 4
