@@ -53,7 +53,7 @@ from .events import EventBus, ImageAdded, ImagesDeleted
 from .exports import ExportSets
 from .index import Index, create_engine, sqlite_url, upgrade
 from .index.leader import Leadership
-from .index.repository import IngestAlso, IngestEntry
+from .index.repository import IngestAlso
 from .jobs import JobManager
 from .model import SOURCE_TYPES, Image, IndexedAttributes, IngestResult, Source
 from .routing import filtering
@@ -426,6 +426,10 @@ class SliceboxContext:
         except BaseException:
             self.storage.delete(key)
             raise
+        return self._indexed(result, source, reidentified)
+
+    def _indexed(self, result: IngestResult, source: Source, reidentified: bool = False) -> IngestResult:
+        """After an image's rows are committed: the blob it replaced goes, and ``ImageAdded`` is published."""
         if result.replaced_storage_key:
             self.storage.delete(result.replaced_storage_key)
         self.events.publish(ImageAdded(result.image, source, not result.image_added, reidentified=reidentified))
@@ -581,16 +585,24 @@ class SliceboxContext:
                 blob.upload.discard()
             raise
         run: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
-        flushed = dict(zip(map(id, written), run(AnonymousBlob.flush, written), strict=True))  # one flush each
-        ready = [b for b in flushed.values() if isinstance(b, AnonymousBlob)]
+        flushed = list(run(AnonymousBlob.flush, written))  # the one flush of each
+        ready = [b for b in flushed if isinstance(b, AnonymousBlob)]
         try:
-            _raise_unexpected(flushed.values())
+            _raise_unexpected(flushed)
         except BaseException:
             for blob in ready:
                 self.storage.delete(blob.key)
             raise
-        stored = self._index_anonymous(ready)
-        return [_answer(stored.get(id(o), flushed.get(id(o))) if isinstance(o, AnonymousBlob) else o) for o in outcomes]
+        flushes, indexed = iter(flushed), iter(self._index_anonymous(ready))
+
+        def answer(outcome: object) -> IngestResult | SliceboxError:
+            if isinstance(outcome, AnonymousBlob):  # its flush's error, or what indexing it gave
+                outcome = next(flushes)
+                outcome = next(indexed) if isinstance(outcome, AnonymousBlob) else outcome
+            assert isinstance(outcome, IngestResult | SliceboxError), outcome  # others were raised above
+            return outcome
+
+        return [answer(outcome) for outcome in outcomes]
 
     def _anonymous_blob(
         self, image: Image, source: Source, profile: Profile, tag_values: Sequence[TagValue]
@@ -612,33 +624,27 @@ class SliceboxContext:
         key = tasks.blob_key(upload.prefix, self.index.source_id(source), upload.hexdigest())
         return AnonymousBlob(image, source, upload, done, key)
 
-    def _index_anonymous(self, blobs: list[AnonymousBlob]) -> dict[int, IngestResult | SliceboxError]:
-        """Index flushed anonymous blobs, in one transaction where no tag filter rewrites them; each alone if
-        that fails (so one bad image fails alone).  By ``id()`` of each blob."""
-        out: dict[int, IngestResult | SliceboxError] = {}
-        together = [b for b in blobs if filtering.filter_for_source(self.index, b.source) is None]
-        alone = [b for b in blobs if b not in together]
+    def _index_anonymous(self, blobs: list[AnonymousBlob]) -> list[IngestResult | SliceboxError]:
+        """Index flushed anonymous blobs (in order), in one transaction where no tag filter rewrites them; each
+        alone where one does, or if that transaction fails (so one bad image fails alone)."""
+        together = [i for i, b in enumerate(blobs) if filtering.filter_for_source(self.index, b.source) is None]
+        done: dict[int, IngestResult] = {}
         if together:
-            entries = [IngestEntry(b.done.inspected.attributes, b.source, b.key, b.done.size) for b in together]
+            entries = [blobs[i].entry for i in together]
             try:
                 results = self.index.ingest_many(entries, durable=False)  # derived from durable blobs
             except Exception:
                 log.info("indexing %d anonymized images together failed: one at a time", len(together))
-                alone = blobs
             else:
-                for blob, result in zip(together, results, strict=True):
-                    if result.replaced_storage_key:
-                        self.storage.delete(result.replaced_storage_key)
-                    self.events.publish(ImageAdded(result.image, blob.source, not result.image_added))
-                    out[id(blob)] = result
-        for blob in alone:
+                done = {i: self._indexed(result, blobs[i].source) for i, result in zip(together, results, strict=True)}
+
+        def alone(blob: AnonymousBlob) -> IngestResult | SliceboxError:
             try:
-                out[id(blob)] = self._index_blob(
-                    blob.key, blob.done.size, blob.source, blob.done.inspected, False, None
-                )
+                return self._index_blob(blob.key, blob.done.size, blob.source, blob.done.inspected, False, None)
             except SliceboxError as error:  # the blob is gone again
-                out[id(blob)] = error
-        return out
+                return error
+
+        return [done[i] if i in done else alone(blob) for i, blob in enumerate(blobs)]
 
     def modify(self, image_id: int, tag_values: Sequence[TagValue]) -> IngestResult:
         """Replace the image by a copy with ``tag_values`` applied (nested paths allowed)."""
@@ -763,11 +769,6 @@ def _done(value: T) -> Future[T]:
     future: Future[T] = Future()
     future.set_result(value)
     return future
-
-
-def _answer(outcome: object) -> IngestResult | SliceboxError:
-    assert isinstance(outcome, IngestResult | SliceboxError), outcome
-    return outcome
 
 
 def _raise_unexpected(outcomes: Iterable[object]) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import InvalidInput
-from .index.repository import IngestAlso
+from .index.repository import IngestAlso, IngestEntry
 from .model import Image, IndexedAttributes, IngestResult, Source
 from .storage import BlobWriter
 from .workers import tasks
@@ -43,6 +43,11 @@ class AnonymousBlob:
     upload: Upload
     done: tasks.AnonymizedBlob
     key: str
+
+    @property
+    def entry(self) -> IngestEntry:
+        """What the index takes of it."""
+        return IngestEntry(self.done.inspected.attributes, self.source, self.key, self.done.size)
 
     def flush(self) -> AnonymousBlob | BaseException:
         """Name the blob (its key is durable now) and make it durable: the one flush.  On failure (a full

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -36,6 +36,8 @@ __all__ = [
     "values_of_key",
     "store_keys",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,7 @@ _IDENTITY = (anonymization_keys.c.SOPInstanceUID == sa.bindparam("b_sop")) & (
     anonymization_keys.c.AnonSOPInstanceUID == sa.bindparam("b_anon_sop")
 )
 _KEY_BY_IDENTITY = sa.select(anonymization_keys).where(_IDENTITY)
-_KEY_ID_BY_IDENTITY = sa.select(anonymization_keys.c.id).where(_IDENTITY)
 _KEY_BY_ID = sa.select(anonymization_keys).where(anonymization_keys.c.id == sa.bindparam("b_id"))
-_INSERT_KEY = anonymization_keys.insert()
 _UPDATE_KEY = anonymization_keys.update().where(anonymization_keys.c.id == sa.bindparam("b_id"))
 _KEY_VALUES_OF = sa.select(
     anonymization_key_values.c.tag_path,
@@ -121,25 +121,28 @@ def store_key(index: Index, values: dict[str, Any], attribute_rows: list[dict[st
         return unchanged
 
     def write(conn: sa.Connection) -> Any:
-        key_id = conn.execute(_KEY_ID_BY_IDENTITY, ids).scalar()
-        if key_id is None:
-            inserted = conn.execute(_INSERT_KEY, values).inserted_primary_key
-            assert inserted is not None
-            key_id = inserted[0]
-        else:
-            conn.execute(_UPDATE_KEY, {**values, "b_id": key_id})
-            conn.execute(_DELETE_KEY_VALUES, {"b_id": key_id})
-        if attribute_rows:
-            conn.execute(_INSERT_KEY_VALUES, [{"key_id": key_id, **r} for r in attribute_rows])
-        return conn.execute(_KEY_BY_ID, {"b_id": key_id}).one()
+        key_ids = _write_keys(conn, [(values, attribute_rows)])
+        return conn.execute(_KEY_BY_ID, {"b_id": key_ids[(ids["b_sop"], ids["b_anon_sop"])]}).one()
 
+    return _key(_grouped_retrying(index, write))
+
+
+def store_keys(index: Index, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]) -> None:
+    """Insert (or refresh) many keys (each: its columns, its key attributes) in one durable transaction:
+    a bulk job's chunk writes its keys in a few statements."""
+    if keys:
+        _grouped_retrying(index, lambda conn: _write_keys(conn, keys))
+
+
+def _grouped_retrying(index: Index, write: Callable[[sa.Connection], T]) -> T:
+    """``write`` in a grouped durable transaction: the keys of every image anonymized at the same moment (a
+    box's images in flight, a bulk job's chunks) and the ingests of that moment share one commit.  Once more
+    if a concurrent anonymization of the same image inserted its key first: then it is updated."""
     for attempt in range(2):
         try:
-            # the key of every image anonymized at the same moment (a box's images in flight, a bulk
-            # job's threads) and the ingests of that moment share one durable commit
-            return _key(index.grouped_writing(write))
+            return index.grouped_writing(write)
         except sa.exc.IntegrityError:
-            if attempt:  # a concurrent anonymization of the same image inserted first: update it
+            if attempt:
                 raise
     raise AssertionError("unreachable")
 
@@ -151,22 +154,18 @@ _KEYS_OF_SOPS = sa.select(
 _INSERT_KEYS = anonymization_keys.insert().returning(anonymization_keys.c.id, sort_by_parameter_order=True)
 
 
-def store_keys(index: Index, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]) -> None:
-    """Insert (or refresh) many keys (each: its columns, its key attributes) in one durable transaction
-    (shared with concurrent ingests): a bulk job's chunk writes its keys in a few statements."""
-    if keys:
-        index.grouped_writing(lambda conn: _write_keys(conn, keys))
-
-
-def _write_keys(conn: sa.Connection, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]) -> None:
+def _write_keys(
+    conn: sa.Connection, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]
+) -> dict[tuple[str, str], int]:
+    """Insert or refresh ``keys`` on ``conn`` (one per identity, the last of the batch winning, as one
+    :func:`store_key` after another would); the id of each identity's key."""
     by_identity: dict[tuple[str, str], int] = {}
     sops = sorted({values["SOPInstanceUID"] for values, _ in keys})
     for start in range(0, len(sops), 500):
         for row in conn.execute(_KEYS_OF_SOPS, {"b_sops": sops[start : start + 500]}):
             by_identity[(row.SOPInstanceUID, row.AnonSOPInstanceUID)] = row.id
-    # one key per identity, the last of the batch winning (as one store_key after another would)
     latest = {(values["SOPInstanceUID"], values["AnonSOPInstanceUID"]): (values, rows) for values, rows in keys}
-    new = [key for identity, key in latest.items() if identity not in by_identity]
+    new = [(identity, key) for identity, key in latest.items() if identity not in by_identity]
     value_rows: list[dict[str, Any]] = []
     for identity, (values, attribute_rows) in latest.items():
         key_id = by_identity.get(identity)
@@ -174,11 +173,13 @@ def _write_keys(conn: sa.Connection, keys: Sequence[tuple[dict[str, Any], list[d
             conn.execute(_UPDATE_KEY, {**values, "b_id": key_id})
             conn.execute(_DELETE_KEY_VALUES, {"b_id": key_id})
             value_rows.extend({"key_id": key_id, **r} for r in attribute_rows)
-    key_ids = list(conn.execute(_INSERT_KEYS, [values for values, _ in new]).scalars()) if new else []
-    for key_id, (_, attribute_rows) in zip(key_ids, new, strict=True):
+    key_ids = list(conn.execute(_INSERT_KEYS, [values for _, (values, _) in new]).scalars()) if new else []
+    for key_id, (identity, (_, attribute_rows)) in zip(key_ids, new, strict=True):
+        by_identity[identity] = key_id
         value_rows.extend({"key_id": key_id, **r} for r in attribute_rows)
     if value_rows:
         conn.execute(_INSERT_KEY_VALUES, value_rows)
+    return by_identity
 
 
 def _unchanged_key(
