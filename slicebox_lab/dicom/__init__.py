@@ -18,9 +18,9 @@ from slicebox_lab.dicom.reading import (
     parse_part10,
     read_until_pixels,
     transfer_syntax_of,
-    write_part10,
 )
 from slicebox_lab.dicom.render import image_information, render_png, verify_number_of_frames, verify_pixel_data
+from slicebox_lab.dicom.writing import write_part10
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",

@@ -480,13 +480,14 @@ def _pydicom_bytes(ds: Dataset) -> bytes:
 
 
 def test_write_part10_writes_exactly_what_pydicom_writes() -> None:
-    """write_part10 appends trailing native Pixel Data itself: the bytes must stay pydicom's, for every
-    bundled file (parsed, so elements are still raw; and after de-identification, as boxes send them)."""
+    """write_part10 appends trailing native Pixel Data and copies raw elements itself: the bytes must stay
+    pydicom's, for every bundled file (parsed, so elements are still raw; and after de-identification, as
+    boxes send them)."""
     from slicebox_lab.anonymization import Profile, PseudonymKeys, anonymize
     from slicebox_lab.dicom import write_part10
-    from slicebox_lab.dicom.reading import _trailing_native_pixels
+    from slicebox_lab.dicom.writing import _direct_part10, _trailing_native_pixels
 
-    keys, appended = PseudonymKeys.generate(), 0
+    keys, appended, direct = PseudonymKeys.generate(), 0, 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for path in BUNDLED:
@@ -507,14 +508,16 @@ def test_write_part10_writes_exactly_what_pydicom_writes() -> None:
                 except Exception:  # pydicom cannot write it either
                     continue
                 appended += _trailing_native_pixels(ds) is not None
+                direct += _direct_part10(ds) is not None
                 assert write_part10(ds) == expected, path
     assert appended > 50  # the fast path was taken, and checked, for many files
+    assert direct > 200  # and raw elements were copied by the node, not by pydicom, for most of them
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
 def test_write_part10_appends_pixel_data_only_where_it_ends_the_dataset(syntax: UID) -> None:
     from slicebox_lab.dicom import write_part10
-    from slicebox_lab.dicom.reading import _trailing_native_pixels
+    from slicebox_lab.dicom.writing import _trailing_native_pixels
 
     ds = ct_dataset(rows=8, columns=8)
     ds.file_meta.TransferSyntaxUID = syntax
