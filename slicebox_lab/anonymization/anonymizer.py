@@ -33,11 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from .clean import clean_text, identifying_tokens, known_code, known_context_group
@@ -71,6 +72,7 @@ _DUMMY_BY_VR: dict[str, Any] = {
 }
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _LO_MAX = 64
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -162,11 +164,20 @@ def _file_meta(meta: FileMetaDataset, out: Dataset) -> FileMetaDataset:
 
 
 def _dataset(src: Dataset, run: _Run, cleaning: bool = False) -> Dataset:
-    """``src`` de-identified; ``cleaning`` below a sequence a C keeps (unnamed text is cleaned, not kept)."""
+    """``src`` de-identified; ``cleaning`` below a sequence a C keeps (unnamed text is cleaned, not kept).
+
+    A public element the profile keeps (K) that pydicom has not decoded yet goes over as read
+    (:func:`_kept_as_read`): the writer then copies its bytes instead of decoding and encoding them again,
+    which was half of a CT header's de-identification."""
     out = Dataset()
+    kept = out._dict  # elements as read go in without DataElement's checks, as dcmread puts them in
     has_private = False
-    for elem in src:
-        tag = elem.tag
+    for tag in src.keys():
+        raw = _kept_as_read(src, tag, run, cleaning)
+        if raw is not None:
+            kept[tag] = raw
+            continue
+        elem = src[tag]
         creator = None
         if tag.group % 2:
             has_private = True
@@ -177,6 +188,36 @@ def _dataset(src: Dataset, run: _Run, cleaning: bool = False) -> Dataset:
     if has_private:
         _drop_unused_creators(out)
     return out
+
+
+def _kept_as_read(src: Dataset, tag: BaseTag, run: _Run, cleaning: bool) -> RawDataElement | None:
+    """``src``'s element at ``tag`` as read, when it is still undecoded and :func:`_apply` would copy it: a public
+    element of a VR the data names (explicit VR) or the dictionary gives (implicit VR, as decoding would), not a
+    sequence (its items are de-identified), not UN (decoding may give it the dictionary's VR, which the profile
+    decides by), of defined length.  None otherwise: the element is decoded and de-identified by :func:`_apply`."""
+    elem = src.get_item(tag)
+    if not isinstance(elem, RawDataElement) or tag.group % 2 or elem.length == _UNDEFINED_LENGTH:
+        return None
+    vr = elem.VR or _dictionary_vr(tag)
+    if vr in (None, "SQ", "UN"):
+        return None
+    return elem if _copied(run.profile.action(tag, elem.VR, None, cleaning), str(vr), run) else None
+
+
+def _copied(action: Action, vr: str, run: _Run) -> bool:
+    """Whether :func:`_apply` copies an element of ``vr`` unchanged: K, and a C that neither moves a date nor
+    cleans text (times, numbers, codes of other VRs)."""
+    if action is Action.K:
+        return True
+    shifted = run.date_offset is not None and vr in ("DA", "DT")
+    return action is Action.C and not shifted and vr not in CLEAN_TEXT_VRS
+
+
+def _dictionary_vr(tag: BaseTag) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
 
 
 def _drop_unused_creators(ds: Dataset) -> None:
