@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -53,6 +52,7 @@ from .profile import (
     Action,
     Option,
     Profile,
+    dictionary_vr,
     element_text,
     private_creator,
 )
@@ -198,7 +198,7 @@ def _kept_as_read(src: Dataset, tag: BaseTag, run: _Run, cleaning: bool) -> RawD
     elem = src.get_item(tag)
     if not isinstance(elem, RawDataElement) or tag.group % 2 or elem.length == _UNDEFINED_LENGTH:
         return None
-    vr = elem.VR or _dictionary_vr(tag)
+    vr = elem.VR or dictionary_vr(tag)
     if vr in (None, "SQ", "UN"):
         return None
     return elem if _copied(run.profile.action(tag, elem.VR, None, cleaning), str(vr), run) else None
@@ -211,13 +211,6 @@ def _copied(action: Action, vr: str, run: _Run) -> bool:
         return True
     shifted = run.date_offset is not None and vr in ("DA", "DT")
     return action is Action.C and not shifted and vr not in CLEAN_TEXT_VRS
-
-
-def _dictionary_vr(tag: BaseTag) -> str | None:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return None
 
 
 def _drop_unused_creators(ds: Dataset) -> None:

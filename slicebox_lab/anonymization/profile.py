@@ -235,7 +235,8 @@ def _safe_private() -> tuple[frozenset[tuple[int, str, int]], frozenset[tuple[in
     return frozenset(elements), frozenset(creators)
 
 
-def _dictionary_vr(tag: BaseTag) -> str | None:
+def dictionary_vr(tag: BaseTag) -> str | None:
+    """The VR the data dictionary gives ``tag`` (what decoding an implicit-VR element gives it), None if unknown."""
     try:
         return dictionary_VR(tag)
     except KeyError:
@@ -387,14 +388,14 @@ class Profile:
             if not (dictionary_has_tag(tag) or repeater_has_tag(tag)):
                 return Action.X
             if cleaning:
-                kind = vr or _dictionary_vr(tag)
+                kind = vr or dictionary_vr(tag)
                 if kind in CLEAN_TEXT_VRS:
                     return Action.C
                 if kind in ("PN", "AE", "UR"):
                     return Action.Z
             return Action.K
         if action is Action.C:
-            kind = vr or _dictionary_vr(tag)
+            kind = vr or dictionary_vr(tag)
             row = _rows_by_id()[key]
             if kind in DATE_VRS:
                 modified = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES
