@@ -166,16 +166,15 @@ def _file_meta(meta: FileMetaDataset, out: Dataset) -> FileMetaDataset:
 def _dataset(src: Dataset, run: _Run, cleaning: bool = False) -> Dataset:
     """``src`` de-identified; ``cleaning`` below a sequence a C keeps (unnamed text is cleaned, not kept).
 
-    A public element the profile keeps (K) that pydicom has not decoded yet goes over as read
+    A public element copied unchanged (:func:`_copied`) that pydicom has not decoded yet goes over as read
     (:func:`_kept_as_read`): the writer then copies its bytes instead of decoding and encoding them again,
     which was half of a CT header's de-identification."""
     out = Dataset()
-    kept = out._dict  # elements as read go in without DataElement's checks, as dcmread puts them in
     has_private = False
     for tag in src.keys():
         raw = _kept_as_read(src, tag, run, cleaning)
         if raw is not None:
-            kept[tag] = raw
+            out[tag] = raw
             continue
         elem = src[tag]
         creator = None
@@ -205,8 +204,8 @@ def _kept_as_read(src: Dataset, tag: BaseTag, run: _Run, cleaning: bool) -> RawD
 
 
 def _copied(action: Action, vr: str, run: _Run) -> bool:
-    """Whether :func:`_apply` copies an element of ``vr`` unchanged: K, and a C that neither moves a date nor
-    cleans text (times, numbers, codes of other VRs)."""
+    """Whether an element of ``vr`` is copied unchanged (by :func:`_apply`, or as read by :func:`_kept_as_read`):
+    K, and a C that neither moves a date nor cleans text (times, numbers, codes of other VRs)."""
     if action is Action.K:
         return True
     shifted = run.date_offset is not None and vr in ("DA", "DT")
@@ -237,12 +236,13 @@ def _apply(
         return DataElement(elem.tag, "UI", _map_values(elem.value, run.keys.uid))
     if action is Action.D:
         return DataElement(elem.tag, vr, _DUMMY_BY_VR.get(vr, DUMMY_TEXT if vr in _TEXT_VRS else None))
-    if action is Action.C and run.date_offset is not None and vr in ("DA", "DT"):
-        offset = run.date_offset
-        return DataElement(elem.tag, vr, _map_values(elem.value, lambda v: _shift(v, offset)))
-    if action is Action.C and vr in CLEAN_TEXT_VRS:
+    if _copied(action, vr, run):
+        return _copy(elem)  # K, and a C that neither moves a date nor cleans text (times of day are kept)
+    if vr in CLEAN_TEXT_VRS:
         return _clean(elem, run, src)
-    return _copy(elem)  # K, and C for TM (times of day are kept)
+    offset = run.date_offset  # what is left: a C of a DA or DT under Modified Dates
+    assert offset is not None and vr in ("DA", "DT"), (action, vr)
+    return DataElement(elem.tag, vr, _map_values(elem.value, lambda v: _shift(v, offset)))
 
 
 _CodeValue, _LongCodeValue, _ContextIdentifier = Tag(0x0008, 0x0100), Tag(0x0008, 0x0119), Tag(0x0008, 0x010F)

@@ -69,7 +69,7 @@ def _direct_part10(dataset: Dataset) -> bytes | None:
         or implicit is None
         or dataset.original_encoding != (implicit, True)
         or dataset.original_character_set != dataset._character_set
-        or any(tag >> 16 in (0, 2) for tag in dataset._dict)
+        or any(tag >> 16 in (0, 2) for tag in dataset.keys())
         or (preamble and len(preamble) != 128)
     ):
         return None
@@ -88,7 +88,7 @@ def _file_meta(dataset: Dataset, meta: FileMetaDataset) -> FileMetaDataset:
     """The file meta dcmwrite writes: the dataset's SOP Class and Instance UIDs, the rest validated and completed
     (its elements copied, so that the caller's file meta stays as it was)."""
     written = FileMetaDataset()
-    for tag, elem in meta._dict.items():
+    for tag, elem in meta.items():
         written[tag] = copy.copy(elem)
     for meta_keyword, keyword in (
         ("MediaStorageSOPClassUID", "SOPClassUID"),
