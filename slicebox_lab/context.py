@@ -746,24 +746,6 @@ class SliceboxContext:
             self.events.publish(ImagesDeleted(done))
         return list(done)
 
-    # ------------------------------------------------------------------ export
-
-    def export_entries(self, image_ids: Iterable[int]) -> Iterator[tuple[str, Image]]:
-        """(path in the zip, image) for each existing image, in Slicebox's folder layout."""
-        for image_id in image_ids:
-            try:
-                image = self.index.get_image(image_id)
-                flat = self.index.get_flat_series(image.series_id)
-            except NotFound:
-                continue
-            patient, study, series = flat.patient, flat.study, flat.series
-            parts = [
-                f"{patient.id}_{patient.PatientName}-{patient.PatientID}",
-                f"{study.id}_{study.StudyDate}",
-                f"{series.id}_{series.SeriesDate}_{series.Modality}",
-            ]
-            yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
-
 
 def _done(value: T) -> Future[T]:
     future: Future[T] = Future()
@@ -782,7 +764,3 @@ def _spool_folder() -> Path:
     """A private folder for files that live for one request (in RAM, /dev/shm, where Linux has it)."""
     base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
     return Path(tempfile.mkdtemp(prefix="slicebox-spool-", dir=base))
-
-
-def _safe_path_part(part: str) -> str:
-    return re.sub(r'[/\\:*?"<>|\x00-\x1f]', "-", part)

@@ -3,6 +3,7 @@ made, never held in memory."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import zipfile
@@ -10,8 +11,31 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from .errors import InvalidInput, NotFound
+from .index import Index
+from .model import Image
 
-__all__ = ["ExportSets", "ZipStream"]
+__all__ = ["ExportSets", "ZipStream", "export_entries"]
+
+
+def export_entries(index: Index, image_ids: Iterable[int]) -> Iterator[tuple[str, Image]]:
+    """(path in the zip, image) for each existing image, in Slicebox's folder layout."""
+    for image_id in image_ids:
+        try:
+            image = index.get_image(image_id)
+            flat = index.get_flat_series(image.series_id)
+        except NotFound:
+            continue
+        patient, study, series = flat.patient, flat.study, flat.series
+        parts = [
+            f"{patient.id}_{patient.PatientName}-{patient.PatientID}",
+            f"{study.id}_{study.StudyDate}",
+            f"{series.id}_{series.SeriesDate}_{series.Modality}",
+        ]
+        yield "/".join(_safe_path_part(p) for p in parts) + f"/{image.id}.dcm", image
+
+
+def _safe_path_part(part: str) -> str:
+    return re.sub(r'[/\\:*?"<>|\x00-\x1f]', "-", part)
 
 
 class ExportSets:

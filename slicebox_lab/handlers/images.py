@@ -6,7 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import InvalidInput
-from ..exports import ZipStream
+from ..exports import ZipStream, export_entries
 from ..model import IngestResult
 from .base import API, DICOM_TYPES, SliceboxHandler
 from .upload import FileParts, StreamingHandler, form_boundary, stored
@@ -119,7 +119,7 @@ class ExportHandler(SliceboxHandler):
     async def get(self) -> None:
         """Stream the zip of an export set, one file at a time."""
         ids = self.context.exports.get(self.int_argument("id"))
-        entries = await self.blocking(lambda: list(self.context.export_entries(ids)))
+        entries = await self.blocking(lambda: list(export_entries(self.context.index, ids)))
         if not entries:
             raise InvalidInput("none of the images of this export set exist any more")
         self.set_header("Content-Type", "application/zip")
