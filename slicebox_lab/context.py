@@ -552,23 +552,25 @@ class SliceboxContext:
         profile: Profile,
         tag_values: Mapping[int, Sequence[TagValue]],
         pool: Executor | None = None,
+        per_call: int | None = None,
     ) -> PendingAnonymization:
-        """Have the workers write the images' anonymous copies into new, unnamed blobs (in ``pool``'s threads,
-        returning at once; without a pool, here).  Then :meth:`finish_anonymizing` or ``discard`` them."""
+        """Have the workers write the images' anonymous copies into new, unnamed blobs, ``per_call`` images to
+        a worker's call (default: the images spread evenly over the workers), in ``pool``'s threads, returning
+        at once (without a pool, here).  Then :meth:`finish_anonymizing` or ``discard`` them."""
         found = self.index.images_with_sources(image_ids)
+        ids = list(image_ids)
+        per_call = max(1, per_call or -(-len(ids) // max(1, self.workers.workers)))
 
-        def write(image_id: int) -> AnonymousBlob | IngestResult | BaseException:
-            if image_id not in found:
-                return NotFound(f"image {image_id} not found")
-            image, source = found[image_id]
+        def write(batch: Sequence[int]) -> list[AnonymousBlob | IngestResult | BaseException]:
             try:
-                return self._anonymous_blob(image, source, profile, tag_values.get(image_id, ()))
+                return self._anonymous_blobs([found.get(i) or i for i in batch], profile, tag_values)
             except BaseException as error:  # kept until every write is done: then nothing is left behind
-                return error
+                return [error] * len(batch)
 
+        batches = [ids[at : at + per_call] for at in range(0, len(ids), per_call)]
         if pool is not None:
-            return PendingAnonymization([pool.submit(write, image_id) for image_id in image_ids])
-        return PendingAnonymization([_done(write(image_id)) for image_id in image_ids])
+            return PendingAnonymization([pool.submit(write, batch) for batch in batches])
+        return PendingAnonymization([_done(write(batch)) for batch in batches])
 
     def finish_anonymizing(
         self, pending: PendingAnonymization, pool: Executor | None = None
@@ -604,25 +606,53 @@ class SliceboxContext:
 
         return [answer(outcome) for outcome in outcomes]
 
-    def _anonymous_blob(
-        self, image: Image, source: Source, profile: Profile, tag_values: Sequence[TagValue]
-    ) -> AnonymousBlob | IngestResult:
-        """The image de-identified by a worker into a new blob, not yet named (its key is not yet durable)."""
-        upload = self.upload(source)
-        blob_path = upload.writer.path
-        source_path = self.storage.local_path(image.storage_key)
-        if blob_path is None or source_path is None:  # storage without files (tests): through bytes
-            upload.discard()
-            return self._replace(image, self._anonymized(image, profile, tag_values), delete_original=False)
+    def _anonymous_blobs(
+        self,
+        images: Sequence[tuple[Image, Source] | int],
+        profile: Profile,
+        tag_values: Mapping[int, Sequence[TagValue]],
+    ) -> list[AnonymousBlob | IngestResult | BaseException]:
+        """The images (with their series' sources; an id alone: not found) de-identified by one worker's call into
+        new blobs, not yet named (their keys are not yet durable): each image's blob, or why it has none."""
+        out: dict[int, AnonymousBlob | IngestResult | BaseException] = {}
+        calls: list[tuple[int, Image, Source, Upload]] = []
+        items: list[tuple[str, str, tuple[TagValue, ...]]] = []
+        for at, found in enumerate(images):
+            if isinstance(found, int):
+                out[at] = NotFound(f"image {found} not found")
+                continue
+            image, source = found
+            values = tuple(tag_values.get(image.id, ()))
+            try:
+                upload = self.upload(source)
+                blob_path, source_path = upload.writer.path, self.storage.local_path(image.storage_key)
+                if blob_path is None or source_path is None:  # storage without files (tests): through bytes
+                    upload.discard()
+                    out[at] = self._replace(image, self._anonymized(image, profile, values), delete_original=False)
+                    continue
+            except BaseException as error:
+                out[at] = error
+                continue
+            calls.append((at, image, source, upload))
+            items.append((source_path, blob_path, values))
         try:
-            how = self._deidentification(profile, tag_values)
-            done = self.workers.run(tasks.anonymize_into, source_path, None, how, blob_path)
+            how = self._deidentification(profile, ())
+            answers: list[Any] = self.workers.run(tasks.anonymize_each_into, items, how) if items else []
+        except Exception as error:  # the worker died: each of its images fails with that (a SliceboxError)
+            answers = [error] * len(calls)
         except BaseException:
-            upload.discard()
+            for _, _, _, upload in calls:
+                upload.discard()
             raise
-        upload.adopt(done.size, done.digest)
-        key = tasks.blob_key(upload.prefix, self.index.source_id(source), upload.hexdigest())
-        return AnonymousBlob(image, source, upload, done, key)
+        for (at, image, source, upload), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                upload.discard()
+                out[at] = answer
+            else:
+                upload.adopt(answer.size, answer.digest)
+                key = tasks.blob_key(upload.prefix, self.index.source_id(source), upload.hexdigest())
+                out[at] = AnonymousBlob(image, source, upload, answer, key)
+        return [out[at] for at in range(len(images))]
 
     def _index_anonymous(self, blobs: list[AnonymousBlob]) -> list[IngestResult | SliceboxError]:
         """Index flushed anonymous blobs (in order), in one transaction where no tag filter rewrites them; each

@@ -63,15 +63,15 @@ class AnonymousBlob:
 
 
 class PendingAnonymization:
-    """The anonymous copies of a chunk being written (``SliceboxContext.start_anonymizing``): each future
-    answers the image's :class:`AnonymousBlob`, a result already stored, or an error; none raises."""
+    """The anonymous copies of a chunk being written (``SliceboxContext.start_anonymizing``), a few images to each
+    future: each image's :class:`AnonymousBlob`, a result already stored, or an error; none raises."""
 
-    def __init__(self, writes: list[Future[AnonymousBlob | IngestResult | BaseException]]) -> None:
+    def __init__(self, writes: list[Future[list[AnonymousBlob | IngestResult | BaseException]]]) -> None:
         self._writes = writes
 
     def outcomes(self) -> list[AnonymousBlob | IngestResult | BaseException]:
-        """Every write's outcome, once all are done."""
-        return [write.result() for write in self._writes]
+        """Every image's outcome, in order, once all are done."""
+        return [outcome for write in self._writes for outcome in write.result()]
 
     def discard(self) -> None:
         """Abandon the chunk (a cancelled or failed job): wait for the writes and remove every copy."""

@@ -26,6 +26,7 @@ from slicebox_lab.jobs import JobCancelled
 from slicebox_lab.model import IngestResult, Source
 from slicebox_lab.routing import filtering
 from slicebox_lab.storage.filesystem import FileBlobWriter
+from slicebox_lab.workers import WorkerFailed, tasks
 
 WATCH = Source("directory", "incoming")
 BASIC = Profile()
@@ -214,3 +215,77 @@ def test_a_source_with_a_tag_filter_has_its_copies_filtered_in_the_same_chunk(co
     assert first.KVP == "120" and "KVP" not in second
     assert first.PatientIdentityRemoved == second.PatientIdentityRemoved == "YES"
     assert len(_key_rows(context)) == 2 and len(_files(context)) == 4
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path):
+    context = SliceboxContext.open(tmp_path / "node", fsync=False, workers=2)
+    yield context
+    context.close()
+    context.workers.close()
+
+
+def test_worker_calls_carry_several_images_each_failing_alone(two_workers: SliceboxContext, monkeypatch):
+    """A chunk goes to the workers a few images to a call (the server pays a call's hand-over once for them);
+    an image refused inside a call, or one that is gone, fails alone, in its place."""
+    context = two_workers
+    ids = _ingest(context, 5)
+    burned = ct_bytes(PatientID="REAL", SOPInstanceUID="1.2.826.0.1.3680043.8.498.79.99", BurnedInAnnotation="YES")
+    refused = context.ingest(burned, WATCH).image.id
+    calls: list[int] = []
+    real_start = context.workers.start
+
+    def start(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if fn is tasks.anonymize_each_into:
+            calls.append(len(args[0]))
+        return real_start(fn, *args, **kwargs)
+
+    monkeypatch.setattr(context.workers, "start", start)
+    chunk = [ids[0], ids[1], refused, 99999, ids[2], ids[3], ids[4]]
+    tag_values = {ids[3]: parse_tag_values([{"tagPath": "PatientName", "value": "Chosen^Name"}])}
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = context.anonymize_many(chunk, BASIC, tag_values, pool)
+    assert sorted(calls) == [3, 3]  # seven images over two workers, four and three to a call; the gone one not sent
+    assert isinstance(outcomes[2], SliceboxError) and "burned" in outcomes[2].message.lower()
+    assert isinstance(outcomes[3], NotFound)
+    done = [o for i, o in enumerate(outcomes) if i not in (2, 3)]
+    assert all(isinstance(o, IngestResult) and o.image_added for o in done), outcomes
+    renamed = pydicom.dcmread(io.BytesIO(context.image_bytes(outcomes[5].image.id)))  # type: ignore[union-attr]
+    assert str(renamed.PatientName) == "Chosen^Name" and renamed.PatientIdentityRemoved == "YES"
+    assert _key_rows(context) == sorted(
+        (i, o.image.SOPInstanceUID) for i, o in zip(chunk, outcomes, strict=True) if isinstance(o, IngestResult)
+    )
+    assert len(_files(context)) == 6 + 5  # originals and five copies: nothing of the refused image
+
+
+def test_a_worker_that_dies_fails_the_images_of_its_call_and_leaves_nothing_behind(
+    two_workers: SliceboxContext, monkeypatch
+):
+    context = two_workers
+    ids = _ingest(context, 6)
+    originals = _files(context)
+    killed: list[int | None] = []
+    real_start = context.workers.start
+
+    def start(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        call = real_start(fn, *args, **kwargs)
+        if fn is tasks.anonymize_each_into and not killed:
+            killed.append(call.pid)
+            call.terminate()  # the first call's worker dies with its images under way
+        return call
+
+    monkeypatch.setattr(context.workers, "start", start)
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = context.anonymize_many(ids, BASIC, {}, pool)
+    failed = [o for o in outcomes if isinstance(o, WorkerFailed)]
+    stored = [o for o in outcomes if isinstance(o, IngestResult)]
+    assert len(failed) == 3 and len(stored) == 3, outcomes
+    assert "nothing of this request was stored" in failed[0].message
+    assert _files(context) == originals | {o.image.storage_key for o in stored}  # no temp file, no half copy
+    assert len(_key_rows(context)) == 3
+    assert killed[0] not in context.workers.worker_pids() and len(context.workers.worker_pids()) == 2
+
+    monkeypatch.undo()  # the replacement worker does the failed ones
+    again = context.anonymize_many([i for i, o in zip(ids, outcomes, strict=True) if o in failed], BASIC, {})
+    assert all(isinstance(o, IngestResult) for o in again)
+    assert len(_key_rows(context)) == 6 and len(_files(context)) == 12
