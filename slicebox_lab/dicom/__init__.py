@@ -13,6 +13,7 @@ from slicebox_lab.dicom.reading import (
     Header,
     ParsedDicom,
     TrailingPixels,
+    checked_header,
     extract_attributes,
     parse_header,
     parse_part10,
@@ -20,7 +21,7 @@ from slicebox_lab.dicom.reading import (
     transfer_syntax_of,
 )
 from slicebox_lab.dicom.render import image_information, render_png, verify_number_of_frames, verify_pixel_data
-from slicebox_lab.dicom.writing import write_part10
+from slicebox_lab.dicom.writing import write_part10, write_part10_and_meta
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -28,6 +29,7 @@ __all__ = [
     "ParsedDicom",
     "TrailingPixels",
     "attribute_listing",
+    "checked_header",
     "extract_attributes",
     "image_information",
     "keyword",
@@ -43,4 +45,5 @@ __all__ = [
     "vm",
     "vr",
     "write_part10",
+    "write_part10_and_meta",
 ]

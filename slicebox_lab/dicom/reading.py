@@ -166,12 +166,13 @@ def _parse_checked(data: bytes) -> ParsedDicom:
     )
 
 
-def _required_values(ds: Dataset) -> dict[str, str]:
-    """The identity every stored file must have ("" where it lacks one)."""
+def _required_values(ds: Dataset, meta: Dataset | None = None) -> dict[str, str]:
+    """The identity every stored file must have ("" where it lacks one); ``meta``: the file meta (``ds``'s own)."""
+    meta = ds.file_meta if meta is None else meta
     return {
         "SOPInstanceUID": _first_value(ds, "SOPInstanceUID"),
         # the SOP Class may come from the file meta when the dataset lacks it
-        "SOPClassUID": _first_value(ds, "SOPClassUID") or _first_value(ds.file_meta, "MediaStorageSOPClassUID"),
+        "SOPClassUID": _first_value(ds, "SOPClassUID") or _first_value(meta, "MediaStorageSOPClassUID"),
         "StudyInstanceUID": _first_value(ds, "StudyInstanceUID"),
         "SeriesInstanceUID": _first_value(ds, "SeriesInstanceUID"),
     }
@@ -520,15 +521,28 @@ def parse_header(head: bytes) -> Header | None:
         fp = io.BytesIO(head)
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
         offset = fp.tell()  # pydicom rewinds to the tag of the element it stopped at
-        element = _pixel_element(head[offset : offset + 12], _NATIVE_LITTLE_ENDIAN[ts])
+    except Exception:  # pydicom raises many types on bad input: the full parse says why
+        return None
+    return checked_header(ds, ds.file_meta, offset, head[offset : offset + 12])
+
+
+def checked_header(ds: Dataset, meta: Dataset, offset: int, pixel_head: bytes) -> Header | None:
+    """:func:`parse_header`'s checks of a header: ``ds`` (without Pixel Data) and its file ``meta`` taking the
+    first ``offset`` bytes of the file, followed by a Pixel Data element starting with ``pixel_head``.  Also
+    what a worker knows of a file it has just written that way, without reading it back."""
+    ts = UID(str(meta.get("TransferSyntaxUID") or "").rstrip(" \x00"))
+    if ts not in _NATIVE_LITTLE_ENDIAN:
+        return None
+    try:
+        element = _pixel_element(pixel_head, _NATIVE_LITTLE_ENDIAN[ts])
         if len(ds) == 0 or element is None or element[1] == _UNDEFINED_LENGTH:
             return None
         header_bytes, length = element
         size = offset + header_bytes + length
-        _check_file_meta_complete(ds.file_meta, size)
+        _check_file_meta_complete(meta, size)
         _check_native_length(ds, length)
         verify_number_of_frames(ds)  # what render.verify_pixel_data checks of a header
-        values = _required_values(ds)
+        values = _required_values(ds, meta)
     except Exception:  # pydicom raises many types on bad input; InvalidDicom too: the full parse says why
         return None
     if not all(values.values()):

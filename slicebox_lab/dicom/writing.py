@@ -28,12 +28,17 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from slicebox_lab.dicom.reading import _NATIVE_LITTLE_ENDIAN, _PIXEL_DATA, _UNDEFINED_LENGTH
 
-__all__ = ["write_part10"]
+__all__ = ["write_part10", "write_part10_and_meta"]
 
 
 def write_part10(dataset: Dataset) -> bytes:
     """``dataset`` (with its file meta) as Part-10 bytes, the way every rewritten file of the node is made:
     pydicom's bytes (``dcmwrite``, ``enforce_file_format``), partly copied here (module docstring)."""
+    return write_part10_and_meta(dataset)[0]
+
+
+def write_part10_and_meta(dataset: Dataset) -> tuple[bytes, FileMetaDataset]:
+    """:func:`write_part10`, and the file meta it wrote (what the file would read back as)."""
     pixels = _trailing_native_pixels(dataset)
     if pixels is None:
         return _part10(dataset)
@@ -44,22 +49,24 @@ def write_part10(dataset: Dataset) -> bytes:
     implicit, little = dataset.original_encoding
     if implicit is not None and little is not None:  # so that elements still raw are written as read
         head.set_original_encoding(implicit, little, dataset.original_character_set)
-    return b"".join((_part10(head), header, value))
+    written, meta = _part10(head)
+    return b"".join((written, header, value)), meta
 
 
-def _part10(dataset: Dataset) -> bytes:
+def _part10(dataset: Dataset) -> tuple[bytes, FileMetaDataset]:
     written = _direct_part10(dataset)
     if written is not None:
         return written
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
+    return buffer.getvalue(), _file_meta(dataset, dataset.file_meta)
 
 
-def _direct_part10(dataset: Dataset) -> bytes | None:
-    """What ``dcmwrite(..., enforce_file_format=True)`` writes for ``dataset``, when it is in a little-endian
-    syntax and would be written in the encoding it was read in (so that its raw elements are written as
-    read); None otherwise, and for everything dcmwrite would refuse (it then says why)."""
+def _direct_part10(dataset: Dataset) -> tuple[bytes, FileMetaDataset] | None:
+    """What ``dcmwrite(..., enforce_file_format=True)`` writes for ``dataset`` (and the file meta it writes),
+    when it is in a little-endian syntax and would be written in the encoding it was read in (so that its raw
+    elements are written as read); None otherwise, and for everything dcmwrite would refuse (it then says
+    why)."""
     meta = getattr(dataset, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     implicit = _NATIVE_LITTLE_ENDIAN.get(syntax) if syntax is not None else None
@@ -77,11 +84,12 @@ def _direct_part10(dataset: Dataset) -> bytes | None:
     fp.is_implicit_VR, fp.is_little_endian = implicit, True
     fp.write(preamble or bytes(128))
     fp.write(b"DICM")
-    write_file_meta_info(fp, _file_meta(dataset, meta), enforce_standard=True)
+    written = _file_meta(dataset, meta)
+    write_file_meta_info(fp, written, enforce_standard=True)
     if "PixelData" in dataset:  # as dcmwrite: native pixel data has a defined length
         dataset["PixelData"].is_undefined_length = False
     _write_elements(fp, dataset, implicit)
-    return fp.getvalue()
+    return fp.getvalue(), written
 
 
 def _file_meta(dataset: Dataset, meta: FileMetaDataset) -> FileMetaDataset:
