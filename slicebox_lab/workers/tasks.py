@@ -11,14 +11,18 @@ import hashlib
 import io
 import os
 import pickle
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import xxhash
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 
 from .. import dicom
 from ..anonymization import Action, Profile, PseudonymKeys, anonymize, keystore, report
@@ -29,6 +33,8 @@ from ..model import IndexedAttributes
 
 #: (7FE0,0010) Pixel Data
 _PIXEL_DATA = 0x7FE00010
+#: bytes of a Pixel Data element before its value: tag, VR, reserved and length (explicit VR; implicit: 8)
+_PIXEL_ELEMENT_HEADER = 12
 
 __all__ = [
     "Anonymized",
@@ -142,12 +148,16 @@ class Deidentification:
         return self._deidentified(dicom.parse_part10(_read(path, data)).dataset)
 
     def _deidentified(self, real: Dataset) -> tuple[bytes, keystore.KeyRecord]:
+        out, record = self._deidentified_dataset(real)
+        return dicom.write_part10(out), record
+
+    def _deidentified_dataset(self, real: Dataset) -> tuple[Dataset, keystore.KeyRecord]:
         out = anonymize(real, self.profile, self.keys)
         if self.tag_values:
             apply_tag_values(out, self.tag_values)
-        return dicom.write_part10(out), keystore.key_record(real, out, self.profile, self.key_attributes)
+        return out, keystore.key_record(real, out, self.profile, self.key_attributes)
 
-    def apply_to_header(self, file: BinaryIO) -> tuple[bytes, dicom.TrailingPixels, keystore.KeyRecord] | None:
+    def apply_to_header(self, file: BinaryIO) -> DeidentifiedHeader | None:
         """:meth:`apply` to the header alone, when the pixels leave as they are: the de-identified file is the
         new header followed by the stored file's Pixel Data element, bytes as they are (copied by the kernel,
         never parsed nor held).  None where that would not give :meth:`apply`'s file: Pixel Data that does not
@@ -163,8 +173,20 @@ class Deidentification:
             return None
         if any(not value.path.steps and value.path.tag == _PIXEL_DATA for value in self.tag_values):
             return None  # a tag value removes (or would write) the pixels
-        header, record = self._deidentified(real)
-        return header, pixels, record
+        out, record = self._deidentified_dataset(real)
+        header, meta = dicom.write_part10_and_meta(out)
+        return DeidentifiedHeader(header, pixels, record, out, meta)
+
+
+class DeidentifiedHeader(NamedTuple):
+    """:meth:`Deidentification.apply_to_header`'s answer: the new header's bytes, the stored Pixel Data element
+    that follows them, the key record, and the de-identified dataset and file meta the header was written from."""
+
+    header: bytes
+    pixels: dicom.TrailingPixels
+    record: keystore.KeyRecord
+    dataset: Dataset
+    meta: Dataset
 
 
 def anonymize_file(
@@ -189,16 +211,15 @@ def write_anonymized(
         with open(path, "rb") as source:
             split = how.apply_to_header(source)
             if split is not None:
-                header, pixels, record = split
-                _write(target, header, digest)
-                _copy_pixels(source, target, pixels, digest)
-                return record
+                _write(target, split.header, digest)
+                _copy_pixels(source, target, split.pixels, digest)
+                return split.record
     written, record = how.apply(path, data)
     _write(target, written, digest)
     return record
 
 
-def _write(target: BinaryIO, data: bytes, digest: Any) -> None:
+def _write(target: BinaryIO, data: bytes | memoryview, digest: Any) -> None:
     if digest is not None:
         digest.update(data)
     target.write(data)
@@ -206,24 +227,36 @@ def _write(target: BinaryIO, data: bytes, digest: Any) -> None:
 
 def _copy_pixels(source: BinaryIO, target: BinaryIO, pixels: dicom.TrailingPixels, digest: Any = None) -> None:
     """The stored Pixel Data element appended to ``target``: by the kernel (``sendfile``, page cache to
-    page cache) into a file, or a megabyte at a time when ``digest`` must see the bytes or ``target`` is
-    in memory."""
+    page cache) into a file, or a megabyte at a time (through one buffer per thread, never allocated
+    again) when ``digest`` must see the bytes or ``target`` is in memory."""
     by_kernel = digest is None and not isinstance(target, io.BytesIO)
     if by_kernel:
         target.flush()
     position, left = pixels.offset, pixels.length
+    buffer = None if by_kernel else _copy_buffer()
     while left:
-        if by_kernel:
+        if buffer is None:
             sent = os.sendfile(target.fileno(), source.fileno(), position, left)
         else:
             source.seek(position)
-            chunk = source.read(min(left, 1 << 20))
-            _write(target, chunk, digest)
-            sent = len(chunk)
+            chunk = buffer[: min(left, len(buffer))]
+            sent = source.readinto(chunk)  # type: ignore[attr-defined]
+            _write(target, chunk[:sent], digest)
         if not sent:
             raise SliceboxError("the stored file ended before its pixel data did: it changed while being read")
         position += sent
         left -= sent
+
+
+_buffers = threading.local()
+
+
+def _copy_buffer() -> memoryview:
+    """This thread's megabyte for copies (a fresh one each time would cost its page faults again)."""
+    buffer: memoryview | None = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = memoryview(bytearray(1 << 20))
+    return buffer
 
 
 @dataclass(frozen=True)
@@ -239,16 +272,61 @@ class AnonymizedBlob:
 
 def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, blob_path: str) -> AnonymizedBlob:
     """Anonymize a stored file into the (already created) file of a new blob: anonymization in place
-    costs one parse and one write, and the server only renames, flushes and indexes."""
-    buffer = io.BytesIO()
-    record = write_anonymized(buffer, path, data, how)
-    written = buffer.getvalue()
+    costs one parse and one write, and the server only renames, flushes and indexes.
+
+    Where the header alone is de-identified (:meth:`Deidentification.apply_to_header`), the stored Pixel Data
+    goes into the blob a megabyte at a time, hashed on the way, and what the index keeps comes from the
+    dataset the header was written from (:func:`_inspected_as_written`): the file is never held whole nor
+    parsed again.  Otherwise the whole file is written, and inspected as every stored file is."""
+    digest = blob_digest()
+    if path is not None:
+        with open(path, "rb") as source:
+            split = how.apply_to_header(source)
+            if split is not None:
+                with open(blob_path, "r+b") as f:
+                    _write(f, split.header, digest)
+                    _copy_pixels(source, f, split.pixels, digest)
+                    size = f.tell()
+                source.seek(split.pixels.offset)
+                inspected = _inspected_as_written(split, source.read(_PIXEL_ELEMENT_HEADER), size)
+                return AnonymizedBlob(size, digest.hexdigest(), inspected or inspect(blob_path), split.record)
+    written, record = how.apply(path, data)
     inspected = _inspected(written)
     with open(blob_path, "r+b") as f:
         f.write(written)
-    digest = blob_digest()
     digest.update(written)
     return AnonymizedBlob(len(written), digest.hexdigest(), inspected, record)
+
+
+def _inspected_as_written(split: DeidentifiedHeader, pixel_head: bytes, size: int) -> Inspected | None:
+    """:func:`inspect` of the file just written from ``split`` (``size`` bytes, its Pixel Data element starting
+    with ``pixel_head``), from the dataset it was written from: the checks of :func:`dicom.checked_header`,
+    which the header of an upload passes, and the attributes the index keeps.  None where the file must be
+    read back instead: a header those checks cannot decide, or a value decoded here whose text might not
+    read back the same (anything but ASCII, which the file's character set then encodes)."""
+    dataset = split.dataset
+    if not _reads_back_alike(dataset):
+        return None
+    header = dicom.checked_header(dataset, split.meta, len(split.header), pixel_head)
+    if header is None or header.size != size:
+        return None
+    try:
+        return _kept(header.parsed)
+    except SliceboxError:  # an attribute that cannot be decoded: the full inspection says which
+        return None
+
+
+def _reads_back_alike(dataset: Dataset) -> bool:
+    """Whether every top-level value decoded in memory is text that reads back as it is (ASCII) or no text;
+    elements still as read are written as read."""
+    for elem in dataset.elements():
+        if isinstance(elem, RawDataElement):
+            continue
+        value = elem.value
+        for one in value if isinstance(value, MultiValue | list | tuple) else (value,):
+            if isinstance(one, str | PersonName) and not str(one).isascii():
+                return False
+    return True
 
 
 def anonymize_each_into(
