@@ -42,15 +42,17 @@ class JobsMixin(ClientBase):
     def wait_job(
         self, job_id: int, *, progress: bool = True, timeout: float | None = None, interval: float = 0.5
     ) -> dict[str, Any]:
-        """Poll a job until SUCCEEDED, FAILED or CANCELLED; the final job (check ``state``)."""
+        """Follow a job until SUCCEEDED, FAILED or CANCELLED; the final job (check ``state``).  Each request is a
+        long poll (``?wait=interval``): the node answers as soon as the job finishes, and the progress bar moves
+        every ``interval`` seconds."""
         return self._poll(
-            lambda: dict(self.get(f"jobs/{int(job_id)}")),
+            lambda: dict(self.get(f"jobs/{int(job_id)}", wait=min(interval, 60))),
             lambda j: j.get("state") in FINISHED_STATES,
             lambda j: (int(j.get("progress_done") or 0), j.get("progress_total")),
             f"job {job_id}",
             progress,
             timeout,
-            interval,
+            0.0,  # the node held each answer back for up to ``interval``
         )
 
     def cancel_job(self, job_id: int) -> dict[str, Any]:

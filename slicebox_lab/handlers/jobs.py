@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..errors import InvalidInput
 from .base import API, SliceboxHandler
+
+#: the longest a GET /jobs/{id}?wait=... holds its answer back
+MAX_WAIT = 60.0
 
 
 class JobsHandler(SliceboxHandler):
@@ -24,10 +31,40 @@ class JobsHandler(SliceboxHandler):
 
 
 class JobHandler(SliceboxHandler):
+    """``?wait=S`` (seconds, at most 60): a long poll, answered as soon as the job has finished, or as it is
+    after S seconds; a client sees the end of a job at once without asking again and again."""
+
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        self.write_json(await self.blocking(self.context.jobs.get, int(job_id)))
+        key, wait = int(job_id), self.float_argument("wait") or 0.0
+        if not 0 <= wait <= MAX_WAIT:
+            raise InvalidInput(f"query parameter wait must be between 0 and {MAX_WAIT} seconds")
+        if not wait:
+            self.write_json(await self.blocking(self.context.jobs.get, key))
+            return
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # in the thread that finished the job
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile (the server stopped)
+                loop.call_soon_threadsafe(_settle, finished)
+
+        forget = self.context.jobs.when_finished(key, wake)
+        try:
+            job = await self.blocking(self.context.jobs.get, key)
+            if not job.is_finished:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished, wait)
+                job = await self.blocking(self.context.jobs.get, key)
+        finally:
+            forget()
+        self.write_json(job)
+
+
+def _settle(finished: asyncio.Future[None]) -> None:
+    if not finished.done():
+        finished.set_result(None)
 
 
 class JobCancelHandler(SliceboxHandler):

@@ -53,7 +53,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +112,8 @@ class JobManager:
         self._changed = threading.Condition(self._lock)
         #: jobs of this process not yet finished: queued or running
         self._contexts: dict[int, JobContext] = {}
+        #: what to call when a job finishes here (a long poll waiting for it: :meth:`when_finished`)
+        self._finish_callbacks: dict[int, builtins.list[Callable[[], None]]] = {}
         #: the queue of each lane (the default lane: ""), and the lane of each kind not in the default one
         self._queues: dict[str, queue.SimpleQueue[int | None]] = {}
         self._lanes: dict[str, str] = {}
@@ -239,6 +241,24 @@ class JobManager:
             with self._changed:
                 # woken by any job finishing here; the short wait also covers other writers
                 self._changed.wait(remaining)
+
+    def when_finished(self, job_id: int, callback: Callable[[], None]) -> Callable[[], None]:
+        """Have ``callback`` called (in the thread that finishes the job) once job ``job_id`` finishes on this
+        server; returns what forgets it.  A job that another server finishes calls nobody here: a waiter reads
+        the job again when its own time is up."""
+        key = job_key(job_id)
+        with self._lock:
+            self._finish_callbacks.setdefault(key, []).append(callback)
+
+        def forget() -> None:
+            with self._lock:
+                callbacks = self._finish_callbacks.get(key, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+                if not callbacks:
+                    self._finish_callbacks.pop(key, None)
+
+        return forget
 
     # ------------------------------------------------------------------ cancel and resume
 
@@ -450,6 +470,12 @@ class JobManager:
         )
         with self._changed:
             self._changed.notify_all()
+            callbacks = self._finish_callbacks.pop(key, []) if changed else []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a waiter's failure is not the job's
+                log.exception("job %d: a callback waiting for it failed", key)
         return changed
 
     def _record(self, row: rows.JobRow) -> Job:

@@ -129,3 +129,36 @@ async def test_unknown_jobs_and_bad_input(api: Any, jobs: JobManager):
         assert r.code == 400, params
         assert body_json(r)["message"]
     assert (await api("jobs", "abc")).code == 404
+
+
+async def test_a_long_poll_answers_as_soon_as_the_job_finishes(api: Any, jobs: JobManager):
+    """``GET /jobs/{id}?wait=S``: held back until the job finishes (not S seconds), or answered as it is after S."""
+    release = threading.Event()
+
+    def held(job: JobContext) -> dict[str, Any]:
+        release.wait(TIMEOUT)
+        return {"released": True}
+
+    jobs.register("test_held", held)
+    job = await asyncio.to_thread(jobs.submit, "test_held", "held", {})
+    started = time.monotonic()
+    still = body_json(await api("jobs", job.id, params={"wait": "0.3"}))
+    assert still["state"] in ("PENDING", "RUNNING") and 0.25 < time.monotonic() - started < 5
+
+    waiting = asyncio.ensure_future(api("jobs", job.id, params={"wait": "30"}))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    released = time.monotonic()
+    release.set()
+    done = body_json(await asyncio.wait_for(waiting, TIMEOUT))
+    assert done["state"] == "SUCCEEDED" and done["result"] == {"released": True}
+    assert time.monotonic() - released < 5  # at once, not after the 30 s
+    assert body_json(await api("jobs", job.id, params={"wait": "30"}))["state"] == "SUCCEEDED"  # finished: at once
+    assert not jobs._finish_callbacks  # nobody left waiting
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "soon", "nan"])
+async def test_a_long_poll_refuses_a_wait_it_cannot_keep(api: Any, jobs: JobManager, wait: str):
+    job = await asyncio.to_thread(jobs.submit, "test_send", "send 1", {"images": [1]})
+    r = await api("jobs", job.id, params={"wait": wait})
+    assert r.code == 400 and "wait" in body_json(r)["message"]
