@@ -21,11 +21,12 @@ from slicebox_lab.dicom.reading import (
     transfer_syntax_of,
 )
 from slicebox_lab.dicom.render import image_information, render_png, verify_number_of_frames, verify_pixel_data
-from slicebox_lab.dicom.writing import write_part10, write_part10_and_meta
+from slicebox_lab.dicom.writing import MetaValues, write_part10, write_part10_and_meta
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
     "Header",
+    "MetaValues",
     "ParsedDicom",
     "TrailingPixels",
     "attribute_listing",

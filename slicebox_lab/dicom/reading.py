@@ -18,6 +18,7 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -166,7 +167,7 @@ def _parse_checked(data: bytes) -> ParsedDicom:
     )
 
 
-def _required_values(ds: Dataset, meta: Dataset | None = None) -> dict[str, str]:
+def _required_values(ds: Dataset, meta: Dataset | Mapping[str, Any] | None = None) -> dict[str, str]:
     """The identity every stored file must have ("" where it lacks one); ``meta``: the file meta (``ds``'s own)."""
     meta = ds.file_meta if meta is None else meta
     return {
@@ -222,7 +223,7 @@ def _unsupported_ts_message(ts: str) -> str:
     )
 
 
-def _check_file_meta_complete(meta: Dataset, size: int) -> None:
+def _check_file_meta_complete(meta: Dataset | Mapping[str, Any], size: int) -> None:
     group_length = meta.get("FileMetaInformationGroupLength")
     if isinstance(group_length, int) and 132 + 12 + group_length > size:
         raise InvalidDicom(
@@ -391,7 +392,7 @@ def _describe_tag(tag: int) -> str:
     return f"({t.group:04X},{t.element:04X}) {keyword}".rstrip()
 
 
-def _first_value(ds: Dataset, keyword: str) -> str:
+def _first_value(ds: Dataset | Mapping[str, Any], keyword: str) -> str:
     """The first value of an element as a str, "" when absent or empty."""
     value: Any = ds.get(keyword)
     if isinstance(value, MultiValue | list | tuple):
@@ -526,7 +527,7 @@ def parse_header(head: bytes) -> Header | None:
     return checked_header(ds, ds.file_meta, offset, head[offset : offset + 12])
 
 
-def checked_header(ds: Dataset, meta: Dataset, offset: int, pixel_head: bytes) -> Header | None:
+def checked_header(ds: Dataset, meta: Dataset | Mapping[str, Any], offset: int, pixel_head: bytes) -> Header | None:
     """:func:`parse_header`'s checks of a header: ``ds`` (without Pixel Data) and its file ``meta`` taking the
     first ``offset`` bytes of the file, followed by a Pixel Data element starting with ``pixel_head``.  Also
     what a worker knows of a file it has just written that way, without reading it back."""

@@ -186,7 +186,7 @@ class DeidentifiedHeader(NamedTuple):
     pixels: dicom.TrailingPixels
     record: keystore.KeyRecord
     dataset: Dataset
-    meta: Dataset
+    meta: dicom.MetaValues
 
 
 def anonymize_file(

@@ -485,9 +485,9 @@ def test_write_part10_writes_exactly_what_pydicom_writes() -> None:
     boxes send them)."""
     from slicebox_lab.anonymization import Profile, PseudonymKeys, anonymize
     from slicebox_lab.dicom import write_part10
-    from slicebox_lab.dicom.writing import _direct_part10, _trailing_native_pixels
+    from slicebox_lab.dicom.writing import _direct_meta, _direct_part10, _trailing_native_pixels, write_part10_and_meta
 
-    keys, appended, direct = PseudonymKeys.generate(), 0, 0
+    keys, appended, direct, direct_meta = PseudonymKeys.generate(), 0, 0, 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for path in BUNDLED:
@@ -510,8 +510,14 @@ def test_write_part10_writes_exactly_what_pydicom_writes() -> None:
                 appended += _trailing_native_pixels(ds) is not None
                 direct += _direct_part10(ds) is not None
                 assert write_part10(ds) == expected, path
+                # the file meta the writer says it wrote is the one the file holds
+                direct_meta += _direct_meta(ds, ds.file_meta) is not None
+                meta = pydicom.dcmread(io.BytesIO(expected), stop_before_pixels=True).file_meta
+                said = write_part10_and_meta(ds)[1]
+                assert said == {e.keyword: e.value for e in meta if e.keyword}, path
     assert appended > 50  # the fast path was taken, and checked, for many files
     assert direct > 200  # and raw elements were copied by the node, not by pydicom, for most of them
+    assert direct_meta > 300  # and the file meta was encoded by the node for most of them
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
