@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store_mode = detect_store_mode() if args.store_mode == "auto" else args.store_mode
     ours_store = {
-        "bulk": "POST /slicebox/api/anonymization/anonymize (one job, polled)",
+        "bulk": "POST /slicebox/api/anonymization/anonymize (one job, followed with a long poll)",
         "per-image": f"PUT /slicebox/api/images/{{id}}/anonymize per image, {CLIENTS} concurrent clients",
     }[store_mode]
     print(f"our anonymize-and-store: {store_mode}: {ours_store}", flush=True)

@@ -144,7 +144,7 @@ REQUESTS = {
         "write_anonymized) by a pool of two processes per core (one's flush overlaps the other's work), each copy "
         "written to a new file and flushed (fdatasync); no HTTP, no key record, no index, nothing deleted",
         OURS: "POST /slicebox/api/anonymization/anonymize (the bulk job: keys recorded, copies ingested, "
-        "originals deleted), polled until SUCCEEDED",
+        "originals deleted), followed with GET /jobs/{id}?wait= until SUCCEEDED",
     },
     "download": {
         ORTHANC: "POST /instances/{id}/anonymize {}",
