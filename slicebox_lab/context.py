@@ -645,13 +645,15 @@ class SliceboxContext:
                 upload.discard()
             raise
         for (at, image, source, upload), answer in zip(calls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                upload.discard()
-                out[at] = answer
-            else:
+            try:
+                if isinstance(answer, BaseException):
+                    raise answer
                 upload.adopt(answer.size, answer.digest)
                 key = tasks.blob_key(upload.prefix, self.index.source_id(source), upload.hexdigest())
                 out[at] = AnonymousBlob(image, source, upload, answer, key)
+            except Exception as error:  # this image's blob goes, the others of the call stay
+                upload.discard()
+                out[at] = error
         return [out[at] for at in range(len(images))]
 
     def _index_anonymous(self, blobs: list[AnonymousBlob]) -> list[IngestResult | SliceboxError]:
