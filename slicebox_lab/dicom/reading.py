@@ -455,10 +455,12 @@ _NATIVE_LITTLE_ENDIAN = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: F
 @dataclass(frozen=True)
 class TrailingPixels:
     """Where a stored file's Pixel Data element lies when it is the file's last element: from its tag at
-    ``offset`` to the end of the file, ``length`` bytes (element header included)."""
+    ``offset`` to the end of the file, ``length`` bytes (element header included); ``head``: its first bytes
+    as read (the element header, what :func:`checked_header` needs of it)."""
 
     offset: int
     length: int
+    head: bytes = b""
 
 
 def _pixel_element(head: bytes, implicit_vr: bool) -> tuple[int, int] | None:
@@ -484,7 +486,8 @@ def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
     syntax = UID(dataset.file_meta.get("TransferSyntaxUID") or "")
     if not syntax or not syntax.is_little_endian or syntax.is_deflated:
         return None
-    element = _pixel_element(file.read(12), syntax.is_implicit_VR)
+    head = file.read(12)
+    element = _pixel_element(head, syntax.is_implicit_VR)
     if element is None:
         return None
     header_bytes, length = element
@@ -492,7 +495,7 @@ def read_until_pixels(file: BinaryIO) -> tuple[Dataset, TrailingPixels] | None:
     end = start + length if length != _UNDEFINED_LENGTH else _fragments_end(file, start)
     if end != size:
         return None
-    return dataset, TrailingPixels(offset, size - offset)
+    return dataset, TrailingPixels(offset, size - offset, head)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
 """Writing Part-10 files: every file the node rewrites (de-identified copies, modified images) is made here.
 
 The bytes are pydicom's (``dcmwrite`` with ``enforce_file_format``), byte for byte: the tests compare them on
-every file bundled with pydicom.  Two parts of the work are done here instead, because they were most of the
-time an anonymized copy cost, and both are plain copies of bytes pydicom would copy too:
+every file bundled with pydicom.  Three parts of the work are done here instead, because they were most of the
+time an anonymized copy cost, and each writes the bytes pydicom would write:
 
 * native Pixel Data that ends the dataset is appended as it is (pydicom copies the value three times);
 * in the two little-endian syntaxes every node accepts, an element still as read (a ``RawDataElement``:
   the anonymizer passes on what it keeps without decoding it) is written as its tag, VR and length
   followed by the bytes read, which is what pydicom's ``write_data_element`` does with it, at a tenth of
-  its cost.  Every other element is written by pydicom's ``write_data_element``.
+  its cost.  Every other element is written by pydicom's ``write_data_element``;
+* the file meta, when it holds only the plain elements a file meta holds, is completed as pydicom's
+  ``validate_file_meta`` completes it and encoded here (pydicom spent 0.29 ms per file on it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import pydicom
 from pydicom.charset import default_encoding
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
@@ -60,9 +62,9 @@ def write_part10_and_meta(dataset: Dataset) -> tuple[bytes, MetaValues]:
 
 
 def _part10(dataset: Dataset) -> tuple[bytes, MetaValues]:
-    written = _direct_part10(dataset)
-    if written is not None:
-        return written
+    direct = _direct_part10(dataset)
+    if direct is not None:
+        return direct
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
     written = buffer.getvalue()
@@ -112,17 +114,23 @@ def _file_meta(dataset: Dataset, meta: FileMetaDataset) -> FileMetaDataset:
     """The file meta dcmwrite writes: the dataset's SOP Class and Instance UIDs, the rest validated and completed
     (its elements copied, so that the caller's file meta stays as it was)."""
     written = FileMetaDataset()
-    for tag, elem in meta.items():
-        written[tag] = copy.copy(elem)
-    for meta_keyword, keyword in (
-        ("MediaStorageSOPClassUID", "SOPClassUID"),
-        ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
-    ):
-        current, value = written.get(meta_keyword, None), dataset.get(keyword, None)
-        if current is None or (value and value != current):
-            setattr(written, meta_keyword, value)
+    for meta_tag, elem in meta.items():
+        written[meta_tag] = copy.copy(elem)
+    for tag, keyword in _MEDIA_STORAGE:
+        current, value = written.get(tag, None), dataset.get(keyword, None)
+        if _takes_dataset_uid(None if current is None else current.value, value):
+            written[tag] = DataElement(tag, "UI", value)
     validate_file_meta(written, enforce_standard=True)
     return written
+
+
+#: the file meta's Media Storage SOP Class and Instance UIDs, and the dataset's attributes they are taken from
+_MEDIA_STORAGE = ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID"))
+
+
+def _takes_dataset_uid(current: Any, value: Any) -> bool:
+    """Whether the file meta's UID (``current``) is replaced by the dataset's (``value``), as dcmwrite does."""
+    return current is None or bool(value and value != current)
 
 
 def _meta_values(meta: FileMetaDataset) -> MetaValues:
@@ -149,9 +157,9 @@ def _direct_meta(dataset: Dataset, meta: FileMetaDataset) -> tuple[bytes, MetaVa
         if meta_tag != 0x00020000:
             elem = meta[meta_tag]
             values[int(meta_tag)] = (elem.VR, elem.value)
-    for tag, keyword in ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID")):
-        current, value = values.get(tag, ("UI", None))[1], dataset.get(keyword, None)
-        if current is None or (value and value != current):
+    for tag, keyword in _MEDIA_STORAGE:
+        value = dataset.get(keyword, None)
+        if _takes_dataset_uid(values.get(tag, ("UI", None))[1], value):
             values[tag] = ("UI", value)
     if _empty(values.get(_VERSION)):
         values[_VERSION] = ("OB", b"\x00\x01")

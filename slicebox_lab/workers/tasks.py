@@ -33,8 +33,6 @@ from ..model import IndexedAttributes
 
 #: (7FE0,0010) Pixel Data
 _PIXEL_DATA = 0x7FE00010
-#: bytes of a Pixel Data element before its value: tag, VR, reserved and length (explicit VR; implicit: 8)
-_PIXEL_ELEMENT_HEADER = 12
 
 __all__ = [
     "Anonymized",
@@ -112,12 +110,17 @@ def inspect_head(head: bytes) -> HeadInspected | None:
     """:func:`inspect` of a file whose first bytes are ``head``, while the rest of it is still arriving
     (``dicom.parse_header``): None where the header cannot decide, or the file would be refused; the
     whole file is then inspected."""
-    header = dicom.parse_header(head)
+    return _head_inspected(dicom.parse_header(head))
+
+
+def _head_inspected(header: dicom.Header | None) -> HeadInspected | None:
+    """What the index keeps of a checked header, for a file of its size; None where the header could not
+    decide, or an attribute cannot be decoded (the full inspection then says which)."""
     if header is None:
         return None
     try:
         return HeadInspected(_kept(header.parsed), header.size)
-    except SliceboxError:  # an attribute that cannot be decoded: the full inspection says which
+    except SliceboxError:
         return None
 
 
@@ -287,8 +290,7 @@ def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, 
                     _write(f, split.header, digest)
                     _copy_pixels(source, f, split.pixels, digest)
                     size = f.tell()
-                source.seek(split.pixels.offset)
-                inspected = _inspected_as_written(split, source.read(_PIXEL_ELEMENT_HEADER), size)
+                inspected = _inspected_as_written(split, size)
                 return AnonymizedBlob(size, digest.hexdigest(), inspected or inspect(blob_path), split.record)
     written, record = how.apply(path, data)
     inspected = _inspected(written)
@@ -298,22 +300,16 @@ def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, 
     return AnonymizedBlob(len(written), digest.hexdigest(), inspected, record)
 
 
-def _inspected_as_written(split: DeidentifiedHeader, pixel_head: bytes, size: int) -> Inspected | None:
-    """:func:`inspect` of the file just written from ``split`` (``size`` bytes, its Pixel Data element starting
-    with ``pixel_head``), from the dataset it was written from: the checks of :func:`dicom.checked_header`,
-    which the header of an upload passes, and the attributes the index keeps.  None where the file must be
-    read back instead: a header those checks cannot decide, or a value decoded here whose text might not
-    read back the same (anything but ASCII, which the file's character set then encodes)."""
-    dataset = split.dataset
-    if not _reads_back_alike(dataset):
+def _inspected_as_written(split: DeidentifiedHeader, size: int) -> Inspected | None:
+    """:func:`inspect` of the file of ``size`` bytes just written from ``split``, from the dataset it was written
+    from: the checks of :func:`dicom.checked_header`, which the header of an upload passes, and the attributes
+    the index keeps.  None where the file must be read back instead: a header those checks cannot decide, or a
+    value decoded here whose text might not read back the same (anything but ASCII, which the file's character
+    set then encodes)."""
+    if not _reads_back_alike(split.dataset):
         return None
-    header = dicom.checked_header(dataset, split.meta, len(split.header), pixel_head)
-    if header is None or header.size != size:
-        return None
-    try:
-        return _kept(header.parsed)
-    except SliceboxError:  # an attribute that cannot be decoded: the full inspection says which
-        return None
+    known = _head_inspected(dicom.checked_header(split.dataset, split.meta, len(split.header), split.pixels.head))
+    return known.inspected if known is not None and known.size == size else None
 
 
 def _reads_back_alike(dataset: Dataset) -> bool:
@@ -339,8 +335,8 @@ def anonymize_each_into(
     answers: list[AnonymizedBlob | Exception] = []
     for source_path, blob_path, tag_values in items:
         try:
-            image = dataclasses.replace(how, tag_values=tag_values) if tag_values else how
-            answers.append(anonymize_into(source_path, None, image, blob_path))
+            this_image = dataclasses.replace(how, tag_values=tag_values) if tag_values else how
+            answers.append(anonymize_into(source_path, None, this_image, blob_path))
         except Exception as error:
             answers.append(_sendable(error))
     return answers
