@@ -408,6 +408,8 @@ class SliceboxContext:
                 accept(inspected.attributes)
             tag_filter = filtering.filter_for_source(self.index, source) if rewrite else None
             eligible = reidentify and inspected.anonymous and self._reidentifies(source)
+            if eligible and inspected.match_values is not None:  # known from the worker's parse: no second one
+                eligible = keystore.matches_a_key(self.index, inspected.match_values)
             if tag_filter is not None or eligible:  # may rewrite the file (rare): done here, in-process
                 parsed = dicom.parse_part10(self.storage.read(key))
                 filtered = tag_filter is not None and tag_filter.apply(parsed.dataset)

@@ -58,6 +58,8 @@ __all__ = [
     "is_anonymous",
     "key_values",
     "list_keys",
+    "match_values",
+    "matches_a_key",
     "parse_key_attributes",
     "record_key",
     "reidentify",
@@ -170,6 +172,21 @@ def _value(ds: Dataset, keyword: str) -> str | None:
 def is_anonymous(ds: Dataset) -> bool:
     """PatientIdentityRemoved is YES (any case): the only data re-identification looks at."""
     return (_value(ds, "PatientIdentityRemoved") or "").upper() == "YES"
+
+
+def match_values(ds: Dataset) -> dict[str, str] | None:
+    """What a key would be matched by (:func:`reidentify`'s lookup) of an anonymous dataset, None for any other:
+    whoever has the dataset parsed already (a worker that inspects an arriving file) hands these on, so that
+    the node learns that no key matches — most anonymous data it receives — without parsing the file again."""
+    if not is_anonymous(ds):
+        return None
+    return {keyword: value for keyword in rows.MATCH_KEYWORDS if (value := _value(ds, keyword)) is not None}
+
+
+def matches_a_key(index: Index, values: dict[str, str]) -> bool:
+    """Whether :func:`reidentify` would find a key for a dataset of these :func:`match_values`."""
+    with index.reading() as conn:
+        return rows.match_key(conn, values.get) is not None
 
 
 # ---------------------------------------------------------------------------------------------

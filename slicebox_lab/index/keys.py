@@ -294,6 +294,8 @@ _MATCH_LEVELS = (
     ("StudyInstanceUID", "AnonStudyInstanceUID", "STUDY"),
     ("PatientID", "AnonPatientID", "PATIENT"),
 )
+#: every keyword :func:`match_key` asks a dataset for
+MATCH_KEYWORDS = (*(keyword for keyword, _, _ in _MATCH_LEVELS), "PatientName")
 
 
 @functools.lru_cache(maxsize=16)

@@ -70,6 +70,8 @@ class Inspected:
 
     attributes: IndexedAttributes
     anonymous: bool
+    #: an anonymous file's values that a key would match (``keystore.match_values``); None: not known
+    match_values: dict[str, str] | None = None
 
 
 def _read(path: str | None, data: bytes | None) -> bytes:
@@ -95,7 +97,8 @@ def _inspected(data: bytes) -> Inspected:
 
 
 def _kept(parsed: dicom.ParsedDicom) -> Inspected:
-    return Inspected(dicom.extract_attributes(parsed), keystore.is_anonymous(parsed.dataset))
+    matched_by = keystore.match_values(parsed.dataset)
+    return Inspected(dicom.extract_attributes(parsed), matched_by is not None, matched_by)
 
 
 @dataclass(frozen=True)

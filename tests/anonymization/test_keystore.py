@@ -152,6 +152,27 @@ def test_data_matching_no_key_and_identified_data_are_left_alone(context: Sliceb
     assert context.image_bytes(stored.id) == lookalike
 
 
+def test_the_file_is_parsed_again_only_when_a_key_matches_the_values_its_inspection_read(
+    context: SliceboxContext, monkeypatch: pytest.MonkeyPatch
+):
+    restored: list[str] = []
+    reidentified = SliceboxContext._reidentified
+
+    def spy(self: SliceboxContext, parsed: object, source: Source) -> bytes | None:
+        restored.append(source.source_name)
+        return reidentified(self, parsed, source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SliceboxContext, "_reidentified", spy)
+    image = context.ingest(real_ct(), USER).image
+    anonymous = context.anonymized_bytes(image.id, BASIC)
+    context.delete_images([image.id])
+    stranger = real_ct(PatientName="ANON^X", PatientID="ANON-X", PatientIdentityRemoved="YES")
+    stored = context.ingest(stranger, BOX).image
+    assert restored == [] and context.image_bytes(stored.id) == stranger  # no key: the inspection's values said so
+    back = context.ingest(anonymous, BOX).image
+    assert restored == ["university"] and parse(context.image_bytes(back.id)).PatientID == "MRN-0042"
+
+
 def test_re_identification_follows_the_configured_sources(context: SliceboxContext):
     image = context.ingest(real_ct(), USER).image
     anonymous = context.anonymized_bytes(image.id, BASIC)
