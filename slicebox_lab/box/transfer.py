@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from .connections import Box
 if TYPE_CHECKING:
     from slicebox_lab.context import SliceboxContext
     from slicebox_lab.upload import Upload
+    from slicebox_lab.workers.tasks import HeadInspected
 
 #: header carrying the hex SHA-256 of the uncompressed DICOM bytes
 HASH_HEADER = "X-Slicebox-SHA256"
@@ -106,27 +109,52 @@ def decompress(data: bytes, encoding: str) -> bytes:
     return out
 
 
+#: the most of a file's first bytes inflated from a compressed body's first bytes for its early inspection
+_EARLY_INFLATED = 256 << 10
+
+
 class IncomingImage:
     """A pushed image as its body arrives: inflated (deflate, gzip or none), hashed (SHA-256 of the DICOM
     bytes, what the sender sent along) and written into an upload of the node (``context.Upload``), so no
-    body is held in memory; :meth:`receive` then checks the hash and stores it with its receipt."""
+    body is held in memory; :meth:`receive` then checks the hash and stores it with its receipt.
 
-    def __init__(self, upload: Upload, encoding: str) -> None:
+    ``inspect_head`` (``context.inspect_head``): the file's header is inspected from the body's first bytes
+    while the rest arrives, as an upload's is (``handlers/upload.py``), so that storing it waits only for the
+    disk and a worker need not read the whole file back."""
+
+    def __init__(
+        self,
+        upload: Upload,
+        encoding: str,
+        inspect_head: Callable[[bytes], Future[HeadInspected | None] | None] | None = None,
+    ) -> None:
         encoding = (encoding or "identity").strip().lower()
         if encoding in ("", "identity"):
-            self._inflater: Any = None
+            self._wbits: int | None = None
         elif encoding == "deflate":
-            self._inflater = zlib.decompressobj()
+            self._wbits = zlib.MAX_WBITS
         elif encoding in ("gzip", "x-gzip"):
-            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._wbits = 16 + zlib.MAX_WBITS
         else:
             raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use deflate or gzip")
+        self._inflater: Any = None if self._wbits is None else zlib.decompressobj(self._wbits)
         self.upload = upload
+        self._inspect_head = inspect_head
         self._hash = hashlib.sha256()
         self._size = 0
 
     def early(self, head: bytes) -> None:
-        """(A pushed body may be compressed: its first bytes are not the file's.)"""
+        """The body's first bytes, on the event loop: the file's first bytes (a compressed body's inflated
+        apart, which takes microseconds) go to a worker, which inspects its header."""
+        if self._inspect_head is None:
+            return
+        start = head
+        if self._wbits is not None:
+            try:
+                start = zlib.decompressobj(self._wbits).decompress(head, _EARLY_INFLATED)
+            except zlib.error:
+                return  # the whole body tells (a hash mismatch): the file is inspected whole if it is stored
+        self.upload.inspect_early(self._inspect_head(start))
 
     def feed(self, pieces: list[bytes]) -> None:
         for piece in pieces:

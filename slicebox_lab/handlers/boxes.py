@@ -240,7 +240,8 @@ class TransactionImageHandler(StreamingHandler, _TokenHandler):
         self._box = await self.box(self.path_args[0])
         upload = self.context.upload(Source("box", self._box.name))
         try:
-            return transfer.IncomingImage(upload, self.request.headers.get("Content-Encoding", ""))
+            encoding = self.request.headers.get("Content-Encoding", "")
+            return transfer.IncomingImage(upload, encoding, self.context.inspect_head)
         except BaseException:
             await self.blocking(upload.discard)
             raise

@@ -4,6 +4,10 @@ cut short, or one with elements after its Pixel Data, gets the whole-file inspec
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +94,46 @@ async def test_a_small_upload_makes_no_early_inspection(api, jp_http_port, jp_ba
     status = await _post_in_parts(jp_http_port, jp_base_url, data)
     assert " 201 " in status, status
     assert started == ["inspect"]  # the whole body came at once: nothing to overlap
+
+
+async def _push_in_parts(port: int, base_url: str, token: str, data: bytes, encoding: str, sha: str) -> str:
+    """A partner's push of one image (its body ``data`` as encoded) in 16 KiB parts."""
+    parts = [data[i : i + 16384] for i in range(0, len(data), 16384)]
+    headers = {
+        "Content-Type": "application/dicom",
+        "Content-Encoding": encoding,
+        "X-Slicebox-SHA256": sha,
+        "Content-Length": str(len(data)),
+    }
+    path = f"{base_url}slicebox/api/transactions/{token}/image?transactionid=3&sequencenumber=1&totalimagecount=1"
+    return await raw_post(port, path, "", headers, parts)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "deflate", "gzip"])
+async def test_a_pushed_box_image_is_stored_on_its_early_inspection(
+    api, jp_http_port, jp_base_url, node_dir, started, encoding
+):
+    r = await api("boxes", "createconnection", method="POST", body=json.dumps({"name": "hospital"}))
+    token = body_json(r)["token"]
+    data = ct_bytes(rows=512, columns=512, PatientName="Pushed^Paul", PatientIdentityRemoved="YES")
+    body = {"identity": data, "deflate": zlib.compress(data), "gzip": gzip.compress(data)}[encoding]
+    sha = hashlib.sha256(data).hexdigest()
+    status = await _push_in_parts(jp_http_port, jp_base_url, token, body, encoding, sha)
+    assert " 200 " in status, status
+    assert started == ["inspect_head"]  # the header, inflated apart, was inspected while the rest arrived
+    assert (await api("images", 1)).body == data
+    patients = body_json(await api("metadata", "patients"))
+    assert [p["PatientName"] for p in patients] == ["Pushed^Paul"]
+
+
+async def test_a_pushed_image_cut_inside_its_pixels_is_refused_whatever_its_header_said(
+    api, jp_http_port, jp_base_url, node_dir, started
+):
+    r = await api("boxes", "createconnection", method="POST", body=json.dumps({"name": "hospital"}))
+    token = body_json(r)["token"]
+    cut = ct_bytes(rows=512, columns=512)[:-1000]
+    status = await _push_in_parts(jp_http_port, jp_base_url, token, cut, "identity", hashlib.sha256(cut).hexdigest())
+    assert " 400 " in status, status
+    assert started == ["inspect_head", "inspect"]
+    blobs, counts = stored_state(node_dir)
+    assert blobs == [] and counts["images"] == 0
