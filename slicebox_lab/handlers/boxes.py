@@ -252,20 +252,16 @@ class TransactionImageHandler(StreamingHandler, _TokenHandler):
         transaction_id = self.positive_argument("transactionid")
         sequence_number = self.positive_argument("sequencenumber")
         total = self.positive_argument("totalimagecount")
-        await self.body_complete()
-        image = self._sink
-        assert isinstance(image, transfer.IncomingImage)
-        self._sink = None  # receive_image owns it now: it stores or discards it
-        received = await self.blocking(
-            transfer.receive_image,
-            self.context,
-            self._box,
-            transaction_id,
-            sequence_number,
-            total,
-            image,
-            self.request.headers.get(HASH_HEADER, ""),
-        )
+        digest = self.request.headers.get(HASH_HEADER, "")
+
+        def receive(image: transfer.IncomingImage) -> transfer.Received:
+            """Once the body is in, in the same trip off the event loop: it stores or discards the image."""
+            return transfer.receive_image(
+                self.context, self._box, transaction_id, sequence_number, total, image, digest
+            )
+
+        received = await self.body_complete(then=receive)
+        assert received is not None
         self.write_json(received.to_json())
 
 

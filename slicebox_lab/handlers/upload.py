@@ -17,7 +17,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
@@ -42,6 +42,8 @@ EARLY_BYTES = 16 << 10
 #: bytes of a multipart field other than a file that are kept (and then ignored)
 _SMALL_FIELD = 64 << 10
 _PREAMBLE = bytes(128) + b"DICM"
+
+T = TypeVar("T")
 
 
 class BodySink(Protocol):
@@ -282,20 +284,33 @@ class StreamingHandler(SliceboxHandler):
             except BaseException as error:
                 self._failure = error
 
-    async def body_complete(self) -> None:
+    async def body_complete(self, then: Callable[[Any], T] | None = None) -> T | None:
         """In the route's method: feed what is left and close the body, in one trip off the event loop (a
-        body under ``BATCH_BYTES``, most single images, makes no other); raises what went wrong on the way."""
+        body under ``BATCH_BYTES``, most single images, makes no other); raises what went wrong on the way.
+
+        ``then(sink)`` runs in the same trip once the body is complete, and takes the sink over (it stores or
+        discards what it holds); its answer is returned.  Each trip costs the event loop a hand-over."""
         pieces, self._pending, self._pending_bytes = self._pending, [], 0
         if self._failure is None and self._sink is not None:
+            sink = self._sink
             try:
-                await self.blocking(_feed_and_finish, self._sink, pieces)
+                answer = await self.blocking(_feed_and_finish, sink, pieces, then)
+            except _Taken as taken:  # ``then`` had the sink: nothing is left to discard here
+                self._sink, self._completed = None, True
+                raise taken.error from None
             except BaseException as error:
                 self._failure = error
+            else:
+                self._completed = True
+                if then is not None:
+                    self._sink = None
+                return answer
         if self._failure is not None:
             failure, self._failure = self._failure, None
             await self._discard()
             raise failure
         self._completed = True
+        return None
 
     async def _discard(self) -> None:
         sink, self._sink = self._sink, None
@@ -316,10 +331,24 @@ class StreamingHandler(SliceboxHandler):
             asyncio.ensure_future(self.blocking(sink.discard))
 
 
-def _feed_and_finish(sink: BodySink, pieces: list[bytes]) -> None:
+class _Taken(Exception):
+    """What ``then`` raised, once it had taken the sink over."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _feed_and_finish(sink: BodySink, pieces: list[bytes], then: Callable[[Any], T] | None = None) -> T | None:
     if pieces:
         sink.feed(pieces)
     sink.finish()
+    if then is None:
+        return None
+    try:
+        return then(sink)
+    except Exception as error:
+        raise _Taken(error) from error
 
 
 def form_boundary(content_type: str) -> str:
