@@ -16,7 +16,7 @@ import pytest
 from generators import ct_bytes
 from helpers import body_json, finished_job
 
-from slicebox_lab.box import HttpTransport
+from slicebox_lab.box import HttpTransport, connections
 from slicebox_lab.box.transfer import HashMismatch, ImageRefused, PartnerUnavailable
 
 DICOM = {"Content-Type": "application/dicom"}
@@ -286,3 +286,22 @@ async def test_the_http_transport_maps_answers_to_retry_refuse_or_back_off(api: 
     unreachable = HttpTransport("http://127.0.0.1:9/slicebox/api/transactions/" + "x" * 43, timeout=2)
     with pytest.raises(PartnerUnavailable, match="could not be reached"):
         await call(unreachable, "push", 1, 1, 1, data, digest)
+
+
+async def test_requests_in_flight_together_record_the_partners_contact_once(
+    api: Any, raw: Any, monkeypatch: pytest.MonkeyPatch
+):
+    token = (await _create(api, "clinic"))["token"]
+    recorded: list[int] = []
+    record = connections.record_contact
+
+    def counted(index: Any, box_id: int, error: str = "") -> None:
+        recorded.append(box_id)
+        record(index, box_id, error)
+
+    monkeypatch.setattr(connections, "record_contact", counted)
+    answers = await asyncio.gather(*(raw(f"transactions/{token}/outgoing/poll?n=1") for _ in range(8)))
+    assert [r.code for r in answers] == [200] * 8
+    assert len(recorded) == 1  # each stale read of the contact used to write it again
+    (box,) = body_json(await api("boxes"))
+    assert box["online"] is True
