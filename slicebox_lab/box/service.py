@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slicebox_lab.dicom.tagpath import parse_tag_values
-from slicebox_lab.errors import InvalidInput
+from slicebox_lab.errors import InvalidInput, NotFound
 from slicebox_lab.jobs import Job
 
 from . import connections, incoming, outgoing, transfer
@@ -118,8 +118,11 @@ def submit_send(
     per_patient, for_all = _tag_values(tag_values)
     patient_of_series: dict[int, str] = {}
     images: list[tuple[int, list[Any]]] = []
+    found = context.index.images_with_sources(ids)  # one read for the whole send, not one per image
     for image_id in ids:
-        image = context.index.get_image(image_id)
+        if image_id not in found:
+            raise NotFound(f"image {image_id} not found")
+        image = found[image_id][0]
         values = for_all
         if per_patient:
             if image.series_id not in patient_of_series:
