@@ -316,3 +316,13 @@ def test_a_chunk_of_keys_is_stored_together_refreshing_known_ones(context: Slice
         assert {v.tagPath for v in values} and all(v.keyId == key.id for v in values)
     assert len({(k.SOPInstanceUID, k.AnonSOPInstanceUID) for k in keys}) == 4
     keystore.store_key_records(context.index, [])  # nothing to store: no transaction
+
+
+def test_the_key_a_recording_answers_is_the_key_stored_new_or_refreshed(context: SliceboxContext):
+    real = parse(real_ct())
+    anonymous = anonymize(real, BASIC, context.pseudonym_keys)
+    first = keystore.record_key(context.index, real, anonymous, 7, BASIC)
+    assert first == keystore.get_key(context.index, first.id)
+    again = keystore.record_key(context.index, real, anonymous, 8, BASIC)  # refreshed in place: same id
+    assert again.id == first.id and again.imageId == 8 and again == keystore.get_key(context.index, first.id)
+    assert [v.tagPath for v in keystore.key_values(context.index, first.id)].count("PatientBirthDate") == 1
