@@ -86,12 +86,18 @@ def write_receipt(conn: Connection, receipt: Receipt, new_only: bool = False) ->
         if new_only:
             raise AlreadyReceived(known, status)
         return status
-    received = rows.insert_receipt(
-        conn, transaction_id, receipt.sequence_number, total, receipt.image_id, receipt.added, receipt.sha256, stamp
+    return rows.insert_receipt(
+        conn,
+        transaction_id,
+        receipt.sequence_number,
+        total,
+        receipt.image_id,
+        receipt.added,
+        receipt.sha256,
+        stamp,
+        finished=TransactionStatus.FINISHED,
+        processing=TransactionStatus.PROCESSING,
     )
-    status = TransactionStatus.FINISHED if received >= total else TransactionStatus.PROCESSING
-    rows.set_incoming_status(conn, transaction_id, status)
-    return status
 
 
 def incoming_status(index: Index, box_id: int, outgoing_transaction_id: Any) -> dict[str, Any]:

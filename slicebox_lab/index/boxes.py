@@ -564,10 +564,14 @@ _COUNT_RECEIVED = (
         added_image_count=_t.c.added_image_count + sa.bindparam("b_added"),
         total_image_count=sa.bindparam("b_total"),
         updated=sa.bindparam("b_updated"),
+        # the values on the right are those before this update: this image makes the count + 1
+        status=sa.case(
+            (_t.c.received_image_count + 1 >= sa.bindparam("b_total"), sa.bindparam("b_finished")),
+            else_=sa.bindparam("b_processing"),
+        ),
     )
-    .returning(_t.c.received_image_count)
+    .returning(_t.c.status)
 )
-_SET_INCOMING_STATUS = _t.update().where(_t.c.id == sa.bindparam("b_id")).values(status=sa.bindparam("b_status"))
 
 
 def incoming_id(conn: sa.Connection, box_id: int, outgoing_transaction_id: int) -> int | None:
@@ -617,9 +621,11 @@ def insert_receipt(
     added: bool,
     sha256: str,
     now: datetime,
-) -> int:
-    """Record the image received as ``sequence_number`` of our incoming transaction of ``total`` images;
-    returns how many images the transaction received so far."""
+    finished: str,
+    processing: str,
+) -> str:
+    """Record the image received as ``sequence_number`` of our incoming transaction of ``total`` images; the
+    transaction's status is now ``finished`` once it received ``total`` images, else ``processing``: returned."""
     image = {
         "transaction_id": transaction_id,
         "sequence_number": sequence_number,
@@ -629,9 +635,12 @@ def insert_receipt(
     }
     conn.execute(_INSERT_RECEIVED_IMAGE, image)
     # counted as they come (one row per sequence number, unique): no recount of the whole transaction
-    count = {"b_id": transaction_id, "b_added": 1 if added else 0, "b_total": total, "b_updated": now}
-    return int(conn.execute(_COUNT_RECEIVED, count).scalar_one())
-
-
-def set_incoming_status(conn: sa.Connection, transaction_id: int, status: str) -> None:
-    conn.execute(_SET_INCOMING_STATUS, {"b_id": transaction_id, "b_status": status})
+    count = {
+        "b_id": transaction_id,
+        "b_added": 1 if added else 0,
+        "b_total": total,
+        "b_updated": now,
+        "b_finished": finished,
+        "b_processing": processing,
+    }
+    return str(conn.execute(_COUNT_RECEIVED, count).scalar_one())
