@@ -25,7 +25,7 @@ T = TypeVar("T")
 class _Pending:
     """One ingest waiting for a group commit: its work, and then its result or error."""
 
-    __slots__ = ("work", "durable", "result", "error", "done")
+    __slots__ = ("work", "durable", "result", "error", "done", "wake")
 
     def __init__(self, work: Callable[[sa.Connection], Any], durable: bool) -> None:
         self.work = work
@@ -33,17 +33,24 @@ class _Pending:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        #: held until this caller is woken: its work is done, or it is to lead the next batch
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit:
-    """Leader/follower batching of write transactions (see the module docstring)."""
+    """Leader/follower batching of write transactions (see the module docstring).
+
+    A commit wakes exactly the callers it finished, and the next leader if more wait: not every waiter. With
+    a box's eight images in flight, waking all of them after each commit (to see whose work was done) was
+    most of the thread switches of a key record, each a hand-over of the GIL."""
 
     #: the most ingests one transaction takes (bounds the latency of the first of them)
     max_batch = 64
 
     def __init__(self, writing: Callable[[bool], AbstractContextManager[sa.Connection]]) -> None:
         self._writing = writing
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leader = False
 
@@ -51,23 +58,27 @@ class GroupCommit:
         """``work(conn)`` inside a shared transaction; returns after that transaction committed (durably,
         when this or any other work of the batch asked for it)."""
         pending = _Pending(work, durable)
-        with self._cond:
+        with self._lock:
             self._queue.append(pending)
-        while True:
-            with self._cond:
-                while self._leader and not pending.done:
-                    self._cond.wait()
-                if pending.done:
-                    break
-                # lead: take what waits now (ours may lie beyond a full batch: then lead again)
-                self._leader = True
+            follow = self._leader
+            self._leader = True
+        if follow:
+            pending.wake.acquire()  # done by a leader, or made the leader
+        while not pending.done:  # lead: take what waits now (ours may lie beyond a full batch: then again)
+            with self._lock:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
                 self._commit(batch)
             finally:
-                with self._cond:
-                    self._leader = False
-                    self._cond.notify_all()
+                with self._lock:
+                    for item in batch:
+                        if item is not pending:
+                            item.wake.release()
+                    if pending.done or not self._queue:
+                        successor = self._queue[0] if self._queue else None
+                        self._leader = successor is not None
+                        if successor is not None:
+                            successor.wake.release()  # it finds its work not done: it leads
         if pending.error is not None:
             raise pending.error
         return pending.result

@@ -75,7 +75,7 @@ def test_a_failing_ingest_in_a_shared_transaction_is_rolled_back_alone(tmp_path:
         except Conflict as error:
             results[name] = error
 
-    with group._cond:  # hold the queue so the three calls end up in one batch
+    with group._lock:  # a leader is busy: the three calls queue up as followers, then go in one batch
         group._leader = True
         threads = [
             threading.Thread(target=run, args=("b", ct_bytes(PatientID="B", seed=2), "key-b")),
@@ -86,10 +86,9 @@ def test_a_failing_ingest_in_a_shared_transaction_is_rolled_back_alone(tmp_path:
             t.start()
     deadline = time.monotonic() + 30
     while True:
-        with group._cond:
+        with group._lock:
             if len(group._queue) == 3:
-                group._leader = False
-                group._cond.notify_all()
+                group._queue[0].wake.release()  # the busy leader hands over to the first: it takes all three
                 break
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -137,3 +136,35 @@ def test_keys_of_concurrent_anonymizations_share_commits_and_each_is_recorded(tm
     assert sorted(keyed) == sorted(ids)
     assert len(commits) < len(ids), len(commits)
     context.close()
+
+
+def test_each_caller_is_woken_once_with_its_own_answer_also_beyond_a_full_batch(tmp_path: Path):
+    """A commit wakes the callers it finished and hands the lead to the next one waiting; with batches of two
+    and twelve callers, every caller gets its own result or its own error, and a wake-up only once."""
+    index = _index(tmp_path)
+    group = index._group
+    assert group is not None
+    group.max_batch = 2
+    answers: dict[int, object] = {}
+    barrier = threading.Barrier(12)
+
+    def work(n: int) -> object:
+        def write(conn: sa.Connection) -> int:
+            time.sleep(0.002)  # the others queue up meanwhile
+            if n % 5 == 4:
+                raise ValueError(f"caller {n} fails alone")
+            return int(conn.execute(sa.text("SELECT :n + 1000"), {"n": n}).scalar_one())
+
+        barrier.wait()
+        try:
+            return group.run(write)
+        except ValueError as error:
+            return str(error)
+
+    threads = [threading.Thread(target=lambda n=n: answers.__setitem__(n, work(n))) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == {n: f"caller {n} fails alone" if n % 5 == 4 else n + 1000 for n in range(12)}
+    assert group._queue == [] and group._leader is False
