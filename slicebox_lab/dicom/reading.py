@@ -204,8 +204,47 @@ def _describe_non_part10(data: bytes) -> str:
     )
 
 
+#: VRs whose explicit little-endian element header has a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS"}
+    | {b"ST", b"TM", b"UI", b"UL", b"US"}
+)
+
+
+def _meta_transfer_syntax(data: bytes) -> str | None:
+    """(0002,0010) read straight from the bytes of a Part-10 file meta group as PS3.10 writes it (explicit VR
+    little endian): microseconds, where pydicom's parse of the group costs a tenth of a millisecond for every
+    upload's header.  Raises ValueError for anything else (no preamble, a VR it does not know, a group cut
+    short), which pydicom then reads."""
+    if data[128:132] != b"DICM":
+        raise ValueError("no preamble")
+    pos, end = 132, len(data)
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 2:
+            return None  # the group ended without one
+        vr = data[pos + 4 : pos + 6]
+        if vr in _SHORT_VRS:
+            length, value = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        elif vr in _LONG_VRS and pos + 12 <= end:
+            length, value = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+        else:
+            raise ValueError("not a plain file meta group")
+        if length == 0xFFFFFFFF or value + length > end:
+            raise ValueError("an element of undefined length, or cut short")
+        if element == 0x0010:
+            return data[value : value + length].decode("ascii").rstrip(" \x00") or None
+        pos = value + length
+    raise ValueError("the group is cut short")
+
+
 def transfer_syntax_of(data: bytes) -> str | None:
     """The file's transfer syntax from its file meta only (no data set parsed), or None."""
+    try:
+        return _meta_transfer_syntax(data)
+    except (ValueError, UnicodeDecodeError, struct.error):
+        pass  # pydicom reads what is not plain
     try:
         meta = read_partial(io.BytesIO(data), stop_when=lambda tag, vr, length: True).file_meta
         ts = meta.get("TransferSyntaxUID")
