@@ -20,8 +20,10 @@ from tornado import web
 
 from ..box import connections, incoming, outgoing, service, transfer
 from ..box.transfer import HASH_HEADER
+from ..context import SliceboxContext
 from ..errors import InvalidInput, SliceboxError
 from ..model import Source
+from ..upload import Upload
 from .base import API, SliceboxHandler, masked_uri
 from .upload import StreamingHandler
 
@@ -215,7 +217,10 @@ class _TokenHandler(SliceboxHandler):
             log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, path, self.request.remote_ip, took)
 
     async def box(self, token: str) -> connections.Box:
-        box = await self.blocking(connections.box_for_token, self.context.index, token)
+        return await self.checked(await self.blocking(connections.box_for_token, self.context.index, token))
+
+    async def checked(self, box: connections.Box | None) -> connections.Box:
+        """The box the token named (401 for none), its partner's contact recorded."""
         if box is None:
             raise InvalidBoxToken("no box has this token (it may have been deleted)")
         contact = box.last_contact
@@ -244,8 +249,10 @@ class TransactionImageHandler(StreamingHandler, _TokenHandler):
         """The box token in the path: checked when the body is opened."""
 
     async def open_body(self) -> transfer.IncomingImage:
-        self._box = await self.box(self.path_args[0])
-        upload = self.context.upload(Source("box", self._box.name))
+        # the box and the file its image goes to in one trip off the event loop (opening a file blocks)
+        box, upload = await self.blocking(_box_and_upload, self.context, self.path_args[0])
+        self._box = await self.checked(box)
+        assert upload is not None
         try:
             encoding = self.request.headers.get("Content-Encoding", "")
             return transfer.IncomingImage(upload, encoding, self.context.inspect_head)
@@ -270,6 +277,12 @@ class TransactionImageHandler(StreamingHandler, _TokenHandler):
         received = await self.body_complete(then=receive)
         assert received is not None
         self.write_json(received.to_json())
+
+
+def _box_and_upload(context: SliceboxContext, token: str) -> tuple[connections.Box | None, Upload | None]:
+    """The box of ``token`` and a new upload from it (None, None for an unknown token)."""
+    box = connections.box_for_token(context.index, token)
+    return box, None if box is None else context.upload(Source("box", box.name))
 
 
 class TransactionPollHandler(_TokenHandler):
