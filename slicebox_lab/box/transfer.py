@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from python_multipart.multipart import MultipartParser
+
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
-from slicebox_lab.errors import InvalidInput, PeerFailure, ServiceUnavailable
+from slicebox_lab.errors import InvalidInput, PeerFailure, ServiceUnavailable, SliceboxError
 from slicebox_lab.index import Connection
 from slicebox_lab.index import boxes as rows
 from slicebox_lab.model import IngestResult, Source
@@ -114,6 +116,46 @@ def decompress(data: bytes, encoding: str) -> bytes:
 _EARLY_INFLATED = 16 << 10
 
 
+class _Body:
+    """A request body as it was sent (``Content-Encoding`` deflate, gzip or none), inflated piece by piece and
+    counted against the largest image a receiver accepts."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = (encoding or "identity").strip().lower()
+        if encoding in ("", "identity"):
+            self.wbits: int | None = None
+        elif encoding == "deflate":
+            self.wbits = zlib.MAX_WBITS
+        elif encoding in ("gzip", "x-gzip"):
+            self.wbits = 16 + zlib.MAX_WBITS
+        else:
+            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use deflate or gzip")
+        self._inflater: Any = None if self.wbits is None else zlib.decompressobj(self.wbits)
+        self._size = 0
+
+    def inflated(self, pieces: list[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            data = piece
+            if self._inflater is not None:
+                try:
+                    data = self._inflater.decompress(piece, MAX_IMAGE_BYTES - self._size + 1)
+                except zlib.error as e:
+                    raise HashMismatch(f"the body could not be decompressed ({e}): send it again") from None
+                if self._inflater.unconsumed_tail:
+                    raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+            self.count(len(data))
+            yield data
+
+    def count(self, size: int) -> None:
+        self._size += size
+        if self._size > MAX_IMAGE_BYTES:
+            raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+
+    def finish(self) -> None:
+        if self._inflater is not None and not self._inflater.eof:
+            raise HashMismatch("the compressed body ends before its stream does: send it again")
+
+
 class IncomingImage:
     """A pushed image as its body arrives: inflated (deflate, gzip or none), hashed (SHA-256 of the DICOM
     bytes, what the sender sent along) and written into an upload of the node (``context.Upload``), so no
@@ -129,20 +171,10 @@ class IncomingImage:
         encoding: str,
         inspect_head: Callable[[bytes], Future[HeadInspected | None] | None] | None = None,
     ) -> None:
-        encoding = (encoding or "identity").strip().lower()
-        if encoding in ("", "identity"):
-            self._wbits: int | None = None
-        elif encoding == "deflate":
-            self._wbits = zlib.MAX_WBITS
-        elif encoding in ("gzip", "x-gzip"):
-            self._wbits = 16 + zlib.MAX_WBITS
-        else:
-            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use deflate or gzip")
-        self._inflater: Any = None if self._wbits is None else zlib.decompressobj(self._wbits)
+        self._body = _Body(encoding)
         self.upload = upload
         self._inspect_head = inspect_head
         self._hash = hashlib.sha256()
-        self._size = 0
 
     def early(self, head: bytes) -> None:
         """The body's first bytes, on the event loop: the file's first bytes (a compressed body's inflated
@@ -150,32 +182,26 @@ class IncomingImage:
         if self._inspect_head is None:
             return
         start = head
-        if self._wbits is not None:
+        if self._body.wbits is not None:
             try:
-                start = zlib.decompressobj(self._wbits).decompress(head, _EARLY_INFLATED)
+                start = zlib.decompressobj(self._body.wbits).decompress(head, _EARLY_INFLATED)
             except zlib.error:
                 return  # the whole body tells (a hash mismatch): the file is inspected whole if it is stored
         self.upload.inspect_early(self._inspect_head(start))
 
     def feed(self, pieces: list[bytes]) -> None:
-        for piece in pieces:
-            data: bytes | memoryview = piece
-            if self._inflater is not None:
-                try:
-                    data = self._inflater.decompress(piece, MAX_IMAGE_BYTES - self._size + 1)
-                except zlib.error as e:
-                    raise HashMismatch(f"the body could not be decompressed ({e}): send it again") from None
-                if self._inflater.unconsumed_tail:
-                    raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
-            self._size += len(data)
-            if self._size > MAX_IMAGE_BYTES:
-                raise InvalidInput(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+        for data in self._body.inflated(pieces):
             self._hash.update(data)
             self.upload.write(data)
 
+    def write(self, data: bytes | memoryview) -> None:
+        """Bytes of the file itself (a part of a several-image body, inflated already), counted and hashed."""
+        self._body.count(len(data))
+        self._hash.update(data)
+        self.upload.write(data)
+
     def finish(self) -> None:
-        if self._inflater is not None and not self._inflater.eof:
-            raise HashMismatch("the compressed body ends before its stream does: send it again")
+        self._body.finish()
 
     def discard(self) -> None:
         self.upload.discard()
@@ -277,6 +303,143 @@ def receive_image(
 
 class PartnerBusy(ServiceUnavailable):
     """The same image arrived twice at once; the second is refused for now (the sender retries it)."""
+
+
+#: part headers of a push of several images (``multipart/related; type="application/dicom"``)
+SEQUENCE_HEADER = "X-Slicebox-Sequence-Number"
+#: the most images one push request carries
+MAX_IMAGES_PER_PUSH = 64
+
+
+class IncomingImages:
+    """Several pushed images of one transaction in one body, as it arrives (``multipart/related``; the whole
+    body deflated, gzipped or not): each part is hashed and written into an upload as it comes, and stored
+    with its receipt as it ends (:func:`receive_image`), so a request's handling is paid once for them all.
+
+    Each part carries its sequence number (``X-Slicebox-Sequence-Number``) and the SHA-256 of its bytes
+    (``X-Slicebox-SHA256``).  A part that fails (its hash, not DICOM) fails alone: :attr:`outcomes` holds,
+    in order, each part's :class:`Received` answer or its error."""
+
+    def __init__(
+        self, context: SliceboxContext, box: Box, transaction_id: int, total: int, boundary: str, encoding: str
+    ) -> None:
+        self._body = _Body(encoding)
+        self._context, self._box = context, box
+        self._transaction_id, self._total = transaction_id, total
+        self._headers: dict[str, str] = {}
+        self._header_field = b""
+        self._part: IncomingImage | None = None
+        self._failed: SliceboxError | None = None
+        self._inspected = False
+        self._ended = False
+        #: (sequence number, answer or error) of each part, in order
+        self.outcomes: list[tuple[int, Received | SliceboxError]] = []
+        callbacks: Any = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_name,
+            "on_header_value": self._header_value,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+        self._parser = MultipartParser(boundary.encode("latin-1"), callbacks)
+
+    def early(self, head: bytes) -> None:
+        """(Several files: their headers are inspected as each part is stored.)"""
+
+    def feed(self, pieces: list[bytes]) -> None:
+        for data in self._body.inflated(pieces):
+            try:
+                self._parser.write(data)
+            except SliceboxError:
+                raise
+            except Exception as error:  # python-multipart's own errors: a malformed body
+                raise InvalidInput(f"the multipart body is malformed: {error}") from error
+
+    def finish(self) -> None:
+        self._body.finish()
+        self._parser.finalize()
+        if not self._ended:
+            raise InvalidInput("the multipart body has no closing boundary: it was cut short")
+
+    def discard(self) -> None:
+        part, self._part = self._part, None
+        if part is not None:
+            part.discard()
+
+    # ------------------------------------------------------------ python-multipart callbacks
+
+    def _part_begin(self) -> None:
+        self._headers, self._header_field, self._failed, self._inspected = {}, b"", None, False
+
+    def _header_name(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        name = self._header_field.decode("latin-1").strip().lower()
+        self._headers[name] = self._headers.get(name, "") + data[start:end].decode("latin-1")
+        self._header_field = b""
+
+    def _headers_done(self) -> None:
+        if len(self.outcomes) >= MAX_IMAGES_PER_PUSH:
+            raise InvalidInput(f"one push carries at most {MAX_IMAGES_PER_PUSH} images")
+        self._part = IncomingImage(self._context.upload(Source("box", self._box.name)), "identity")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._part
+        if part is not None and self._failed is None:
+            try:
+                part.write(memoryview(data)[start:end])
+            except SliceboxError as error:  # too large: this part fails, the others go on
+                self._failed = error
+                return
+            if not self._inspected and len(part.upload.head) >= _EARLY_INFLATED:
+                # its header goes to a worker now: the part is stored on that answer, not read back whole
+                self._inspected = True
+                part.upload.inspect_early(self._context.inspect_head(part.upload.head))
+
+    def _part_end(self) -> None:
+        part, self._part = self._part, None
+        if part is None:
+            return
+        headers = {name: value.strip() for name, value in self._headers.items()}
+        number = headers.get(SEQUENCE_HEADER.lower(), "")
+        sequence_number = int(number) if number.isdigit() else 0
+        if self._failed is None and sequence_number < 1:
+            self._failed = InvalidInput(f"each part needs its {SEQUENCE_HEADER}, a positive integer")
+        if self._failed is not None:
+            part.discard()
+            self.outcomes.append((sequence_number, self._failed))
+            return
+        try:
+            received: Received | SliceboxError = receive_image(
+                self._context,
+                self._box,
+                self._transaction_id,
+                sequence_number,
+                self._total,
+                part,
+                headers.get(HASH_HEADER.lower(), ""),
+            )
+        except SliceboxError as error:  # receive_image stored it or discarded it: nothing is left to do
+            received = error
+        self.outcomes.append((sequence_number, received))
+
+    def _end(self) -> None:
+        self._ended = True
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """Each part's answer: ``{"sequence_number", "image_id", "added", "duplicate", "status"}``, or
+        ``{"sequence_number", "error": {"status", "reason", "message"}}``."""
+        answers: list[dict[str, Any]] = []
+        for number, outcome in self.outcomes:
+            if isinstance(outcome, Received):
+                answers.append({"sequence_number": number, **outcome.to_json()})
+            else:
+                error = {"status": outcome.status_code, "reason": type(outcome).__name__, "message": outcome.message}
+                answers.append({"sequence_number": number, "error": error})
+        return answers
 
 
 # ---------------------------------------------------------------------------------------------- the polled side

@@ -21,6 +21,7 @@ from tornado import web
 from ..box import connections, incoming, outgoing, service, transfer
 from ..box.transfer import HASH_HEADER
 from ..context import SliceboxContext
+from ..dicomweb.multipart import related_boundary
 from ..errors import InvalidInput, SliceboxError
 from ..model import Source
 from ..upload import Upload
@@ -279,6 +280,38 @@ class TransactionImageHandler(StreamingHandler, _TokenHandler):
         self.write_json(received.to_json())
 
 
+@web.stream_request_body
+class TransactionPushHandler(StreamingHandler, _TokenHandler):
+    """Several pushed images of one transaction in one request (``box.transfer.IncomingImages``): each part is
+    stored with its receipt as it ends, and the answer lists each part's outcome; the request's own handling
+    (parsing, routing, the token's box) is paid once for them all."""
+
+    max_body = transfer.MAX_IMAGE_BYTES
+
+    async def authorize_body(self) -> None:
+        """The box token in the path: checked when the body is opened."""
+
+    async def open_body(self) -> transfer.IncomingImages:
+        self._box = await self.box(self.path_args[0])  # the token first: a stranger learns nothing else
+        transaction_id = self.positive_argument("transactionid")
+        total = self.positive_argument("totalimagecount")
+        boundary = related_boundary(self.request.headers.get("Content-Type"), "application/dicom")
+        encoding = self.request.headers.get("Content-Encoding", "")
+        return transfer.IncomingImages(self.context, self._box, transaction_id, total, boundary, encoding)
+
+    @allow_unauthenticated
+    async def post(self, token: str) -> None:
+        """The partner pushes several images: ``multipart/related; type="application/dicom"``, each part with
+        its ``X-Slicebox-Sequence-Number`` and ``X-Slicebox-SHA256`` → 200 with each part's outcome, in order."""
+        images = await self.body_complete(then=_stored_images)
+        assert images is not None
+        self.write_json(images)
+
+
+def _stored_images(images: transfer.IncomingImages) -> list[dict[str, Any]]:
+    return images.to_json()
+
+
 def _box_and_upload(context: SliceboxContext, token: str) -> tuple[connections.Box | None, Upload | None]:
     """The box of ``token`` and a new upload from it (None, None for an unknown token)."""
     box = connections.box_for_token(context.index, token)
@@ -354,6 +387,7 @@ default_handlers = [
     (rf"{API}/boxes/{_DIRECTION}/transactions/(\d+)", TransactionHandler),
     (rf"{API}/boxes/{_DIRECTION}/transactions/(\d+)/images", TransactionImagesHandler),
     (rf"{API}/transactions/{_TOKEN}/image", TransactionImageHandler),
+    (rf"{API}/transactions/{_TOKEN}/images", TransactionPushHandler),
     (rf"{API}/transactions/{_TOKEN}/outgoing/poll", TransactionPollHandler),
     (rf"{API}/transactions/{_TOKEN}/outgoing", TransactionOutgoingHandler),
     (rf"{API}/transactions/{_TOKEN}/outgoing/done", TransactionDoneHandler),

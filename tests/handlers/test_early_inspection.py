@@ -137,3 +137,28 @@ async def test_a_pushed_image_cut_inside_its_pixels_is_refused_whatever_its_head
     assert started == ["inspect_head", "inspect"]
     blobs, counts = stored_state(node_dir)
     assert blobs == [] and counts["images"] == 0
+
+
+async def test_each_image_of_a_push_of_several_is_stored_on_its_early_inspection(
+    api, jp_http_port, jp_base_url, node_dir, started
+):
+    r = await api("boxes", "createconnection", method="POST", body=json.dumps({"name": "hospital"}))
+    token = body_json(r)["token"]
+    images = [ct_bytes(rows=512, columns=512, PatientName=f"Pushed^{n}", seed=n) for n in range(3)]
+    body = b""
+    for n, data in enumerate(images, start=1):
+        sha = hashlib.sha256(data).hexdigest()
+        body += b"--sep\r\nContent-Type: application/dicom\r\n"
+        body += f"X-Slicebox-Sequence-Number: {n}\r\nX-Slicebox-SHA256: {sha}\r\n\r\n".encode() + data + b"\r\n"
+    body += b"--sep--\r\n"
+    headers = {
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=sep',
+        "Content-Length": str(len(body)),
+    }
+    path = f"{jp_base_url}slicebox/api/transactions/{token}/images?transactionid=4&totalimagecount=3"
+    parts = [body[i : i + 16384] for i in range(0, len(body), 16384)]
+    status = await raw_post(jp_http_port, path, "", headers, parts)
+    assert " 200 " in status, status
+    assert started == ["inspect_head"] * 3  # no image read back whole
+    blobs, counts = stored_state(node_dir)
+    assert len(blobs) == 3 and counts["images"] == 3
