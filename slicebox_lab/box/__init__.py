@@ -42,7 +42,11 @@ Decisions (where Slicebox left a choice or had a known problem):
   again, up to 5 times per image, then fails the image), stores through ``context.ingest`` with source
   ``box``/<box name> (re-identifying what matches its own keys), and records (sender's transaction,
   sequence number) → image: a resent image is answered from that record and not stored again.
-* Speed: ``BoxSettings.concurrency`` images of a box are in flight at once, a new one starting as
+* Speed: a push carries several images of a transaction (``BoxSettings.images_per_push``, 4) in one
+  ``multipart/related`` request to ``.../images``, each part with its sequence number and SHA-256 and
+  answered alone, so that both nodes pay a request's handling once for them; a partner without that
+  route (403/404 there) gets one image per request, as before.  ``BoxSettings.concurrency`` requests
+  of a box are in flight at once, a new one starting as
   soon as one finishes (no barrier between batches, no wait between rounds while work is pending);
   confirmations are committed (PUSH) or acknowledged (POLL, a list to ``outgoing/done``) in groups,
   and the receiver's records of concurrent receipts share one commit.

@@ -29,7 +29,7 @@ from slicebox_lab.jobs import Job
 from . import connections, incoming, outgoing, transfer
 from .connections import Box, SendMethod
 from .transfer import HashMismatch, ImageRefused, PartnerUnavailable
-from .transport import BoxTransport, HttpTransport, wire_encoding_for
+from .transport import BatchUnsupported, BoxTransport, HttpTransport, wire_encoding_for
 
 if TYPE_CHECKING:
     from slicebox_lab.context import SliceboxContext
@@ -51,8 +51,10 @@ class BoxSettings:
     #: tries of one image whose hash keeps failing before it is given up
     max_attempts: int = 5
     request_timeout: float = 60.0
-    #: images of one box in flight at once (anonymizing here overlaps storing there)
+    #: requests of one box in flight at once (anonymizing here overlaps storing there)
     concurrency: int = 8
+    #: images one push request carries (a partner that takes one per request gets one)
+    images_per_push: int = 4
     #: images confirmed per commit (PUSH) or per acknowledgement request (POLL)
     settle_batch: int = 32
     #: images one box moves before the round goes on to its other direction and the other boxes
@@ -194,6 +196,8 @@ class BoxService:
         #: (box id, transaction, outgoing image) → failed fetches of an image whose hash did not match
         self._fetch_attempts: dict[tuple[int, int, int], int] = {}
         self._contact: dict[int, float] = {}
+        #: boxes whose partner takes one image per push request (a node older than several-image pushes)
+        self._one_per_push: set[int] = set()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
@@ -315,21 +319,24 @@ class BoxService:
         self,
         next_batch: Callable[[int], list[Any]],
         key: Callable[[Any], Any],
-        work: Callable[[Any], Any],
+        work: Callable[[list[Any]], list[Any]],
         settle: Callable[[list[Any]], None],
+        per_call: int = 1,
+        together: Callable[[Any], Any] = lambda item: None,
     ) -> bool:
-        """Keep ``concurrency`` images of one box in flight until none is pending (or ``images_per_round``).
+        """Keep ``concurrency`` calls of one box in flight until no image is pending (or ``images_per_round``).
 
-        ``next_batch(extra)`` lists pending items (``extra`` more than usual: those in flight are
-        listed again and skipped); ``work(item)`` moves one and returns what to settle (None: nothing,
-        its outcome is recorded already); ``settle(results)`` records results in groups of
-        ``settle_batch`` (one commit or one acknowledgement for many images), and always before the
-        next listing, so that a listing never shows a settled image again.  No barrier between
-        batches: a new image starts as soon as one finishes.  The first PartnerUnavailable stops new
-        starts and is raised once those in flight have settled.  True if any image was taken.
+        ``next_batch(extra)`` lists pending items (``extra`` more than usual: those in flight are listed again
+        and skipped); ``work(items)`` moves up to ``per_call`` of them (consecutive ones of the same
+        ``together``: one transaction) and returns what to settle (an item whose outcome it recorded itself
+        is not in it); ``settle(results)`` records results in groups of ``settle_batch`` (one commit or one
+        acknowledgement for many images), and always before the next listing, so that a listing never shows
+        a settled image again.  No barrier between calls: a new one starts as soon as one finishes.  The
+        first PartnerUnavailable stops new starts and is raised once those in flight have settled.  True if
+        any image was taken.
         """
         pool = self._executor()
-        in_flight: dict[Future[Any], Any] = {}
+        in_flight: dict[Future[list[Any]], list[Any]] = {}
         seen: set[Any] = set()
         queue: deque[Any] = deque()
         results: list[Any] = []
@@ -341,28 +348,29 @@ class BoxService:
                 if active and not queue and not exhausted and taken < self.settings.images_per_round:
                     settle(results)
                     results = []
-                    fresh = [x for x in next_batch(len(in_flight) + unsettled) if key(x) not in seen]
+                    flying = sum(len(items) for items in in_flight.values())
+                    fresh = [x for x in next_batch(flying + unsettled) if key(x) not in seen]
                     exhausted = not fresh
                     queue.extend(fresh[: self.settings.batch_size])
                 while active and queue and len(in_flight) < max(1, self.settings.concurrency):
-                    item = queue.popleft()
-                    seen.add(key(item))
-                    taken += 1
-                    in_flight[pool.submit(work, item)] = item
+                    items = [queue.popleft()]
+                    while queue and len(items) < per_call and together(queue[0]) == together(items[0]):
+                        items.append(queue.popleft())
+                    seen.update(key(item) for item in items)
+                    taken += len(items)
+                    in_flight[pool.submit(work, items)] = items
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    del in_flight[future]
+                    items = in_flight.pop(future)
                     try:
-                        result = future.result()
+                        settled = future.result()
                     except PartnerUnavailable as e:
                         failure = failure or e
                         continue
-                    if result is None:
-                        unsettled += 1
-                    else:
-                        results.append(result)
+                    results.extend(settled)
+                    unsettled += len(items) - len(settled)
                 if len(results) >= self.settings.settle_batch:
                     settle(results)
                     results = []
@@ -380,34 +388,80 @@ class BoxService:
 
     def _push(self, box: Box, transport: BoxTransport) -> bool:
         index = self.context.index
+        per_call = 1 if box.id in self._one_per_push else max(1, self.settings.images_per_push)
         return self._pipeline(
             lambda extra: outgoing.pending_items(index, box.id, self.settings.batch_size + extra),
             lambda item: item.outgoing_image_id,
-            lambda item: self._push_one(box, transport, item),
+            lambda items: self._push_some(box, transport, items),
             lambda confirmed: outgoing.mark_sent_many(index, confirmed),
+            per_call=per_call,
+            together=lambda item: item.transaction_id,
         )
 
-    def _push_one(self, box: Box, transport: BoxTransport, item: outgoing.OutgoingItem) -> tuple[int, int, str] | None:
-        """Anonymize and deliver one image; (transaction, outgoing image, SHA-256) once the partner has it
-        durable (marked sent by the caller, in groups), None when its outcome is recorded here."""
-        index = self.context.index
+    def _push_some(
+        self, box: Box, transport: BoxTransport, items: list[outgoing.OutgoingItem]
+    ) -> list[tuple[int, int, str]]:
+        """Anonymize and deliver images of one transaction, several in one request where the partner takes
+        them; (transaction, outgoing image, SHA-256) of each the partner has durable (marked sent by the
+        caller, in groups); an image whose outcome is recorded here (refused, failed) is not listed."""
+        ready = [(item, *made) for item in items if (made := self._outgoing(box, item)) is not None]
+        if len(ready) > 1 and box.id not in self._one_per_push:
+            try:
+                outcomes = transport.push_many(
+                    ready[0][0].transaction_id,
+                    ready[0][0].total_image_count,
+                    [(item.sequence_number, data, digest) for item, data, digest in ready],
+                )
+            except BatchUnsupported:
+                log.info("boxes: %s takes one image per request", box.name)
+                self._one_per_push.add(box.id)
+            else:
+                answered: list[HashMismatch | ImageRefused | None] = []
+                for outcome in outcomes:
+                    if isinstance(outcome, PartnerUnavailable):  # the box backs off; what was stored is answered
+                        raise outcome  # from its receipt when it goes again
+                    answered.append(outcome)
+                return [
+                    settled
+                    for (item, _, digest), outcome in zip(ready, answered, strict=True)
+                    if (settled := self._settled(box, item, digest, outcome)) is not None
+                ]
+        pushed = (self._push_one(box, transport, item, data, digest) for item, data, digest in ready)
+        return [settled for settled in pushed if settled is not None]
+
+    def _outgoing(self, box: Box, item: outgoing.OutgoingItem) -> tuple[bytes, str] | None:
+        """The image's bytes as they leave and their SHA-256; None when it cannot leave (recorded as failed)."""
         try:
             data = transfer.outgoing_bytes(self.context, item, box.send_anonymous_as_is)
         except Exception as e:  # deleted since, or cannot be de-identified safely
-            outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, _reason(e))
+            outgoing.mark_failed(self.context.index, item.transaction_id, item.outgoing_image_id, _reason(e))
             return None
-        digest = transfer.sha256(data)
+        return data, transfer.sha256(data)
+
+    def _push_one(
+        self, box: Box, transport: BoxTransport, item: outgoing.OutgoingItem, data: bytes, digest: str
+    ) -> tuple[int, int, str] | None:
+        """Deliver one image alone; (transaction, outgoing image, SHA-256) once the partner has it durable."""
         try:
             transport.push(item.transaction_id, item.sequence_number, item.total_image_count, data, digest)
-        except HashMismatch as e:
-            attempts = outgoing.record_attempt(index, item.transaction_id, item.outgoing_image_id, e.message)
+        except (HashMismatch, ImageRefused) as e:
+            return self._settled(box, item, digest, e)
+        return self._settled(box, item, digest, None)
+
+    def _settled(
+        self, box: Box, item: outgoing.OutgoingItem, digest: str, outcome: HashMismatch | ImageRefused | None
+    ) -> tuple[int, int, str] | None:
+        """What to mark sent for an image the partner answered, or None once its failure is recorded."""
+        index = self.context.index
+        if outcome is None:
+            return item.transaction_id, item.outgoing_image_id, digest
+        if isinstance(outcome, HashMismatch):
+            attempts = outgoing.record_attempt(index, item.transaction_id, item.outgoing_image_id, outcome.message)
             if attempts >= self.settings.max_attempts:
-                outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, e.message)
-            return None
-        except ImageRefused as e:
-            outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {e.message}")
-            return None
-        return item.transaction_id, item.outgoing_image_id, digest
+                outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, outcome.message)
+        else:
+            outgoing.mark_failed(index, item.transaction_id, item.outgoing_image_id, f"{box.name}: {outcome.message}")
+        return None
 
     def _pull(self, box: Box, transport: BoxTransport) -> bool:
         def next_batch(extra: int) -> list[tuple[int, int, int, int]]:
@@ -427,7 +481,7 @@ class BoxService:
         return self._pipeline(
             next_batch,
             lambda item: (item[0], item[1]),
-            lambda item: self._pull_one(box, transport, *item),
+            lambda items: [done for item in items if (done := self._pull_one(box, transport, *item)) is not None],
             acknowledge,
         )
 

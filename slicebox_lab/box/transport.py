@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
+import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 class BoxTransport(Protocol):
     def push(self, transaction_id: int, sequence_number: int, total: int, data: bytes, digest: str) -> None:
         """Deliver one image; returns once the partner has it durable."""
+        ...
+
+    def push_many(self, transaction_id: int, total: int, images: list[tuple[int, bytes, str]]) -> list[PushOutcome]:
+        """Deliver several images of one transaction ((sequence number, bytes, SHA-256) each) in one call; each
+        image's outcome in order: None once the partner has it durable, else the error for that image alone
+        (:class:`HashMismatch` or :class:`ImageRefused`).  :class:`BatchUnsupported`: the partner takes one
+        image per call (:meth:`push`)."""
         ...
 
     def poll(self, n: int) -> list[dict[str, Any]]:
@@ -93,6 +101,10 @@ class HttpTransport:
         if response.status < 300:
             return response
         message, reason = _error(response)
+        if path == "/images" and response.status in (403, 404):
+            # a node without the route answers its JSON 404, or jupyter_server's 403 (no XSRF token) first;
+            # this node answers a refused token with 401 there
+            raise BatchUnsupported(f"the partner takes one image per request ({response.status} for {path}): {message}")
         if response.status in (401, 403):
             raise PartnerUnavailable(f"the partner refused our token ({response.status}): {message}")
         if reason == "HashMismatch":
@@ -111,6 +123,34 @@ class HttpTransport:
         headers = {"Content-Type": "application/dicom", "Content-Encoding": encoding, HASH_HEADER: digest}
         params = {"transactionid": transaction_id, "sequencenumber": sequence_number, "totalimagecount": total}
         self._call("POST", "/image", params, transfer.compress(data, encoding), headers)
+
+    def push_many(self, transaction_id: int, total: int, images: list[tuple[int, bytes, str]]) -> list[PushOutcome]:
+        boundary = uuid.uuid4().hex
+        pieces: list[bytes] = []
+        for number, data, digest in images:
+            pieces.append(
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n{transfer.SEQUENCE_HEADER}: {number}\r\n"
+                f"{HASH_HEADER}: {digest}\r\n\r\n".encode("ascii")
+            )
+            pieces += [data, b"\r\n"]
+        pieces.append(f"--{boundary}--\r\n".encode("ascii"))
+        body = b"".join(pieces)
+        # deflate unless every image is compressed already (or the partner is on this machine)
+        encoding = self.encoding
+        if all(transfer.wire_encoding(data, self.encoding) == "identity" for _, data, _ in images):
+            encoding = "identity"
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Content-Encoding": encoding,
+        }
+        params = {"transactionid": transaction_id, "totalimagecount": total}
+        response = self._call("POST", "/images", params, transfer.compress(body, encoding), headers)
+        try:
+            answers = json.loads(response.data)
+            by_number = {int(a["sequence_number"]): a.get("error") for a in answers}
+        except (ValueError, TypeError, KeyError):
+            raise PartnerUnavailable("the partner's answer to a push of several images is not its list") from None
+        return [_outcome(by_number, number) for number, _, _ in images]
 
     def poll(self, n: int) -> list[dict[str, Any]]:
         response = self._call("GET", "/outgoing/poll", {"n": n})
@@ -168,6 +208,29 @@ def _error(response: urllib3.BaseHTTPResponse) -> tuple[str, str]:
     return str(body.get("message", text[:500])), str(body.get("reason", ""))
 
 
+#: an image's outcome in a push of several: None (the partner has it durable) or what went wrong with it
+PushOutcome = HashMismatch | ImageRefused | PartnerUnavailable | None
+
+
+class BatchUnsupported(PartnerUnavailable):
+    """The partner has no route for several images per request (a node older than it): push one at a time."""
+
+
+def _outcome(by_number: dict[int, Any], number: int) -> PushOutcome:
+    """One image's outcome from a several-image push's answer (an image the answer does not list failed)."""
+    if number not in by_number:
+        return PartnerUnavailable(f"the partner's answer does not list image {number}")
+    error = by_number[number]
+    if error is None:
+        return None
+    status, reason, message = int(error.get("status", 500)), str(error.get("reason", "")), str(error.get("message", ""))
+    if reason == "HashMismatch":
+        return HashMismatch(message)
+    if status in (400, 404, 409, 422):
+        return ImageRefused(f"{status}: {message}")
+    return PartnerUnavailable(f"the partner answered {status} for image {number}: {message}")
+
+
 def _done_bodies(confirmed: list[tuple[int, int, str]]) -> list[dict[str, Any]]:
     return [{"transaction_id": t, "outgoing_image_id": o, "sha256": d} for t, o, d in confirmed]
 
@@ -185,6 +248,8 @@ class InMemoryTransport:
         self.encoding = encoding
         self.corrupt_next = 0
         self.fail_next = 0
+        #: False: the partner takes one image per call (as a node older than push_many)
+        self.batches = True
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -225,6 +290,24 @@ class InMemoryTransport:
             raise ImageRefused(f"400: {e.message}") from None
         except SliceboxError as e:
             raise PartnerUnavailable(f"the partner answered {e.status_code}: {e.message}") from None
+
+    def push_many(self, transaction_id: int, total: int, images: list[tuple[int, bytes, str]]) -> list[PushOutcome]:
+        if not self.batches:
+            raise BatchUnsupported("the partner takes one image per call (test transport)")
+        box = self._box("push_many")
+        outcomes: list[PushOutcome] = []
+        for number, data, digest in images:
+            try:
+                transfer.receive_image(self.partner, box, transaction_id, number, total, self._wire(data), digest)
+            except HashMismatch as e:
+                outcomes.append(e)
+            except InvalidInput as e:
+                outcomes.append(ImageRefused(f"400: {e.message}"))
+            except SliceboxError as e:
+                outcomes.append(PartnerUnavailable(f"the partner answered {e.status_code}: {e.message}"))
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def poll(self, n: int) -> list[dict[str, Any]]:
         return transfer.serve_poll(self.partner, self._box("poll"), n)

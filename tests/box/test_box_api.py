@@ -18,6 +18,7 @@ from helpers import body_json, finished_job
 
 from slicebox_lab.box import HttpTransport, connections
 from slicebox_lab.box.transfer import HashMismatch, ImageRefused, PartnerUnavailable
+from slicebox_lab.box.transport import BatchUnsupported
 
 DICOM = {"Content-Type": "application/dicom"}
 JSON = {"Content-Type": "application/json"}
@@ -305,3 +306,90 @@ async def test_requests_in_flight_together_record_the_partners_contact_once(
     assert len(recorded) == 1  # each stale read of the contact used to write it again
     (box,) = body_json(await api("boxes"))
     assert box["online"] is True
+
+
+def _related(parts: list[tuple[int, bytes, str]], boundary: str = "b0und4ry") -> tuple[bytes, dict[str, str]]:
+    """A push of several images: (sequence number, bytes, SHA-256) each, as multipart/related."""
+    body = b""
+    for number, data, digest in parts:
+        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n".encode()
+        body += f"X-Slicebox-Sequence-Number: {number}\r\nX-Slicebox-SHA256: {digest}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+
+
+@pytest.mark.parametrize("encoding", ["identity", "deflate"])
+async def test_several_images_pushed_in_one_request_are_each_verified_stored_once_and_answered(
+    api: Any, raw: Any, encoding: str
+):
+    token = (await _create(api, "hospital"))["token"]
+    images = [ct_bytes(PatientID="BATCH", seed=n) for n in range(3)]
+    digests = [hashlib.sha256(data).hexdigest() for data in images]
+    wrong = hashlib.sha256(b"other bytes").hexdigest()
+    body, headers = _related([(1, images[0], digests[0]), (2, images[1], wrong), (3, images[2], digests[2])])
+    if encoding == "deflate":
+        body, headers = zlib.compress(body), {**headers, "Content-Encoding": "deflate"}
+    query = "?transactionid=9&totalimagecount=3"
+    r = await raw(f"transactions/{token}/images{query}", "POST", body, headers=headers)
+    assert r.code == 200, r.body
+    first = body_json(r)
+    assert [a["sequence_number"] for a in first] == [1, 2, 3]
+    assert first[0]["added"] is True and first[2]["added"] is True and first[2]["status"] == "PROCESSING"
+    assert first[1]["error"]["reason"] == "HashMismatch" and first[1]["error"]["status"] == 400
+    assert body_json(await api("system", "information"))["counts"]["images"] == 2  # the bad part stored nothing
+
+    body, headers = _related([(1, images[0], digests[0]), (2, images[1], digests[1])])
+    r = await raw(f"transactions/{token}/images{query}", "POST", body, headers=headers)
+    again = body_json(r)
+    assert (again[0]["image_id"], again[0]["duplicate"]) == (first[0]["image_id"], True)  # answered from its receipt
+    assert again[1]["added"] is True and again[1]["status"] == "FINISHED"
+    r = await raw(f"transactions/{token}/status?transactionid=9")
+    assert body_json(r) == {"status": "FINISHED", "received_image_count": 3, "total_image_count": 3}
+
+
+async def test_a_push_of_several_images_refuses_what_it_cannot_read(api: Any, raw: Any):
+    token = (await _create(api, "hospital"))["token"]
+    data = ct_bytes(PatientID="BATCH")
+    body, headers = _related([(1, data, hashlib.sha256(data).hexdigest())])
+    route = f"transactions/{token}/images"
+    r = await raw(f"{route}?transactionid=1&totalimagecount=1", "POST", body[:-30], headers=headers)  # no closing
+    assert r.code == 400 and "cut short" in body_json(r)["message"]
+    r = await raw(f"{route}?transactionid=1&totalimagecount=1", "POST", body, headers=DICOM)
+    assert r.code == 415
+    r = await raw(f"{route}?totalimagecount=1", "POST", body, headers=headers)
+    assert r.code == 400
+    nameless, headers = _related([(0, data, hashlib.sha256(data).hexdigest())])
+    r = await raw(f"{route}?transactionid=1&totalimagecount=1", "POST", nameless, headers=headers)
+    assert body_json(r)[0]["error"]["reason"] == "InvalidInput"
+    r = await raw("transactions/wrong/images?transactionid=1&totalimagecount=1", "POST", body, headers=headers)
+    assert r.code == 401
+    assert body_json(await api("system", "information"))["counts"]["images"] == 0
+
+
+async def test_the_http_transport_pushes_several_images_and_answers_each(api: Any):
+    box = await _create(api, "university")
+    loop = asyncio.get_running_loop()
+    transport = HttpTransport(box["base_url"], timeout=10, encoding="deflate")
+    images = [ct_bytes(PatientID="MANY", seed=n) for n in range(3)]
+    digests = [hashlib.sha256(data).hexdigest() for data in images]
+    sent = [
+        (1, images[0], digests[0]),
+        (2, images[1], "0" * 64),
+        (3, b"not dicom", hashlib.sha256(b"not dicom").hexdigest()),
+    ]
+    outcomes = await loop.run_in_executor(None, transport.push_many, 5, 3, sent)
+    assert outcomes[0] is None and isinstance(outcomes[1], HashMismatch) and isinstance(outcomes[2], ImageRefused)
+    outcomes = await loop.run_in_executor(
+        None, transport.push_many, 5, 3, [(1, images[0], digests[0]), (2, images[1], digests[1])]
+    )
+    assert outcomes == [None, None]  # the first answered from its receipt, the second stored
+    incoming = body_json(await api("boxes", "incoming", "transactions"))
+    assert [t["received_image_count"] for t in incoming] == [2]
+
+    # a partner without the route (an older node): the sender is told to push one image per request
+    older = HttpTransport(box["base_url"].replace("/transactions/", "/transactions-of-old/"), timeout=10)
+    with pytest.raises(BatchUnsupported):
+        await loop.run_in_executor(None, older.push_many, 6, 1, [(1, images[2], digests[2])])
+    for t in (transport, older):
+        await loop.run_in_executor(None, t.close)

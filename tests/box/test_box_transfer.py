@@ -194,6 +194,13 @@ class LostAnswers(InMemoryTransport):
             self.lose -= 1
             raise PartnerUnavailable("connection reset after the upload")
 
+    def push_many(self, *args, **kwargs) -> list:
+        outcomes = super().push_many(*args, **kwargs)
+        if self.lose:
+            self.lose -= 1
+            raise PartnerUnavailable("connection reset after the upload of several images")
+        return outcomes
+
     def done(self, *args, **kwargs) -> None:
         if self.lose:
             self.lose -= 1
@@ -489,3 +496,23 @@ def test_an_unreachable_partner_error_never_carries_the_token():
         transport.close()
     assert "could not be reached" in raised.value.message and "<token>" in raised.value.message
     assert token not in raised.value.message
+
+
+@pytest.mark.parametrize("batches", [True, False])
+def test_images_go_several_per_request_or_one_by_one_to_a_partner_that_takes_one(tmp_path: Path, batches: bool):
+    """Several images of a transaction go in one push (``BoxSettings.images_per_push``); a partner without that
+    route (a node older than it) gets them one per request, and the transfer is the same."""
+    p = _pair(tmp_path)
+    p.transport.batches = batches
+    ids = _upload(p.sender, 10)
+    submit_send(p.sender, p.sender_box.id, ids)
+    p.run()
+    assert len(_stored(p.receiver)) == 10 and _outgoing(p)["status"] == "FINISHED"
+    incoming = box_incoming.list_incoming(p.receiver.index)[0]
+    assert (incoming["status"], incoming["received_image_count"]) == ("FINISHED", 10)
+    if batches:
+        assert p.transport.calls.get("push_many", 0) >= 3 and "push" not in p.transport.calls  # 10 in groups of 4
+    else:
+        assert p.transport.calls["push"] == 10 and "push_many" not in p.transport.calls
+    p.sender.close()
+    p.receiver.close()
