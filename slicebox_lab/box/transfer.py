@@ -19,11 +19,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from python_multipart.multipart import MultipartParser
-
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
+from slicebox_lab.dicomweb.multipart import PartStream
 from slicebox_lab.errors import InvalidInput, PeerFailure, ServiceUnavailable, SliceboxError
 from slicebox_lab.index import Connection
 from slicebox_lab.index import boxes as rows
@@ -326,71 +325,43 @@ class IncomingImages:
         self._body = _Body(encoding)
         self._context, self._box = context, box
         self._transaction_id, self._total = transaction_id, total
-        self._headers: dict[str, str] = {}
-        self._header_field = b""
         self._part: IncomingImage | None = None
+        self._headers: dict[str, str] = {}
         self._failed: SliceboxError | None = None
         self._inspected = False
-        self._ended = False
         #: (sequence number, answer or error) of each part, in order
         self.outcomes: list[tuple[int, Received | SliceboxError]] = []
-        callbacks: Any = {
-            "on_part_begin": self._part_begin,
-            "on_header_field": self._header_name,
-            "on_header_value": self._header_value,
-            "on_headers_finished": self._headers_done,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-        self._parser = MultipartParser(boundary.encode("latin-1"), callbacks)
+        self._parts = PartStream(boundary, self._part_begin, self._part_data, self._part_end)
 
     def early(self, head: bytes) -> None:
         """(Several files: their headers are inspected as each part is stored.)"""
 
     def feed(self, pieces: list[bytes]) -> None:
         for data in self._body.inflated(pieces):
-            try:
-                self._parser.write(data)
-            except SliceboxError:
-                raise
-            except Exception as error:  # python-multipart's own errors: a malformed body
-                raise InvalidInput(f"the multipart body is malformed: {error}") from error
+            self._parts.write(data)
 
     def finish(self) -> None:
         self._body.finish()
-        self._parser.finalize()
-        if not self._ended:
-            raise InvalidInput("the multipart body has no closing boundary: it was cut short")
+        self._parts.finish()
 
     def discard(self) -> None:
         part, self._part = self._part, None
         if part is not None:
             part.discard()
 
-    # ------------------------------------------------------------ python-multipart callbacks
+    # ------------------------------------------------------------ the parts
 
-    def _part_begin(self) -> None:
-        self._headers, self._header_field, self._failed, self._inspected = {}, b"", None, False
-
-    def _header_name(self, data: bytes, start: int, end: int) -> None:
-        self._header_field += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        name = self._header_field.decode("latin-1").strip().lower()
-        self._headers[name] = self._headers.get(name, "") + data[start:end].decode("latin-1")
-        self._header_field = b""
-
-    def _headers_done(self) -> None:
+    def _part_begin(self, headers: dict[str, str]) -> None:
         if len(self.outcomes) >= MAX_IMAGES_PER_PUSH:
             raise InvalidInput(f"one push carries at most {MAX_IMAGES_PER_PUSH} images")
+        self._headers, self._failed, self._inspected = headers, None, False
         self._part = IncomingImage(self._context.upload(Source("box", self._box.name)), "identity")
 
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
+    def _part_data(self, data: memoryview) -> None:
         part = self._part
         if part is not None and self._failed is None:
             try:
-                part.write(memoryview(data)[start:end])
+                part.write(data)
             except SliceboxError as error:  # too large: this part fails, the others go on
                 self._failed = error
                 return
@@ -403,7 +374,7 @@ class IncomingImages:
         part, self._part = self._part, None
         if part is None:
             return
-        headers = {name: value.strip() for name, value in self._headers.items()}
+        headers = self._headers
         number = headers.get(SEQUENCE_HEADER.lower(), "")
         sequence_number = int(number) if number.isdigit() else 0
         if self._failed is None and sequence_number < 1:
@@ -425,9 +396,6 @@ class IncomingImages:
         except SliceboxError as error:  # receive_image stored it or discarded it: nothing is left to do
             received = error
         self.outcomes.append((sequence_number, received))
-
-    def _end(self) -> None:
-        self._ended = True
 
     def to_json(self) -> list[dict[str, Any]]:
         """Each part's answer: ``{"sequence_number", "image_id", "added", "duplicate", "status"}``, or

@@ -1,4 +1,5 @@
-"""multipart/related, both ways: parsing a STOW-RS body, framing WADO-RS parts one at a time.
+"""multipart/related, both ways: parsing a STOW-RS body (whole, or as it arrives: :class:`PartStream`), framing
+WADO-RS parts one at a time.
 
 Media types and ``Accept`` lists are parsed here too (RFC 7231 / RFC 2387), so the handlers only
 pass header strings in and get decisions back.
@@ -7,13 +8,17 @@ pass header strings in and get decisions back.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from slicebox_lab.errors import InvalidInput
+from python_multipart.multipart import MultipartParser
+
+from slicebox_lab.errors import InvalidInput, SliceboxError
 
 from .errors import UnsupportedMediaType
 
-__all__ = ["MediaType", "Part", "PartWriter", "parse_accept", "parse_media_type", "parse_related"]
+__all__ = ["MediaType", "Part", "PartStream", "PartWriter", "parse_accept", "parse_media_type", "parse_related"]
 
 
 @dataclass(frozen=True)
@@ -180,3 +185,60 @@ class PartWriter:
 
     def close(self) -> bytes:
         return f"--{self.boundary}--\r\n".encode("latin-1")
+
+
+class PartStream:
+    """A multipart body parsed as it arrives (python-multipart: a maintained streaming parser, not a hand-written
+    one): each part's headers (names in lower case, values stripped) go to ``begin``, its bytes to ``data`` as
+    they come, and its end to ``end``.  What those raise (a SliceboxError) passes through; anything else the
+    parser raises is a malformed body (:class:`InvalidInput`)."""
+
+    def __init__(
+        self,
+        boundary: str,
+        begin: Callable[[dict[str, str]], None],
+        data: Callable[[memoryview], None],
+        end: Callable[[], None],
+    ) -> None:
+        self._begin, self._data, self._end = begin, data, end
+        self._headers: dict[str, str] = {}
+        self._field = b""
+        self._ended = False
+        callbacks: Any = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_name,
+            "on_header_value": self._header_value,
+            "on_headers_finished": lambda: self._begin({k: v.strip() for k, v in self._headers.items()}),
+            "on_part_data": lambda chunk, start, stop: self._data(memoryview(chunk)[start:stop]),
+            "on_part_end": self._end,
+            "on_end": self._body_end,
+        }
+        self._parser = MultipartParser(boundary.encode("latin-1"), callbacks)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._parser.write(data)
+        except SliceboxError:
+            raise
+        except Exception as error:  # python-multipart's own errors
+            raise InvalidInput(f"the multipart body is malformed: {error}") from error
+
+    def finish(self) -> None:
+        """The body is complete: :class:`InvalidInput` if it was cut short (no closing boundary)."""
+        self._parser.finalize()
+        if not self._ended:
+            raise InvalidInput("the multipart body has no closing boundary: it was cut short")
+
+    def _part_begin(self) -> None:
+        self._headers, self._field = {}, b""
+
+    def _header_name(self, chunk: bytes, start: int, stop: int) -> None:
+        self._field += chunk[start:stop]
+
+    def _header_value(self, chunk: bytes, start: int, stop: int) -> None:
+        name = self._field.decode("latin-1").strip().lower()
+        self._headers[name] = self._headers.get(name, "") + chunk[start:stop].decode("latin-1")
+        self._field = b""
+
+    def _body_end(self) -> None:
+        self._ended = True

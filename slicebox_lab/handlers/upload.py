@@ -21,10 +21,11 @@ from typing import Any, Protocol, TypeVar
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 from tornado import web
 
 from ..context import SliceboxContext
+from ..dicomweb.multipart import PartStream
 from ..errors import InvalidInput
 from ..model import IngestResult, Source
 from ..upload import Upload
@@ -116,45 +117,21 @@ class FileParts(BodySink):
         self._files = 0
         self._lock = threading.Lock()
         self._early: Future[HeadInspected | None] | None = None
-        self._parser: MultipartParser | None = None
         #: a whole-body file is opened with its first bytes, in the writer thread (never on the event loop)
         self._whole = boundary is None
-        if boundary is None:
-            return
         self._headers: dict[str, str] = {}
-        self._header_field = b""
-        self._ended = False
-        callbacks: Any = {
-            "on_part_begin": self._part_begin,
-            "on_header_field": self._header_name,
-            "on_header_value": self._header_value,
-            "on_headers_finished": self._headers_done,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-        self._parser = MultipartParser(boundary.encode("latin-1"), callbacks)
+        self._parts = (
+            None if boundary is None else PartStream(boundary, self._part_begin, self._part_data, self._part_end)
+        )
 
     @property
     def files(self) -> int:
         return self._files
 
-    # ------------------------------------------------------------ python-multipart callbacks
+    # ------------------------------------------------------------ the parts
 
-    def _part_begin(self) -> None:
-        self._headers = {}
-        self._header_field = b""
-
-    def _header_name(self, data: bytes, start: int, end: int) -> None:
-        self._header_field += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        name = self._header_field.decode("latin-1").strip().lower()
-        self._headers[name] = self._headers.get(name, "") + data[start:end].decode("latin-1")
-        self._header_field = b""
-
-    def _headers_done(self) -> None:
-        self._headers = {name: value.strip() for name, value in self._headers.items()}
+    def _part_begin(self, headers: dict[str, str]) -> None:
+        self._headers = headers
         if self._field is not None:
             _, options = parse_options_header(self._headers.get("content-disposition", ""))
             name = options.get(b"name", b"").decode("latin-1")
@@ -162,11 +139,11 @@ class FileParts(BodySink):
                 return  # another form field: skipped
         self._open = _FileWriter(self._context, self._source, self._fix)
 
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
+    def _part_data(self, data: memoryview) -> None:
         if self._open is not None:
-            self._open.write(memoryview(data)[start:end])
+            self._open.write(data)
         else:
-            self._skipped += end - start
+            self._skipped += len(data)
             if self._skipped > _SMALL_FIELD:
                 raise InvalidInput(f"a multipart field other than {self._field!r} holds more than 64 KiB")
 
@@ -175,9 +152,6 @@ class FileParts(BodySink):
         if writer is not None:
             self._files += 1
             self._on_file(writer.close(), self._headers)
-
-    def _end(self) -> None:
-        self._ended = True
 
     # ------------------------------------------------------------ BodySink
 
@@ -190,13 +164,8 @@ class FileParts(BodySink):
     def feed(self, pieces: list[bytes]) -> None:
         with self._lock:
             for piece in pieces:
-                if self._parser is not None:
-                    try:
-                        self._parser.write(piece)
-                    except InvalidInput:
-                        raise
-                    except Exception as error:  # python-multipart's own errors: a malformed body
-                        raise InvalidInput(f"the multipart body is malformed: {error}") from error
+                if self._parts is not None:
+                    self._parts.write(piece)
                 elif self._whole:
                     self._whole_file().write(piece)
 
@@ -208,15 +177,13 @@ class FileParts(BodySink):
 
     def finish(self) -> None:
         with self._lock:
-            if self._parser is None:
+            if self._parts is None:
                 if self._whole:
                     writer, self._open, self._whole = self._whole_file(), None, False
                     self._files += 1
                     self._on_file(writer.close(), {})
                 return
-            self._parser.finalize()
-            if not self._ended:
-                raise InvalidInput("the multipart body has no closing boundary: it was cut short")
+            self._parts.finish()
 
     def discard(self) -> None:
         with self._lock:
