@@ -407,9 +407,7 @@ class SliceboxContext:
             if accept is not None:
                 accept(inspected.attributes)
             tag_filter = filtering.filter_for_source(self.index, source) if rewrite else None
-            eligible = reidentify and inspected.anonymous and self._reidentifies(source)
-            if eligible and inspected.match_values is not None:  # known from the worker's parse: no second one
-                eligible = keystore.matches_a_key(self.index, inspected.match_values)
+            eligible = reidentify and self._reidentifies(source, inspected.match_values)
             if tag_filter is not None or eligible:  # may rewrite the file (rare): done here, in-process
                 parsed = dicom.parse_part10(self.storage.read(key))
                 filtered = tag_filter is not None and tag_filter.apply(parsed.dataset)
@@ -437,9 +435,11 @@ class SliceboxContext:
         self.events.publish(ImageAdded(result.image, source, not result.image_added, reidentified=reidentified))
         return result
 
-    def _reidentifies(self, source: Source) -> bool:
+    def _reidentifies(self, source: Source, matched_by: dict[str, str] | None) -> bool:
+        """An anonymous file from a source configured for it, whose values (the worker's parse) a key matches."""
         wanted = self.reidentify_sources
-        return source.source_type in wanted or f"{source.source_type}:{source.source_name}" in wanted
+        configured = source.source_type in wanted or f"{source.source_type}:{source.source_name}" in wanted
+        return configured and matched_by is not None and keystore.matches_a_key(self.index, matched_by)
 
     def _reidentified(self, parsed: dicom.ParsedDicom, source: Source) -> bytes | None:
         """The anonymous file re-identified from the anonymization keys, or None (no key matches)."""

@@ -110,9 +110,9 @@ def decompress(data: bytes, encoding: str) -> bytes:
     return out
 
 
-#: the most of a file's first bytes inflated from a compressed body's first bytes for its early inspection (a
-#: header is a few KiB; a longer one is inspected whole once the body is in)
-_EARLY_INFLATED = 16 << 10
+#: the file's first bytes a worker is given to inspect its header early (a compressed body's inflated apart; a
+#: header is a few KiB: a longer one is inspected whole once the file is in)
+_EARLY_HEAD = 16 << 10
 
 
 class _Body:
@@ -183,7 +183,7 @@ class IncomingImage:
         start = head
         if self._body.wbits is not None:
             try:
-                start = zlib.decompressobj(self._body.wbits).decompress(head, _EARLY_INFLATED)
+                start = zlib.decompressobj(self._body.wbits).decompress(head, _EARLY_HEAD)
             except zlib.error:
                 return  # the whole body tells (a hash mismatch): the file is inspected whole if it is stored
         self.upload.inspect_early(self._inspect_head(start))
@@ -365,7 +365,7 @@ class IncomingImages:
             except SliceboxError as error:  # too large: this part fails, the others go on
                 self._failed = error
                 return
-            if not self._inspected and len(part.upload.head) >= _EARLY_INFLATED:
+            if not self._inspected and len(part.upload.head) >= _EARLY_HEAD:
                 # its header goes to a worker now: the part is stored on that answer, not read back whole
                 self._inspected = True
                 part.upload.inspect_early(self._context.inspect_head(part.upload.head))

@@ -107,12 +107,10 @@ class HttpTransport:
             raise BatchUnsupported(f"the partner takes one image per request ({response.status} for {path}): {message}")
         if response.status in (401, 403):
             raise PartnerUnavailable(f"the partner refused our token ({response.status}): {message}")
-        if reason == "HashMismatch":
-            raise HashMismatch(message)
-        if response.status in (400, 404, 409, 422) and path != "/outgoing/poll":
-            if response.status == 404 and path == "/image":
-                raise PartnerUnavailable(f"the partner has no box route at this URL (404): {message}")
-            raise ImageRefused(f"{response.status}: {message}")
+        if response.status == 404 and path == "/image":
+            raise PartnerUnavailable(f"the partner has no box route at this URL (404): {message}")
+        if path != "/outgoing/poll":
+            raise _image_error(response.status, reason, message)
         raise PartnerUnavailable(f"the partner answered {response.status}: {message}")
 
     def _post_json(self, path: str, value: Any) -> None:
@@ -223,12 +221,28 @@ def _outcome(by_number: dict[int, Any], number: int) -> PushOutcome:
     error = by_number[number]
     if error is None:
         return None
-    status, reason, message = int(error.get("status", 500)), str(error.get("reason", "")), str(error.get("message", ""))
+    return _image_error(int(error.get("status", 500)), str(error.get("reason", "")), str(error.get("message", "")))
+
+
+def _image_error(status: int, reason: str, message: str) -> HashMismatch | ImageRefused | PartnerUnavailable:
+    """What the partner's error answer about one image means for it: send it again (the hash), never (refused as
+    not acceptable), or later (anything else: the box backs off)."""
     if reason == "HashMismatch":
         return HashMismatch(message)
     if status in (400, 404, 409, 422):
         return ImageRefused(f"{status}: {message}")
-    return PartnerUnavailable(f"the partner answered {status} for image {number}: {message}")
+    return PartnerUnavailable(f"the partner answered {status}: {message}")
+
+
+def _received(
+    partner: SliceboxContext, box: Box, transaction_id: int, number: int, total: int, data: bytes, digest: str
+) -> PushOutcome:
+    """``receive_image`` on the partner, its outcome as the HTTP transport would see it (``_image_error``)."""
+    try:
+        transfer.receive_image(partner, box, transaction_id, number, total, data, digest)
+    except SliceboxError as e:
+        return _image_error(e.status_code, type(e).__name__, e.message)
+    return None
 
 
 def _done_bodies(confirmed: list[tuple[int, int, str]]) -> list[dict[str, Any]]:
@@ -282,32 +296,18 @@ class InMemoryTransport:
 
     def push(self, transaction_id: int, sequence_number: int, total: int, data: bytes, digest: str) -> None:
         box = self._box("push")
-        try:
-            transfer.receive_image(self.partner, box, transaction_id, sequence_number, total, self._wire(data), digest)
-        except HashMismatch:
-            raise
-        except InvalidInput as e:
-            raise ImageRefused(f"400: {e.message}") from None
-        except SliceboxError as e:
-            raise PartnerUnavailable(f"the partner answered {e.status_code}: {e.message}") from None
+        outcome = _received(self.partner, box, transaction_id, sequence_number, total, self._wire(data), digest)
+        if outcome is not None:
+            raise outcome
 
     def push_many(self, transaction_id: int, total: int, images: list[tuple[int, bytes, str]]) -> list[PushOutcome]:
         if not self.batches:
             raise BatchUnsupported("the partner takes one image per call (test transport)")
         box = self._box("push_many")
-        outcomes: list[PushOutcome] = []
-        for number, data, digest in images:
-            try:
-                transfer.receive_image(self.partner, box, transaction_id, number, total, self._wire(data), digest)
-            except HashMismatch as e:
-                outcomes.append(e)
-            except InvalidInput as e:
-                outcomes.append(ImageRefused(f"400: {e.message}"))
-            except SliceboxError as e:
-                outcomes.append(PartnerUnavailable(f"the partner answered {e.status_code}: {e.message}"))
-            else:
-                outcomes.append(None)
-        return outcomes
+        return [
+            _received(self.partner, box, transaction_id, number, total, self._wire(data), digest)
+            for number, data, digest in images
+        ]
 
     def poll(self, n: int) -> list[dict[str, Any]]:
         return transfer.serve_poll(self.partner, self._box("poll"), n)

@@ -303,13 +303,9 @@ class TransactionPushHandler(StreamingHandler, _TokenHandler):
     async def post(self, token: str) -> None:
         """The partner pushes several images: ``multipart/related; type="application/dicom"``, each part with
         its ``X-Slicebox-Sequence-Number`` and ``X-Slicebox-SHA256`` → 200 with each part's outcome, in order."""
-        images = await self.body_complete(then=_stored_images)
+        images = await self.body_complete(then=transfer.IncomingImages.to_json)
         assert images is not None
         self.write_json(images)
-
-
-def _stored_images(images: transfer.IncomingImages) -> list[dict[str, Any]]:
-    return images.to_json()
 
 
 def _box_and_upload(context: SliceboxContext, token: str) -> tuple[connections.Box | None, Upload | None]:

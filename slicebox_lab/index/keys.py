@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -70,13 +71,6 @@ class KeyValue:
     level: str
     value: str
     anonymizedValue: str
-
-
-class _KeyRow:
-    """A key's row as written (its columns as attributes), for :func:`_key`."""
-
-    def __init__(self, **columns: Any) -> None:
-        self.__dict__.update(columns)
 
 
 def _key(row: Any) -> AnonymizationKey:
@@ -143,7 +137,7 @@ def store_key(index: Index, values: dict[str, Any], attribute_rows: list[dict[st
         return key_id
 
     key_id = _grouped_retrying(index, write)
-    return _key(_KeyRow(id=key_id, **values))  # the row as written: no statement to read it back
+    return _key(SimpleNamespace(id=key_id, **values))  # the row as written: no statement to read it back
 
 
 def store_keys(index: Index, keys: Sequence[tuple[dict[str, Any], list[dict[str, str]]]]) -> None:

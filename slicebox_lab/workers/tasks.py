@@ -66,12 +66,16 @@ def blob_key(prefix: str, source_id: int, hexdigest: str) -> str:
 
 @dataclass(frozen=True)
 class Inspected:
-    """A validated file's indexed attributes, and whether it says it is de-identified."""
+    """A validated file's indexed attributes, and what an anonymization key would match it by."""
 
     attributes: IndexedAttributes
-    anonymous: bool
-    #: an anonymous file's values that a key would match (``keystore.match_values``); None: not known
-    match_values: dict[str, str] | None = None
+    #: a de-identified file's values that a key would match (``keystore.match_values``); None for any other
+    match_values: dict[str, str] | None
+
+    @property
+    def anonymous(self) -> bool:
+        """The file says it is de-identified (PatientIdentityRemoved YES)."""
+        return self.match_values is not None
 
 
 def _read(path: str | None, data: bytes | None) -> bytes:
@@ -97,8 +101,7 @@ def _inspected(data: bytes) -> Inspected:
 
 
 def _kept(parsed: dicom.ParsedDicom) -> Inspected:
-    matched_by = keystore.match_values(parsed.dataset)
-    return Inspected(dicom.extract_attributes(parsed), matched_by is not None, matched_by)
+    return Inspected(dicom.extract_attributes(parsed), keystore.match_values(parsed.dataset))
 
 
 @dataclass(frozen=True)
