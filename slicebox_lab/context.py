@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -58,7 +55,7 @@ from .jobs import JobManager
 from .model import SOURCE_TYPES, Image, IndexedAttributes, IngestResult, Source
 from .routing import filtering
 from .storage import FileSystemStorage, StorageArea
-from .storage.running import RunningMarkers
+from .storage.running import ReconcileReport, RunningMarkers
 from .upload import AnonymousBlob, PendingAnonymization, Upload
 from .workers import WorkerPool, tasks
 from .workers.pool import Call
@@ -75,17 +72,6 @@ PSEUDONYM_KEY_FILE = "anonymization.key"
 
 #: ``<uuid hex>.<source id>.<digest>``: what a blob without a row needs to be indexed again
 _BLOB_KEY = re.compile(r"^([0-9a-f]{32})\.([0-9]+)\.([0-9a-f]{32})$")
-
-
-@dataclass
-class ReconcileReport:
-    """What a start after an unclean shutdown repaired."""
-
-    temporary_files_removed: int = 0
-    orphan_blobs_removed: int = 0
-    rows_without_blob_removed: int = 0
-    #: acknowledged images whose rows a power cut lost, indexed again from their blobs
-    blobs_reindexed: int = 0
 
 
 class SliceboxContext:
@@ -724,21 +710,38 @@ class SliceboxContext:
         """The image de-identified (in a worker process) into a spool file, once its key is durable.
 
         The caller streams the file and removes it (:meth:`release`)."""
-        path = self.storage.local_path(image.storage_key)
-        result = self.workers.run(
-            tasks.anonymize_file,
-            path,
-            None if path else self.storage.read(image.storage_key),
-            self._deidentification(profile, tag_values),
-            str(self.spool),
-            sha256,
-        )
+        answer = self.anonymized_files([(image, tag_values)], profile, sha256)[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def anonymized_files(
+        self, images: Sequence[tuple[Image, Sequence[TagValue]]], profile: Profile, sha256: bool = False
+    ) -> list[tasks.Anonymized | Exception]:
+        """:meth:`anonymized_file` of several images (each with its tag values) in one worker's call, their keys
+        in one durable transaction (a push of several images to a box): each one's file, or why it has none."""
+        items: list[tuple[str | None, bytes | None, tuple[TagValue, ...]] | Exception] = []
+        for image, values in images:
+            try:
+                path = self.storage.local_path(image.storage_key)
+                items.append((path, None if path else self.storage.read(image.storage_key), tuple(values)))
+            except Exception as error:  # gone from storage meanwhile: this image's answer
+                items.append(error)
+        work = [item for item in items if not isinstance(item, Exception)]
+        how = self._deidentification(profile, ())
+        done = iter(self.workers.run(tasks.anonymize_files, work, how, str(self.spool), sha256) if work else [])
+        answers = [item if isinstance(item, Exception) else next(done) for item in items]
+        made = [(a, image.id) for a, (image, _) in zip(answers, images, strict=True) if isinstance(a, tasks.Anonymized)]
         try:
-            keystore.store_key_record(self.index, result.key, image.id)
+            if len(made) == 1:  # one image: a download again with the same key writes nothing
+                keystore.store_key_record(self.index, made[0][0].key, made[0][1])
+            else:
+                keystore.store_key_records(self.index, [(answer.key, image_id) for answer, image_id in made])
         except BaseException:
-            self.release(result)
+            for answer, _ in made:
+                self.release(answer)
             raise
-        return result
+        return answers
 
     @property
     def spool(self) -> Path:
@@ -746,7 +749,7 @@ class SliceboxContext:
         /dev/shm); made on first use, removed by :meth:`close` (and when the context is collected)."""
         with self._keys_lock:
             if self._spool is None:
-                self._spool = _spool_folder()
+                self._spool = tasks.spool_folder()
                 weakref.finalize(self, shutil.rmtree, self._spool, True)
             return self._spool
 
@@ -792,9 +795,3 @@ def _raise_unexpected(outcomes: Iterable[object]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, SliceboxError):
             raise outcome
-
-
-def _spool_folder() -> Path:
-    """A private folder for files that live for one request (in RAM, /dev/shm, where Linux has it)."""
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
-    return Path(tempfile.mkdtemp(prefix="slicebox-spool-", dir=base))

@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no flock; every marker counts as live (never a wrong repair)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LEGACY_MARKER", "MARKER_DIR", "RunningMarkers"]
+__all__ = ["LEGACY_MARKER", "MARKER_DIR", "ReconcileReport", "RunningMarkers"]
 
 #: the single marker of earlier versions; found at start, it means an unclean shutdown
 LEGACY_MARKER = "slicebox.running"
@@ -136,3 +137,14 @@ class RunningMarkers:
         self.path.unlink(missing_ok=True)
         self._own.close()
         self._own = None
+
+
+@dataclass
+class ReconcileReport:
+    """What a start after an unclean shutdown repaired."""
+
+    temporary_files_removed: int = 0
+    orphan_blobs_removed: int = 0
+    rows_without_blob_removed: int = 0
+    #: acknowledged images whose rows a power cut lost, indexed again from their blobs
+    blobs_reindexed: int = 0

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import pickle
+import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
@@ -204,10 +205,32 @@ def anonymize_file(
     """A stored file anonymized (:func:`write_anonymized`) into a new file in ``spool``."""
     target = os.path.join(spool, f"{uuid.uuid4().hex}.dcm")
     digest = hashlib.sha256() if sha256 else None
-    with open(target, "wb") as f:
-        record = write_anonymized(f, path, data, how, digest)
-        size = f.tell()
+    try:
+        with open(target, "wb") as f:
+            record = write_anonymized(f, path, data, how, digest)
+            size = f.tell()
+    except BaseException:  # refused, or the stored file gone: no half-written copy stays in the spool
+        Path(target).unlink(missing_ok=True)
+        raise
     return Anonymized(target, size, record, digest.hexdigest() if digest else "")
+
+
+def anonymize_files(
+    items: Sequence[tuple[str | None, bytes | None, tuple[TagValue, ...]]],
+    how: Deidentification,
+    spool: str,
+    sha256: bool = False,
+) -> list[Anonymized | Exception]:
+    """:func:`anonymize_file` of each (stored file's path or bytes, tag values written after the profile): a box
+    push of several images is one worker call.  An image that fails answers its error, the others go on."""
+    answers: list[Anonymized | Exception] = []
+    for path, data, tag_values in items:
+        try:
+            this_image = dataclasses.replace(how, tag_values=tag_values) if tag_values else how
+            answers.append(anonymize_file(path, data, this_image, spool, sha256))
+        except Exception as error:
+            answers.append(_sendable(error))
+    return answers
 
 
 def write_anonymized(
@@ -361,3 +384,9 @@ def read_pixels(path: str | None, data: bytes | None, profile: Profile) -> repor
     """A stored image's pixels read as the anonymizer will read them, for the review report: Tesseract's
     work (about a second a frame), done here so that it never holds the server process."""
     return report.read_pixels(dicom.parse_part10(_read(path, data)).dataset, profile)
+
+
+def spool_folder() -> Path:
+    """A private folder for files that live for one request (in RAM, /dev/shm, where Linux has it)."""
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    return Path(tempfile.mkdtemp(prefix="slicebox-spool-", dir=base))
