@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slicebox_lab.dicom.tagpath import parse_tag_values
-from slicebox_lab.errors import InvalidInput, NotFound
+from slicebox_lab.errors import InvalidInput, NotFound, ServiceUnavailable
 from slicebox_lab.jobs import Job
 
 from . import connections, incoming, outgoing, transfer
@@ -404,7 +404,7 @@ class BoxService:
         """Anonymize and deliver images of one transaction, several in one request where the partner takes
         them; (transaction, outgoing image, SHA-256) of each the partner has durable (marked sent by the
         caller, in groups); an image whose outcome is recorded here (refused, failed) is not listed."""
-        ready = [(item, *made) for item in items if (made := self._outgoing(box, item)) is not None]
+        ready = self._outgoing(box, items)
         if len(ready) > 1 and box.id not in self._one_per_push:
             try:
                 outcomes = transport.push_many(
@@ -429,14 +429,23 @@ class BoxService:
         pushed = (self._push_one(box, transport, item, data, digest) for item, data, digest in ready)
         return [settled for settled in pushed if settled is not None]
 
-    def _outgoing(self, box: Box, item: outgoing.OutgoingItem) -> tuple[bytes, str] | None:
-        """The image's bytes as they leave and their SHA-256; None when it cannot leave (recorded as failed)."""
+    def _outgoing(self, box: Box, items: list[outgoing.OutgoingItem]) -> list[tuple[outgoing.OutgoingItem, bytes, str]]:
+        """The images that can leave, with their bytes as they leave and SHA-256.  The others are recorded as failed
+        (deleted since, not safely de-identified), or as an attempt when the node could not do it now."""
         try:
-            data = transfer.outgoing_bytes(self.context, item, box.send_anonymous_as_is)
-        except Exception as e:  # deleted since, or cannot be de-identified safely
-            outgoing.mark_failed(self.context.index, item.transaction_id, item.outgoing_image_id, _reason(e))
-            return None
-        return data, transfer.sha256(data)
+            made = transfer.outgoing_many(self.context, items, box.send_anonymous_as_is)
+        except Exception as e:  # the worker's call or the keys' transaction failed: every image with it
+            made = [e] * len(items)
+        ready, index = [], self.context.index
+        for item, answer in zip(items, made, strict=True):
+            if not isinstance(answer, Exception):
+                ready.append((item, *answer))
+                continue
+            ids, reason = (item.transaction_id, item.outgoing_image_id), _reason(answer)
+            again = isinstance(answer, ServiceUnavailable)  # a worker that died, a node stopping: an attempt
+            if not again or outgoing.record_attempt(index, *ids, reason) >= self.settings.max_attempts:
+                outgoing.mark_failed(index, *ids, reason)
+        return ready
 
     def _push_one(
         self, box: Box, transport: BoxTransport, item: outgoing.OutgoingItem, data: bytes, digest: str

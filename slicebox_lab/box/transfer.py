@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slicebox_lab import dicom
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.dicom.tagpath import apply_tag_values, parse_tag_values
 from slicebox_lab.dicomweb.multipart import PartStream
-from slicebox_lab.errors import InvalidInput, PeerFailure, ServiceUnavailable, SliceboxError
+from slicebox_lab.errors import InvalidInput, NotFound, PeerFailure, ServiceUnavailable, SliceboxError
 from slicebox_lab.index import Connection
 from slicebox_lab.index import boxes as rows
 from slicebox_lab.model import IngestResult, Source
@@ -34,7 +35,7 @@ from .connections import Box
 if TYPE_CHECKING:
     from slicebox_lab.context import SliceboxContext
     from slicebox_lab.upload import Upload
-    from slicebox_lab.workers.tasks import HeadInspected
+    from slicebox_lab.workers.tasks import Anonymized, HeadInspected
 
 #: header carrying the hex SHA-256 of the uncompressed DICOM bytes
 HASH_HEADER = "X-Slicebox-SHA256"
@@ -228,6 +229,45 @@ def outgoing_bytes(context: SliceboxContext, item: outgoing.OutgoingItem, send_a
             apply_tag_values(dataset, values)
             return dicom.write_part10(dataset)
     return context.anonymized_bytes(item.image_id, Profile.from_json(item.profile), values)
+
+
+def outgoing_many(
+    context: SliceboxContext, items: Sequence[outgoing.OutgoingItem], send_anonymous_as_is: bool = False
+) -> list[tuple[bytes, str] | Exception]:
+    """Each image as it leaves (:func:`outgoing_bytes`) with its SHA-256, or why it cannot leave.  The images of one
+    push (one transaction, one profile) are de-identified in one worker's call, which hashes them as it writes, and
+    their keys recorded in one durable transaction: per image, one pipe round trip and one commit fewer in the
+    sending server, whose one GIL caps a push."""
+    if send_anonymous_as_is or any(item.profile != items[0].profile for item in items):
+        return [_outgoing_alone(context, item, send_anonymous_as_is) for item in items]
+    found = context.index.images_with_sources([item.image_id for item in items])
+    present = [item for item in items if item.image_id in found]
+    wanted = [(found[item.image_id][0], parse_tag_values(item.tag_values)) for item in present]
+    answers = context.anonymized_files(wanted, Profile.from_json(items[0].profile), sha256=True) if wanted else []
+    made = {item.outgoing_image_id: _spooled(context, answer) for item, answer in zip(present, answers, strict=True)}
+    return [made.get(item.outgoing_image_id) or NotFound(f"image {item.image_id} not found") for item in items]
+
+
+def _spooled(context: SliceboxContext, answer: Anonymized | Exception) -> tuple[bytes, str] | Exception:
+    """A de-identified copy's bytes and SHA-256, its spool file released; or why there is none."""
+    if isinstance(answer, Exception):
+        return answer
+    try:
+        return Path(answer.path).read_bytes(), answer.sha256
+    except OSError as error:
+        return error
+    finally:
+        context.release(answer)
+
+
+def _outgoing_alone(
+    context: SliceboxContext, item: outgoing.OutgoingItem, send_anonymous_as_is: bool
+) -> tuple[bytes, str] | Exception:
+    try:
+        data = outgoing_bytes(context, item, send_anonymous_as_is)
+    except Exception as error:
+        return error
+    return data, sha256(data)
 
 
 @dataclass(frozen=True)

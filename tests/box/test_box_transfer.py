@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from generators import ct_bytes
 from pydicom.data import get_testdata_file
 
+from slicebox_lab.anonymization import keystore
 from slicebox_lab.box import BoxService, BoxSettings, InMemoryTransport, submit_send, transfer
 from slicebox_lab.box import connections as box_connections
 from slicebox_lab.box import incoming as box_incoming
@@ -29,6 +31,7 @@ from slicebox_lab.index.schema import boxes as boxes_table
 from slicebox_lab.index.schema import images as images_table
 from slicebox_lab.model import Source
 from slicebox_lab.storage import MemoryStorage
+from slicebox_lab.workers import WorkerFailed, tasks
 
 USER = Source("user", "tester")
 
@@ -514,5 +517,56 @@ def test_images_go_several_per_request_or_one_by_one_to_a_partner_that_takes_one
         assert p.transport.calls.get("push_many", 0) >= 3 and "push" not in p.transport.calls  # 10 in groups of 4
     else:
         assert p.transport.calls["push"] == 10 and "push_many" not in p.transport.calls
+    p.sender.close()
+    p.receiver.close()
+
+
+def test_the_images_of_a_push_are_de_identified_in_one_worker_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Four images of a transaction: one worker call, one key transaction, one push."""
+    p = _pair(tmp_path)
+    sizes: list[int] = []
+    run = p.sender.workers.run
+
+    def counting(fn: Any, *args: Any) -> Any:
+        if fn is tasks.anonymize_files:
+            sizes.append(len(args[0]))
+        return run(fn, *args)
+
+    monkeypatch.setattr(p.sender.workers, "run", counting)
+    ids = _upload(p.sender, 10)
+    submit_send(p.sender, p.sender_box.id, ids)
+    p.run()
+    assert len(_stored(p.receiver)) == 10 and _outgoing(p)["status"] == "FINISHED"
+    assert sorted(sizes) == [2, 4, 4]
+    assert len(keystore.list_keys(p.sender.index, count=100)) == 10
+    p.sender.close()
+    p.receiver.close()
+
+
+@pytest.mark.parametrize("deaths", [1, 99])
+def test_a_worker_that_dies_during_a_push_is_an_attempt_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deaths: int
+):
+    """The node's own trouble is tried again (up to ``max_attempts``); a deleted or refused image fails at once."""
+    p = _pair(tmp_path)
+    died: list[int] = []
+    run = p.sender.workers.run
+
+    def dying(fn: Any, *args: Any) -> Any:
+        if fn is tasks.anonymize_files and len(died) < deaths:
+            died.append(len(args[0]))
+            raise WorkerFailed("a worker process died during anonymize_files (exit code -9)")
+        return run(fn, *args)
+
+    monkeypatch.setattr(p.sender.workers, "run", dying)
+    ids = _upload(p.sender, 3)
+    submit_send(p.sender, p.sender_box.id, ids)
+    p.run()
+    outgoing = _outgoing(p)
+    if deaths == 1:
+        assert len(_stored(p.receiver)) == 3 and outgoing["status"] == "FINISHED"
+    else:
+        assert _stored(p.receiver) == [] and outgoing["status"] == "FAILED"
+        assert len(died) == BoxSettings().max_attempts and "worker process died" in outgoing["reason"]
     p.sender.close()
     p.receiver.close()
