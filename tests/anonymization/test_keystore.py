@@ -326,3 +326,23 @@ def test_the_key_a_recording_answers_is_the_key_stored_new_or_refreshed(context:
     again = keystore.record_key(context.index, real, anonymous, 8, BASIC)  # refreshed in place: same id
     assert again.id == first.id and again.imageId == 8 and again == keystore.get_key(context.index, first.id)
     assert [v.tagPath for v in keystore.key_values(context.index, first.id)].count("PatientBirthDate") == 1
+
+
+def test_the_same_anonymization_again_writes_nothing_and_answers_the_stored_key(context: SliceboxContext):
+    """A repeated download: the check runs in the write transaction, which then writes no row (and on SQLite
+    appends nothing to the WAL, so its commit waits for no disk)."""
+    real = parse(real_ct())
+    anonymous = anonymize(real, BASIC, context.pseudonym_keys)
+    first = keystore.record_key(context.index, real, anonymous, 7, BASIC)
+    written: list[str] = []
+
+    def watch(conn, cursor, statement, parameters, execution_context, executemany):  # noqa: ANN001 - the event's
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            written.append(statement)
+
+    sa.event.listen(context.index.engine, "before_cursor_execute", watch)
+    try:
+        again = keystore.record_key(context.index, real, anonymous, 7, BASIC)
+    finally:
+        sa.event.remove(context.index.engine, "before_cursor_execute", watch)
+    assert written == [] and again == first == keystore.get_key(context.index, first.id)
