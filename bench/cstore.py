@@ -273,18 +273,21 @@ def generate(data: Path, count: int, size: int, patients: int, parallel: int) ->
     tiny warm-up instance to data/warmup; returns the part folders."""
     patients = max(1, min(patients, count))
     parallel = max(1, min(parallel, count))
-    uids = [(generate_uid(), generate_uid()) for _ in range(patients)]
+    # one study, one series and one frame of reference per patient: a CT series shares its FrameOfReferenceUID
+    # (a new one per image, as until 2026-12-08, made every ingest update its series row)
+    uids = [(generate_uid(), generate_uid(), generate_uid()) for _ in range(patients)]
     parts = [data / "parts" / f"part{k}" for k in range(parallel)]
     for part in parts:
         part.mkdir(parents=True)
     for i in range(count):
         p = i * patients // count
-        study_uid, series_uid = uids[p]
+        study_uid, series_uid, frame_uid = uids[p]
         blob = harness.ct_bytes(
             PatientName=f"Store{p:02d}^Bench",
             PatientID=f"CST{p:02d}",
             StudyInstanceUID=study_uid,
             SeriesInstanceUID=series_uid,
+            FrameOfReferenceUID=frame_uid,
             SOPInstanceUID=generate_uid(),
             InstanceNumber=i + 1,
             rows=size,

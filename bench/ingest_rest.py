@@ -86,11 +86,13 @@ def started(name: str, work_dir: Path, node_args: Sequence[str] = ()) -> Iterato
 def generate(count: int, size: int, patients: int) -> list[bytes]:
     """count CT instances in `patients` patients (one study, one series each), distinct pixels and UIDs."""
     patients = max(1, min(patients, count))
-    uids = [(generate_uid(), generate_uid()) for _ in range(patients)]
+    # one study, one series and one frame of reference per patient: a CT series shares its FrameOfReferenceUID
+    # (a new one per image, as until 2026-12-08, made every ingest update its series row)
+    uids = [(generate_uid(), generate_uid(), generate_uid()) for _ in range(patients)]
     blobs: list[bytes] = []
     for i in range(count):
         p = i * patients // count
-        study_uid, series_uid = uids[p]
+        study_uid, series_uid, frame_uid = uids[p]
         blobs.append(
             harness.ct_bytes(
                 PatientName=f"Ingest{p:02d}^Bench",
