@@ -29,7 +29,7 @@ from .. import dicom
 from ..anonymization import Action, Profile, PseudonymKeys, anonymize, keystore, report
 from ..anonymization.pixeltext import scan_reason
 from ..dicom.tagpath import TagValue, apply_tag_values
-from ..errors import SliceboxError
+from ..errors import NotFound, SliceboxError
 from ..model import IndexedAttributes
 
 #: (7FE0,0010) Pixel Data
@@ -240,7 +240,7 @@ def write_anonymized(
     alone de-identified and the stored Pixel Data element appended as it is where that gives the same file
     (:meth:`Deidentification.apply_to_header`), else :meth:`Deidentification.apply`.  Its key record."""
     if path is not None:
-        with open(path, "rb") as source:
+        with _open_stored(path) as source:
             split = how.apply_to_header(source)
             if split is not None:
                 _write(target, split.header, digest)
@@ -249,6 +249,14 @@ def write_anonymized(
     written, record = how.apply(path, data)
     _write(target, written, digest)
     return record
+
+
+def _open_stored(path: str) -> BinaryIO:
+    """A stored file to read; gone (deleted since its image was looked up): NotFound, the 404 storage gives."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"the stored file {os.path.basename(path)} is gone: its image was deleted meanwhile") from None
 
 
 def _write(target: BinaryIO, data: bytes | memoryview, digest: Any) -> None:
@@ -312,7 +320,7 @@ def anonymize_into(path: str | None, data: bytes | None, how: Deidentification, 
     parsed again.  Otherwise the whole file is written, and inspected as every stored file is."""
     digest = blob_digest()
     if path is not None:
-        with open(path, "rb") as source:
+        with _open_stored(path) as source:
             split = how.apply_to_header(source)
             if split is not None:
                 with open(blob_path, "r+b") as f:

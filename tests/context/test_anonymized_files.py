@@ -16,6 +16,7 @@ from generators import ct_bytes
 from slicebox_lab.anonymization import Profile, keystore
 from slicebox_lab.context import SliceboxContext
 from slicebox_lab.dicom.tagpath import parse_tag_values
+from slicebox_lab.errors import NotFound
 from slicebox_lab.model import Source
 from slicebox_lab.workers import tasks
 
@@ -53,7 +54,7 @@ def test_several_images_in_one_call_each_with_its_tag_values_hash_and_key(
     answers = context.anonymized_files([(images[0], chosen), *((image, ()) for image in images[1:])], Profile(), True)
 
     assert sizes == [4]  # one worker call for the four
-    assert isinstance(answers[2], Exception) and not isinstance(answers[2], tasks.Anonymized)
+    assert isinstance(answers[2], NotFound)
     made = [a for a in answers if isinstance(a, tasks.Anonymized)]
     assert len(made) == 3
     for answer in made:
@@ -98,6 +99,6 @@ def test_a_download_that_fails_in_the_worker_leaves_nothing_in_the_spool(context
     """The spool is in RAM (/dev/shm): a copy begun and then refused or cut off must not stay there."""
     image = context.ingest(ct_bytes(PatientID="REAL", seed=1), USER).image
     os.unlink(context.storage.local_path(image.storage_key))  # type: ignore[arg-type]
-    with pytest.raises(Exception):  # noqa: B017 - whatever the worker met, the spool is what is checked
+    with pytest.raises(NotFound, match="is gone"):  # the 404 a missing stored file gives elsewhere, not a 500
         context.anonymized_file(image, Profile())
     assert list(context.spool.iterdir()) == []

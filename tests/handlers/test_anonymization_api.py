@@ -176,6 +176,16 @@ async def test_unknown_image_is_404(api):
     assert "999999" in body_json(r)["message"]
 
 
+async def test_an_image_whose_stored_file_is_gone_is_404_and_leaves_the_spool_empty(api, jp_serverapp):
+    """Deleted from the disk under the index (or meanwhile): the 404 storage gives elsewhere, not a 500."""
+    image = await upload(api, ct_bytes(PatientID="GONE"))
+    context = jp_serverapp.web_app.settings["slicebox_context"]
+    Path(context.storage.local_path(context.index.get_image(image["id"]).storage_key)).unlink()
+    r = await anonymized(api, image["id"])
+    assert r.code == 404 and "is gone" in body_json(r)["message"]
+    assert list(context.spool.iterdir()) == []
+
+
 async def test_the_secret_is_private_and_never_served(api, node_dir: Path):
     image = await upload(api, ct_bytes(PatientID="KEY"))
     await anonymized(api, image["id"])
