@@ -756,12 +756,15 @@ class SliceboxContext:
     def release(self, anonymized: tasks.Anonymized) -> None:
         Path(anonymized.path).unlink(missing_ok=True)
 
-    def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
-        result = self.anonymized_file(image, profile, tag_values)
+    def take(self, anonymized: tasks.Anonymized) -> bytes:
+        """A spooled copy's bytes, its file released."""
         try:
-            return Path(result.path).read_bytes()
+            return Path(anonymized.path).read_bytes()
         finally:
-            self.release(result)
+            self.release(anonymized)
+
+    def _anonymized(self, image: Image, profile: Profile, tag_values: Sequence[TagValue] = ()) -> bytes:
+        return self.take(self.anonymized_file(image, profile, tag_values))
 
     # ------------------------------------------------------------------ deleting
 

@@ -17,7 +17,6 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slicebox_lab import dicom
@@ -253,11 +252,9 @@ def _spooled(context: SliceboxContext, answer: Anonymized | Exception) -> tuple[
     if isinstance(answer, Exception):
         return answer
     try:
-        return Path(answer.path).read_bytes(), answer.sha256
+        return context.take(answer), answer.sha256
     except OSError as error:
         return error
-    finally:
-        context.release(answer)
 
 
 def _outgoing_alone(

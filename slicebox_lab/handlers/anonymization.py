@@ -8,7 +8,6 @@ read and refused (422) or masked as ``"burnedInText"`` says (``anonymization/pix
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jupyter_server.auth.decorator import authorized
@@ -85,12 +84,7 @@ def _anonymized_copy(
     """The de-identified copy of the image and, up to ``_WHOLE`` bytes, its content (the spool file then
     released); a larger one is left in the spool to stream."""
     result = context.anonymized_copy(image_id, Profile.from_json(body), tag_values)
-    if result.size > _WHOLE:
-        return None, result
-    try:
-        return Path(result.path).read_bytes(), result
-    finally:
-        context.release(result)
+    return (None if result.size > _WHOLE else context.take(result)), result
 
 
 class AnonymizeImageHandler(_ProfileHandler):

@@ -14,10 +14,10 @@ import pickle
 import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import xxhash
 from pydicom.dataelem import RawDataElement
@@ -31,6 +31,8 @@ from ..anonymization.pixeltext import scan_reason
 from ..dicom.tagpath import TagValue, apply_tag_values
 from ..errors import NotFound, SliceboxError
 from ..model import IndexedAttributes
+
+T = TypeVar("T")
 
 #: (7FE0,0010) Pixel Data
 _PIXEL_DATA = 0x7FE00010
@@ -222,15 +224,8 @@ def anonymize_files(
     sha256: bool = False,
 ) -> list[Anonymized | Exception]:
     """:func:`anonymize_file` of each (stored file's path or bytes, tag values written after the profile): a box
-    push of several images is one worker call.  An image that fails answers its error, the others go on."""
-    answers: list[Anonymized | Exception] = []
-    for path, data, tag_values in items:
-        try:
-            this_image = dataclasses.replace(how, tag_values=tag_values) if tag_values else how
-            answers.append(anonymize_file(path, data, this_image, spool, sha256))
-        except Exception as error:
-            answers.append(_sendable(error))
-    return answers
+    push of several images is one worker call (see :func:`_each_image`)."""
+    return _each_image(items, how, lambda this, path, data: anonymize_file(path, data, this, spool, sha256))
 
 
 def write_anonymized(
@@ -366,14 +361,20 @@ def anonymize_each_into(
     items: Sequence[tuple[str, str, tuple[TagValue, ...]]], how: Deidentification
 ) -> list[AnonymizedBlob | Exception]:
     """:func:`anonymize_into` of each (stored file, new blob's file, tag values written after the profile): a
-    bulk job hands a worker several images per call, so that the server's share of a call (a pipe's round
-    trip, a thread waking up to take the answer under the server's one GIL) is paid once for them.  An image
-    that fails answers its error, and the others go on, as they would in calls of their own."""
-    answers: list[AnonymizedBlob | Exception] = []
-    for source_path, blob_path, tag_values in items:
+    bulk job hands a worker several images per call (see :func:`_each_image`)."""
+    return _each_image(items, how, lambda this, source, blob: anonymize_into(source, None, this, blob))
+
+
+def _each_image(items: Sequence[tuple[Any, ...]], how: Deidentification, one: Callable[..., T]) -> list[T | Exception]:
+    """``one(how with the item's tag values, *the item's other fields)`` for each item (its tag values last): the
+    server's share of a call (a pipe's round trip, a thread waking up to take the answer under the server's one
+    GIL) is paid once for several images.  An image that fails answers its error, and the others go on, as they
+    would in calls of their own."""
+    answers: list[T | Exception] = []
+    for *fields, tag_values in items:
         try:
             this_image = dataclasses.replace(how, tag_values=tag_values) if tag_values else how
-            answers.append(anonymize_into(source_path, None, this_image, blob_path))
+            answers.append(one(this_image, *fields))
         except Exception as error:
             answers.append(_sendable(error))
     return answers
