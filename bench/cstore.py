@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from ingest_rest import generate as generate_series
 from ingest_rest import print_profile
-from pydicom.uid import generate_uid
 
 OURS = "slicebox_lab"
 ORTHANC = "Orthanc"
@@ -270,30 +270,13 @@ def run_one(name: str, mode: str, data: Path, parts: list[Path], cfg: Path, work
 
 def generate(data: Path, count: int, size: int, patients: int, parallel: int) -> list[Path]:
     """Write the instances to data/parts/partK/NNNNN.dcm (consecutive instances per part), and one
-    tiny warm-up instance to data/warmup; returns the part folders."""
-    patients = max(1, min(patients, count))
+    tiny warm-up instance to data/warmup; returns the part folders.  The instances are ``ingest_rest.generate``'s
+    (one study, series and frame of reference per patient)."""
     parallel = max(1, min(parallel, count))
-    # one study, one series and one frame of reference per patient: a CT series shares its FrameOfReferenceUID
-    # (a new one per image, as until 2026-12-08, made every ingest update its series row)
-    uids = [(generate_uid(), generate_uid(), generate_uid()) for _ in range(patients)]
     parts = [data / "parts" / f"part{k}" for k in range(parallel)]
     for part in parts:
         part.mkdir(parents=True)
-    for i in range(count):
-        p = i * patients // count
-        study_uid, series_uid, frame_uid = uids[p]
-        blob = harness.ct_bytes(
-            PatientName=f"Store{p:02d}^Bench",
-            PatientID=f"CST{p:02d}",
-            StudyInstanceUID=study_uid,
-            SeriesInstanceUID=series_uid,
-            FrameOfReferenceUID=frame_uid,
-            SOPInstanceUID=generate_uid(),
-            InstanceNumber=i + 1,
-            rows=size,
-            columns=size,
-            seed=i + 1,
-        )
+    for i, blob in enumerate(generate_series(count, size, patients, "Store", "CST")):
         (parts[i * parallel // count] / f"{i:05d}.dcm").write_bytes(blob)
     (data / "warmup").mkdir()
     (data / "warmup" / "warmup.dcm").write_bytes(harness.ct_bytes(PatientName="Warm^Up", PatientID="WARMUP"))

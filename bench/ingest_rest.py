@@ -83,8 +83,9 @@ def started(name: str, work_dir: Path, node_args: Sequence[str] = ()) -> Iterato
             )
 
 
-def generate(count: int, size: int, patients: int) -> list[bytes]:
-    """count CT instances in `patients` patients (one study, one series each), distinct pixels and UIDs."""
+def generate(count: int, size: int, patients: int, name: str = "Ingest", prefix: str = "ING") -> list[bytes]:
+    """count CT instances in `patients` patients (one study, one series each), distinct pixels and UIDs; the
+    patients are named ``<name>NN^Bench`` with IDs ``<prefix>NN``."""
     patients = max(1, min(patients, count))
     # one study, one series and one frame of reference per patient: a CT series shares its FrameOfReferenceUID
     # (a new one per image, as until 2026-12-08, made every ingest update its series row)
@@ -95,10 +96,11 @@ def generate(count: int, size: int, patients: int) -> list[bytes]:
         study_uid, series_uid, frame_uid = uids[p]
         blobs.append(
             harness.ct_bytes(
-                PatientName=f"Ingest{p:02d}^Bench",
-                PatientID=f"ING{p:02d}",
+                PatientName=f"{name}{p:02d}^Bench",
+                PatientID=f"{prefix}{p:02d}",
                 StudyInstanceUID=study_uid,
                 SeriesInstanceUID=series_uid,
+                FrameOfReferenceUID=frame_uid,
                 SOPInstanceUID=generate_uid(),
                 InstanceNumber=i + 1,
                 rows=size,
