@@ -202,12 +202,13 @@ class PartStream:
     ) -> None:
         self._begin, self._data, self._end = begin, data, end
         self._headers: dict[str, str] = {}
-        self._field = b""
+        self._field = self._value = b""
         self._ended = False
         callbacks: Any = {
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_name,
             "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
             "on_headers_finished": lambda: self._begin({k: v.strip() for k, v in self._headers.items()}),
             "on_part_data": lambda chunk, start, stop: self._data(memoryview(chunk)[start:stop]),
             "on_part_end": self._end,
@@ -230,15 +231,18 @@ class PartStream:
             raise InvalidInput("the multipart body has no closing boundary: it was cut short")
 
     def _part_begin(self) -> None:
-        self._headers, self._field = {}, b""
+        self._headers, self._field, self._value = {}, b"", b""
 
+    # a header's name and value may each come in several pieces (a write ending inside them): kept until its end
     def _header_name(self, chunk: bytes, start: int, stop: int) -> None:
         self._field += chunk[start:stop]
 
     def _header_value(self, chunk: bytes, start: int, stop: int) -> None:
-        name = self._field.decode("latin-1").strip().lower()
-        self._headers[name] = self._headers.get(name, "") + chunk[start:stop].decode("latin-1")
-        self._field = b""
+        self._value += chunk[start:stop]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1")
+        self._field = self._value = b""
 
     def _body_end(self) -> None:
         self._ended = True

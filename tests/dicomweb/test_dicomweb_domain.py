@@ -206,3 +206,29 @@ def test_stow_part_outcomes(context: SliceboxContext) -> None:
     ]
     assert body.RetrieveURL == f"{ROOT}studies/{study}"
     assert len(_search(context, "instance", scope={"StudyInstanceUID": study}).items) == 2
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 64, 10_000])
+def test_a_streamed_body_gives_the_same_parts_however_it_is_cut(step: int):
+    """Headers (and data) split across writes, down to one byte each: a push's X-Slicebox-SHA256 cut inside its
+    value once lost its tail, and the image was refused."""
+    sha = "0123456789abcdef" * 4
+    body = (
+        b"--B\r\nContent-Type: application/dicom\r\nX-Slicebox-Sequence-Number: 12\r\n"
+        b"X-Slicebox-SHA256: " + sha.encode() + b"\r\n\r\nFIRST PART\r\n"
+        b"--B\r\nContent-Type: application/dicom\r\n\r\nSECOND\r\n--B--\r\n"
+    )
+    parts: list[tuple[dict[str, str], bytearray]] = []
+    stream = multipart.PartStream(
+        "B", lambda headers: parts.append((headers, bytearray())), lambda d: parts[-1][1].extend(d), lambda: None
+    )
+    for at in range(0, len(body), step):
+        stream.write(body[at : at + step])
+    stream.finish()
+    assert parts == [
+        (
+            {"content-type": "application/dicom", "x-slicebox-sequence-number": "12", "x-slicebox-sha256": sha},
+            bytearray(b"FIRST PART"),
+        ),
+        ({"content-type": "application/dicom"}, bytearray(b"SECOND")),
+    ]
